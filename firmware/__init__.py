@@ -1,0 +1,1 @@
+"""Doorbell firmware: GPIO, camera, motion, clips; writes only to the spool."""

