@@ -1,0 +1,68 @@
+"""The test broker is a real Mosquitto enforcing the product's passwords and ACL."""
+from __future__ import annotations
+
+import pytest
+
+from doorbell import protocol
+from doorbell.embedded import MqttConnectError
+
+NOT_AUTHORIZED = 135
+BAD_USER_OR_PASSWORD = 134
+
+
+def test_device_publish_to_other_device_is_refused_with_puback_135(mqtt_client):
+    dev_a = mqtt_client("dev-a")
+    rc = dev_a.pub(protocol.events_topic("dev-b"), b'{"v":1}', qos=1)
+    assert rc.value == NOT_AUTHORIZED
+    # its own topic is fine (and the refusal did not cost it the connection)
+    assert dev_a.pub(protocol.events_topic("dev-a"), b'{"v":1}', qos=1).is_failure is False
+
+
+def test_wrong_password_is_refused_at_connect(broker):
+    with pytest.raises(MqttConnectError) as err:
+        broker.client("dev-a", password="not-the-password")
+    assert err.value.reason_code.value in (BAD_USER_OR_PASSWORD, NOT_AUTHORIZED)
+
+
+def test_unknown_user_is_refused_at_connect(broker):
+    with pytest.raises(MqttConnectError):
+        broker.client("mallory", password="whatever-password")
+
+
+def test_device_cannot_receive_other_devices_commands(mqtt_client):
+    dev_a = mqtt_client("dev-a")
+    owner_b = mqtt_client("owner-b")
+    topic_b = protocol.command_topic("dev-b", "snapshot")
+    codes = dev_a.sub(topic_b, qos=1)
+    assert codes[0].value in (NOT_AUTHORIZED, 0, 1)  # refused at SUBACK (2.0) or filtered on delivery
+    dev_a.sub("doorbell/v1/devices/#", qos=1)  # a broad filter must not leak either
+    dev_b = mqtt_client("dev-b")
+    assert dev_b.sub(topic_b, qos=1)[0].value == 1
+    assert owner_b.pub(topic_b, b'{"v":1}', qos=1).is_failure is False
+    assert dev_b.expect(topic_b).payload == b'{"v":1}'  # delivered to its device...
+    leaked = [m for m in dev_a.drain(settle=0.3) if m.topic == topic_b]
+    assert leaked == []  # ...and never to another device
+
+
+def test_owner_cannot_command_a_device_it_does_not_own(mqtt_client):
+    owner_a = mqtt_client("owner-a")
+    assert owner_a.pub(protocol.command_topic("dev-b", "snapshot"), b"{}", qos=1).value == NOT_AUTHORIZED
+    assert owner_a.pub(protocol.command_topic("dev-a", "snapshot"), b"{}", qos=1).is_failure is False
+
+
+def test_retained_message_survives_broker_restart(broker):
+    topic = protocol.status_topic("dev-a")
+    dev_a = broker.client("dev-a")
+    assert dev_a.pub(topic, b"online", qos=1, retain=True).is_failure is False
+    dev_a.close()
+    old_port = broker.port
+    broker.restart()
+    assert broker.port == old_port
+    watcher = broker.client("owner-a")
+    try:
+        watcher.sub(topic, qos=1)
+        msg = watcher.expect(topic)
+        assert msg.payload == b"online" and msg.retain
+    finally:
+        watcher.close()
+        broker.clear_retained(topic)
