@@ -1,0 +1,323 @@
+"""Clip uploads to any S3-compatible bucket: verified, idempotent, never overwriting.
+
+For each object (video, snapshot, then metadata last) the uploader:
+
+1. hashes the local file in one pass (whole-file SHA-256 plus the per-part
+   digests a multipart upload will produce) and refuses a file whose hash does
+   not match the spool metadata (:class:`LocalCorruption`);
+2. HEADs the key: an object with the same ``x-amz-meta-sha256`` and size means
+   a previous run already uploaded it (skip); any other object is a
+   :class:`UploadConflict` and is never overwritten;
+3. uploads through s3transfer with the configured ``TransferConfig``
+   (threshold, part size, concurrency, bandwidth cap), sending SHA-256
+   checksums the server verifies on receipt (the whole-object value for a
+   single PUT, one per part for multipart) and ``If-None-Match: *`` so the
+   bucket itself refuses to replace an object that appeared meanwhile;
+4. HEADs again with ``ChecksumMode=ENABLED`` and compares size, metadata and
+   the server's SHA-256 (full or composite ``-N``) with the local digests.
+
+Crash safety: before an upload starts, its key is journaled (atomically) in
+``agent.state_dir``. A retry or a restart that finds the journal aborts any
+multipart upload left under that key and starts it again, so a kill -9 mid
+upload leaves neither a duplicate nor a half object (an incomplete multipart
+upload is invisible until completed). At start-up :meth:`abort_stale` also
+clears every stale multipart upload under the device's prefix.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+from boto3.s3.transfer import TransferConfig, create_transfer_manager
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import ClientError
+from s3transfer.exceptions import CancelledError
+from s3transfer.utils import ChunksizeAdjuster
+
+from doorbell.config import S3Section
+from doorbell.spool import SpoolClip, atomic_write
+
+from .keys import ClipKeys, clip_keys, device_prefix
+
+log = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+JOURNAL_FILE = "upload-journal.json"
+CONTENT_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg", ".json": "application/json"}
+
+
+class UploadConflict(Exception):
+    """The bucket holds a different object under our key; it is never overwritten."""
+
+
+class LocalCorruption(Exception):
+    """A spool file no longer matches the hash recorded when it was published."""
+
+
+class UploadCancelled(Exception):
+    """The agent is shutting down; the clip stays pending and is retried next start."""
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    sha256_hex: str
+    size: int
+    part_digests: tuple[bytes, ...]
+    part_size: int
+
+    @property
+    def sha256_b64(self) -> str:
+        return base64.b64encode(bytes.fromhex(self.sha256_hex)).decode()
+
+    def composite_b64(self) -> str:
+        """S3's checksum of a multipart object: SHA-256 of the parts' SHA-256 digests."""
+        return base64.b64encode(hashlib.sha256(b"".join(self.part_digests)).digest()).decode()
+
+
+@dataclass
+class UploadOutcome:
+    clip_id: str
+    keys: ClipKeys
+    snapshot_key: str | None
+    uploaded: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    bytes_sent: int = 0
+    seconds: float = 0.0
+
+
+def digest_file(path: Path, part_size: int) -> FileDigest:
+    """Whole-file SHA-256 and per-part SHA-256 digests in a single read."""
+    whole = hashlib.sha256()
+    parts: list[bytes] = []
+    size = 0
+    with open(path, "rb") as fh:
+        while block := fh.read(part_size):
+            whole.update(block)
+            parts.append(hashlib.sha256(block).digest())
+            size += len(block)
+    return FileDigest(whole.hexdigest(), size, tuple(parts), part_size)
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+class Uploader:
+    """Uploads spool clips to one bucket; one instance per agent, used from one thread."""
+
+    def __init__(self, s3: S3Section, device_id: str, state_dir: Path, conditional_writes: bool = True,
+                 client: Any = None):
+        self.cfg = s3
+        self.device_id = device_id
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.bucket = s3.bucket
+        self.client = client or boto3.session.Session().client(
+            "s3",
+            endpoint_url=s3.endpoint_url,
+            region_name=s3.region,
+            aws_access_key_id=s3.access_key_id,
+            aws_secret_access_key=s3.secret_access_key.get_secret_value() if s3.secret_access_key else None,
+            config=BotoConfig(
+                s3={"addressing_style": s3.addressing_style},
+                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=5,
+                read_timeout=60,
+                max_pool_connections=max(10, s3.max_concurrency + 2),
+                request_checksum_calculation="when_supported",
+                response_checksum_validation="when_supported",
+            ),
+        )
+        if conditional_writes:
+            # s3transfer does not pass IfNoneMatch through, so add it on the wire.
+            for op in ("PutObject", "CompleteMultipartUpload"):
+                self.client.meta.events.register(f"before-parameter-build.s3.{op}", _if_none_match)
+        self.transfer_config = TransferConfig(
+            multipart_threshold=s3.multipart_threshold_mb * MiB,
+            multipart_chunksize=s3.multipart_chunk_mb * MiB,
+            max_concurrency=s3.max_concurrency,
+            max_bandwidth=s3.max_bandwidth_bps,
+            use_threads=True,
+        )
+        self._manager = create_transfer_manager(self.client, self.transfer_config)
+        self._future_lock = threading.Lock()
+        self._future: Any = None
+        self._cancelled = threading.Event()
+
+    # ------------------------------------------------------------------ public
+    def keys_for(self, clip: SpoolClip) -> ClipKeys:
+        return clip_keys(self.cfg.prefix, self.device_id, clip.clip_id, clip.meta.started_at)
+
+    def upload_clip(self, clip: SpoolClip) -> UploadOutcome:
+        """Upload video, snapshot and metadata (in that order); return once the bucket confirmed all."""
+        t0 = time.monotonic()
+        keys = self.keys_for(clip)
+        meta = clip.meta
+        out = UploadOutcome(clip.clip_id, keys, None)
+        self._object(clip.video, keys.video, meta.sha256, meta.size, out)
+        snap = clip.snapshot
+        if snap is not None:
+            self._object(snap, keys.snapshot, meta.snapshot_sha256, None, out)
+            out.snapshot_key = keys.snapshot
+        self._object(clip.meta_file, keys.meta, None, None, out)
+        out.seconds = time.monotonic() - t0
+        return out
+
+    def abort_stale(self, prefix: str | None = None) -> int:
+        """Abort every unfinished multipart upload under ``prefix`` (default: this device's)."""
+        prefix = device_prefix(self.cfg.prefix, self.device_id) if prefix is None else prefix
+        aborted = 0
+        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket, Prefix=prefix):
+            for up in page.get("Uploads", []) or []:
+                try:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                    aborted += 1
+                    log.warning("aborted stale multipart upload of %s (%s)", up["Key"], up["UploadId"][:12])
+                except ClientError as exc:
+                    if _error_code(exc) not in ("NoSuchUpload", "404"):
+                        raise
+        return aborted
+
+    def recover(self) -> int:
+        """Start-up: finish what a crash left (journaled key) and sweep stale multipart uploads."""
+        journal = self._read_journal()
+        if journal:
+            log.warning("previous run was interrupted while uploading %s; restarting that upload", journal.get("key"))
+        n = self.abort_stale()
+        self._clear_journal()
+        return n
+
+    def cancel(self) -> None:
+        """Called from another thread at shutdown: stop the upload in flight (it will be retried)."""
+        self._cancelled.set()
+        with self._future_lock:
+            if self._future is not None:
+                self._future.cancel()
+
+    def close(self) -> None:
+        try:
+            self._manager.shutdown(cancel=True)
+        except Exception:  # shutting down a pool of a dead transfer must not mask the real exit
+            log.debug("transfer manager shutdown failed", exc_info=True)
+
+    def head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    # ------------------------------------------------------------------ one object
+    def _part_size(self, size: int) -> int:
+        return ChunksizeAdjuster().adjust_chunksize(self.transfer_config.multipart_chunksize, size)
+
+    def _is_multipart(self, size: int) -> bool:
+        return size >= self.transfer_config.multipart_threshold
+
+    def _object(self, path: Path, key: str, want_sha: str | None, want_size: int | None,
+                out: UploadOutcome) -> None:
+        if self._cancelled.is_set():
+            raise UploadCancelled(key)
+        size = path.stat().st_size
+        digest = digest_file(path, self._part_size(size))
+        if want_sha is not None and digest.sha256_hex != want_sha:
+            raise LocalCorruption(f"{path}: sha256 {digest.sha256_hex[:12]}… differs from the recorded {want_sha[:12]}…")
+        if want_size is not None and digest.size != want_size:
+            raise LocalCorruption(f"{path}: {digest.size} bytes, metadata says {want_size}")
+        existing = self.head(key)
+        if existing is not None:
+            self._check_existing(existing, key, digest, strict=False)
+            log.info("%s already in the bucket with the same sha256; not uploading again", key)
+            out.skipped.append(key)
+            return
+        journal = self._read_journal()
+        if journal and journal.get("key") == key:
+            # A previous attempt at this very key failed or was killed: clear its parts first.
+            self.abort_stale(key)
+        self._write_journal({"key": key, "sha256": digest.sha256_hex, "started": time.time()})
+        extra: dict[str, Any] = {
+            "ChecksumAlgorithm": "SHA256",
+            "Metadata": {"sha256": digest.sha256_hex},
+            "ContentType": CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
+        }
+        if not self._is_multipart(size):
+            extra["ChecksumSHA256"] = digest.sha256_b64  # the server checks the whole object against it
+        try:
+            with self._future_lock:
+                if self._cancelled.is_set():
+                    raise UploadCancelled(key)
+                self._future = self._manager.upload(str(path), self.bucket, key, extra_args=extra)
+            self._future.result()
+        except CancelledError:
+            raise UploadCancelled(key) from None
+        except ClientError as exc:
+            if _error_code(exc) != "PreconditionFailed":
+                raise
+            # Someone (likely our own earlier, retried request) created the key meanwhile.
+            log.warning("%s appeared while uploading; checking it", key)
+        finally:
+            with self._future_lock:
+                self._future = None
+        confirmed = self.head(key)
+        if confirmed is None:
+            raise RuntimeError(f"{key}: upload reported success but HEAD finds no object")
+        self._check_existing(confirmed, key, digest, strict=True)
+        self._clear_journal()
+        out.uploaded.append(key)
+        out.bytes_sent += size
+
+    def _check_existing(self, head: dict[str, Any], key: str, digest: FileDigest, strict: bool) -> None:
+        """Raise UploadConflict unless the object is the file we hold.
+
+        ``strict`` (right after our own upload) also compares the server's
+        SHA-256; an object from an earlier run may have been cut into parts of
+        another size, so there matching metadata and size suffice.
+        """
+        meta_sha = (head.get("Metadata") or {}).get("sha256")
+        if meta_sha != digest.sha256_hex or int(head.get("ContentLength", -1)) != digest.size:
+            raise UploadConflict(
+                f"s3://{self.bucket}/{key} exists with sha256={meta_sha or 'unknown'} size={head.get('ContentLength')}, "
+                f"local file has sha256={digest.sha256_hex} size={digest.size}; refusing to overwrite")
+        server = head.get("ChecksumSHA256")
+        if server is None or not strict:
+            return  # (server does not report checksums) metadata and size matched
+        want = digest.composite_b64() if self._is_multipart(digest.size) else digest.sha256_b64
+        if server.split("-")[0] != want:
+            raise UploadConflict(f"s3://{self.bucket}/{key}: server SHA-256 {server} does not match local {want}")
+
+    # ------------------------------------------------------------------ journal
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / JOURNAL_FILE
+
+    def _read_journal(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self.journal_path.read_bytes())
+            return data if isinstance(data, dict) else None
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            log.warning("unreadable upload journal; treating as interrupted upload")
+            return {"key": None}
+
+    def _write_journal(self, data: dict[str, Any]) -> None:
+        atomic_write(self.journal_path, json.dumps(data).encode())
+
+    def _clear_journal(self) -> None:
+        try:
+            self.journal_path.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _if_none_match(params: dict[str, Any], **_kwargs: Any) -> None:
+    params.setdefault("IfNoneMatch", "*")
