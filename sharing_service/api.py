@@ -1,0 +1,173 @@
+"""The agency HTTP API (FastAPI): ask, never take.
+
+Every error is ``{"error": {"code", "message"}}`` with a 4xx status. An agency
+authenticates with ``Authorization: Bearer dbk_...``; each agency has a token
+bucket (``sharing.agency_rate_per_min`` or its own limit) and gets 429 with
+``Retry-After`` beyond it. Nothing here reveals which homes were asked.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from doorbell import __version__
+
+from .core import AgencyInfo, Refused, SharingCore
+from .schemas import (
+    ErrorBody,
+    RequestCreate,
+    RequestCreated,
+    RequestList,
+    RequestStatus,
+    SharedClipList,
+    Transparency,
+)
+
+log = logging.getLogger(__name__)
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "malformed request"},
+    401: {"model": ErrorBody, "description": "missing or invalid API key"},
+    404: {"model": ErrorBody, "description": "no such request (or not this agency's)"},
+    422: {"model": ErrorBody, "description": "refused by the sharing rules or invalid input"},
+    429: {"model": ErrorBody, "description": "rate limit exceeded; see Retry-After"},
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
+                   fields: list[dict[str, str]] | None = None) -> JSONResponse:
+    body: dict[str, Any] = {"code": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+class RateLimiter:
+    """Per-agency token buckets (state lives in the app, not in a module global)."""
+
+    def __init__(self, default_per_min: int):
+        self.default = default_per_min
+        self._buckets: dict[int, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, agency: AgencyInfo) -> float:
+        """0 if allowed, else seconds until a token is available."""
+        rate = (agency.rate_per_min or self.default) / 60.0
+        burst = max(1.0, rate * 60.0)
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(agency.id, (burst, now))
+            tokens = min(burst, tokens + (now - last) * rate)
+            if tokens >= 1.0:
+                self._buckets[agency.id] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[agency.id] = (tokens, now)
+            return (1.0 - tokens) / rate
+
+
+def create_app(core: SharingCore) -> FastAPI:
+    app = FastAPI(
+        title="Doorbell sharing service: agency API",
+        version=__version__,
+        description=("Police agencies can ask for doorbell footage; only the owners can give it. "
+                     "A request names a case, a legal basis, an attestation that it does not target "
+                     "lawful protest, a window of at most 12 h and a radius of at most 800 m. Owners "
+                     "approve clip by clip with a signed decision; the agency then gets short-lived "
+                     "download links. Responses never reveal which homes were asked or who declined."),
+        responses=ERRORS,
+    )
+    limiter = RateLimiter(core.settings.agency_rate_per_min)
+    bearer = HTTPBearer(auto_error=False, description="API key issued by 'doorbell sharing agency add'")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_r: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.exception_handler(Refused)
+    async def _refused(_r: Request, exc: Refused) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_r: Request, exc: RequestValidationError) -> JSONResponse:
+        fields, code = [], "invalid_field"
+        for err in exc.errors()[:20]:
+            loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            if err.get("type") == "missing":
+                code = "missing_field" if code == "invalid_field" else code
+            if err.get("type") in ("json_invalid", "model_attributes_type", "dict_type") and not loc:
+                code = "invalid_json"
+            fields.append({"field": loc or "<body>", "reason": str(err.get("msg", "invalid"))})
+        msg = "; ".join(f"{f['field']}: {f['reason']}" for f in fields[:5])
+        return error_response(422 if code != "invalid_json" else 400, code, msg, fields=fields)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_r: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _crash(_r: Request, exc: Exception) -> JSONResponse:
+        log.exception("internal error")
+        return error_response(500, "internal", "internal error (logged)")
+
+    def agency(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> AgencyInfo:
+        if creds is None or creds.scheme.lower() != "bearer":
+            raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <API key>'",
+                           {"WWW-Authenticate": "Bearer"})
+        info = core.authenticate(creds.credentials)
+        if info is None:
+            raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
+        wait = limiter.take(info)
+        if wait > 0:
+            raise ApiError(429, "rate_limited", "too many requests", {"Retry-After": str(max(1, int(wait + 0.999)))})
+        return info
+
+    @app.post("/v1/requests", status_code=201, response_model=RequestCreated, tags=["requests"],
+              summary="Ask owners in an area for footage from a time window")
+    def create_request(body: RequestCreate, who: AgencyInfo = Depends(agency)) -> dict[str, Any]:
+        return core.create_request(who, body)
+
+    @app.get("/v1/requests", response_model=RequestList, tags=["requests"], summary="This agency's requests")
+    def list_requests(who: AgencyInfo = Depends(agency)) -> dict[str, Any]:
+        return {"requests": core.list_requests(who)}
+
+    @app.get("/v1/requests/{request_id}", response_model=RequestStatus, tags=["requests"],
+             summary="Status of one request (time-based; reveals nothing about homes)")
+    def get_request(request_id: str, who: AgencyInfo = Depends(agency)) -> dict[str, Any]:
+        return core.request_status(who, request_id)
+
+    @app.get("/v1/requests/{request_id}/clips", response_model=SharedClipList, tags=["clips"],
+             summary="Clips shared under a request, with short-lived download links")
+    def list_clips(request_id: str, who: AgencyInfo = Depends(agency)) -> dict[str, Any]:
+        return core.shared_clips(who, request_id)
+
+    @app.get("/v1/requests/{request_id}/clips/{clip_id}/download", status_code=302, tags=["clips"],
+             response_class=RedirectResponse, responses={302: {"description": "redirect to a presigned URL"}},
+             summary="Redirect to a fresh short-lived link for one shared clip")
+    def download(request_id: str, clip_id: str, who: AgencyInfo = Depends(agency)) -> RedirectResponse:
+        return RedirectResponse(core.download_url(who, request_id, clip_id), status_code=302,
+                                headers={"Cache-Control": "no-store"})
+
+    @app.get("/v1/transparency", response_model=Transparency, tags=["public"],
+             summary="Per-agency monthly figures; no home identifiers, small counts suppressed")
+    def transparency() -> dict[str, Any]:
+        return core.transparency()
+
+    @app.get("/healthz", tags=["public"], summary="Liveness")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app

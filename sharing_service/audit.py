@@ -1,0 +1,87 @@
+"""The append-only audit log in the database: append, verify, and the owner's view.
+
+Appends happen inside the transaction of the action they record, so an action
+and its audit row commit together or not at all. The single ``audit_head`` row
+(seq and hash of the last entry) is read and updated in the same transaction;
+on PostgreSQL it is locked ``FOR UPDATE``, on SQLite the write lock serialises
+appends. See :mod:`sharing_service.auditchain` for the hash construction.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .auditchain import GENESIS, ChainReport, body_digest, canonical, chain_hash, verify_rows
+from .models import AuditEntry, AuditHead
+
+KINDS = ("request", "delivery", "decision", "refusal", "grant", "link_issued", "download",
+         "revocation", "expiry", "grant_expiry", "owner_link")
+
+
+def append(session: Session, *, kind: str, actor: str, subject: str, owner_id: str | None = None,
+           details: dict[str, Any] | None = None, ts: float | None = None) -> AuditEntry:
+    """Add one entry at the end of the chain (in the caller's transaction)."""
+    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
+    seq = head.seq + 1
+    ts = time.time() if ts is None else ts
+    details_json = canonical(details or {})
+    digest = body_digest(seq=seq, ts=ts, kind=kind, actor=actor, subject=subject, owner_id=owner_id,
+                         details_json=details_json)
+    entry = AuditEntry(seq=seq, ts=ts, kind=kind, actor=actor, subject=subject, owner_id=owner_id,
+                       details=details_json, body_digest=digest, prev_hash=head.hash,
+                       hash=chain_hash(head.hash, digest))
+    session.add(entry)
+    head.seq, head.hash = seq, entry.hash
+    session.flush()
+    return entry
+
+
+def _row(e: AuditEntry) -> dict[str, Any]:
+    return {"seq": e.seq, "ts": e.ts, "kind": e.kind, "actor": e.actor, "subject": e.subject,
+            "owner_id": e.owner_id, "details": e.details, "body_digest": e.body_digest,
+            "prev_hash": e.prev_hash, "hash": e.hash}
+
+
+def verify_chain(session: Session, batch: int = 5000) -> ChainReport:
+    """Recompute every digest and link from genesis to the recorded head."""
+    head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
+
+    def rows():  # type: ignore[no-untyped-def]
+        last = 0
+        while True:
+            chunk = session.execute(select(AuditEntry).where(AuditEntry.seq > last)
+                                    .order_by(AuditEntry.seq).limit(batch)).scalars().all()
+            if not chunk:
+                return
+            for e in chunk:
+                yield _row(e)
+            last = chunk[-1].seq
+
+    return verify_rows(rows(), head=(head.seq, head.hash))
+
+
+def owner_view(session: Session, owner_id: str, since: int = 1, limit: int = 2000) -> dict[str, Any]:
+    """Rows ``since`` .. ``since+limit-1``: this owner's in full, everyone else's as digests.
+
+    ``start_prev`` is the hash before the first row, so the owner can verify a
+    page on its own and continue from the last hash it verified.
+    """
+    since = max(1, int(since))
+    limit = max(1, min(int(limit), 5000))
+    head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
+    entries = session.execute(select(AuditEntry).where(AuditEntry.seq >= since)
+                              .order_by(AuditEntry.seq).limit(limit)).scalars().all()
+    start_prev = entries[0].prev_hash if entries else (head.hash if since > head.seq else GENESIS)
+    rows: list[dict[str, Any]] = []
+    for e in entries:
+        if e.owner_id == owner_id:
+            rows.append(_row(e))
+        else:
+            rows.append({"seq": e.seq, "body_digest": e.body_digest, "hash": e.hash})
+    last = entries[-1].seq if entries else since - 1
+    return {"from_seq": since, "start_prev": start_prev, "rows": rows,
+            "head": {"seq": head.seq, "hash": head.hash}, "complete": last >= head.seq,
+            "next_since": None if last >= head.seq else last + 1}

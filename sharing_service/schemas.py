@@ -1,0 +1,94 @@
+"""The agency HTTP API's request and response bodies (they make the OpenAPI spec).
+
+Responses are designed for sharing rule 2: nothing in them depends on which
+homes were asked or what they answered, until a clip is actually shared.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="machine-readable reason, e.g. window_too_long, radius_too_large, "
+                                  "attestation_required, missing_field, invalid_field, unauthorized, "
+                                  "rate_limited, not_found")
+    message: str
+    fields: list[dict[str, str]] | None = Field(None, description="per-field reasons for validation errors")
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class RequestCreate(BaseModel):
+    """A police request. Rule 3: case, legal basis, attestation, window <= 12 h, radius <= 800 m."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    case_number: Annotated[str, Field(min_length=1, max_length=100, description="the agency's case number")]
+    legal_basis: Annotated[str, Field(min_length=1, max_length=500, description="statute, warrant or other basis")]
+    attest_not_protest: bool = Field(description="must be true: the request does not target lawful protest")
+    window_start: AwareDatetime = Field(description="start of the time window (RFC 3339 with a time zone)")
+    window_end: AwareDatetime = Field(description="end of the window; at most 12 h after the start")
+    lat: float = Field(ge=-90, le=90)
+    lon: float = Field(ge=-180, le=180)
+    radius_m: float = Field(gt=0, description="radius around (lat, lon) in metres; at most 800")
+    reason: Annotated[str, Field(min_length=1, max_length=2000, description="why the footage is needed")]
+
+
+class RequestCreated(BaseModel):
+    id: str
+    status: Literal["open", "closed"]
+    created_at: float
+    expires_at: float
+
+
+class RequestStatus(BaseModel):
+    """Identical for 'no home matched', 'every home declined' and 'nobody answered yet'."""
+
+    id: str
+    case_number: str
+    status: Literal["open", "closed"] = Field(description="open until expires_at, then closed; depends on time only")
+    created_at: float
+    expires_at: float
+    window_start: float
+    window_end: float
+    clips_shared: int = Field(description="clips currently available to the agency under this request")
+
+
+class RequestList(BaseModel):
+    requests: list[RequestStatus]
+
+
+class SharedClip(BaseModel):
+    clip_id: str
+    started_at: float
+    ended_at: float
+    trigger: str
+    size: int
+    sha256: str
+    url: str = Field(description="presigned GET URL, valid until url_expires_at (minutes)")
+    url_expires_at: float
+    access_expires_at: float = Field(description="when the owner's grant for this clip ends")
+
+
+class SharedClipList(BaseModel):
+    request_id: str
+    clips: list[SharedClip]
+
+
+class TransparencyRow(BaseModel):
+    agency: str
+    month: str = Field(description="YYYY-MM (UTC), by request creation")
+    requests: int
+    approvals: int | None = Field(description="owner approvals; null when between 1 and suppressed_below-1")
+    denials: int | None = Field(description="owner denials plus unanswered expiries; null when small")
+    clips_shared: int | None = Field(description="clips released; null when small")
+
+
+class Transparency(BaseModel):
+    suppressed_below: int
+    published_through: str | None = Field(description="last month included; months appear once every request in them has closed")
+    rows: list[TransparencyRow]

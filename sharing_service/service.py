@@ -1,0 +1,134 @@
+"""One sharing-service process: database, HTTP API, owner bridge and expiry sweeper.
+
+``SharingService(cfg).start()`` runs everything on background threads (what the
+tests and the demo do); ``serve()`` runs uvicorn in the calling thread with the
+bridge and sweeper beside it (what ``doorbell sharing serve`` does).
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Callable
+
+from doorbell.config import DoorbellConfig
+
+from .core import SharingCore
+from .db import Database
+from .storage import Presigner
+
+log = logging.getLogger(__name__)
+
+
+class SharingService:
+    def __init__(self, cfg: DoorbellConfig, *, clock: Callable[[], float] | None = None,
+                 mqtt: bool = True, mqtt_client_id: str | None = None, sweep_interval_s: float = 30.0,
+                 migrate: bool = True):
+        self.cfg = cfg
+        self.db = Database(cfg.sharing.database_url)
+        if migrate:
+            self.db.migrate()
+        presigner = Presigner(cfg.s3) if cfg.s3.access_key_id or cfg.s3.endpoint_url else None
+        if presigner is None:
+            log.warning("no S3 endpoint/credentials configured: link issuance will fail with 503")
+        self.core = SharingCore(self.db, cfg.sharing, presigner, clock=clock)
+        self.bridge = None
+        if mqtt:
+            from .bridge import OwnerBridge
+
+            self.bridge = OwnerBridge(self.core, cfg.mqtt, client_id=mqtt_client_id)
+        self.sweep_interval_s = sweep_interval_s
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._server = None
+        self._sock: socket.socket | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.cfg.sharing.http.host}:{self.port}"
+
+    def _bind(self) -> socket.socket:
+        http = self.cfg.sharing.http
+        family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((http.host, http.port))
+        sock.listen(512)
+        sock.set_inheritable(True)
+        self.port = sock.getsockname()[1]
+        return sock
+
+    def _make_server(self):  # type: ignore[no-untyped-def]
+        import uvicorn
+
+        from .api import create_app
+
+        config = uvicorn.Config(create_app(self.core), log_config=None, lifespan="off",
+                                access_log=False, timeout_graceful_shutdown=5)
+        return uvicorn.Server(config)
+
+    def _sweeper(self) -> None:
+        while not self._stop.wait(self.sweep_interval_s):
+            try:
+                self.core.sweep()
+            except Exception:  # keep sweeping; the error is logged
+                log.exception("sweep failed")
+
+    def _start_side(self) -> None:
+        if self.bridge:
+            self.bridge.start()
+        self.core.sweep()
+        t = threading.Thread(target=self._sweeper, name="sharing-sweeper", daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    def start(self, http: bool = True, timeout: float = 15) -> "SharingService":
+        """Start bridge, sweeper and (optionally) the HTTP server on background threads."""
+        self._start_side()
+        if http:
+            self._sock = self._bind()
+            self._server = self._make_server()
+            t = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
+                                 name="sharing-http", daemon=True)
+            t.start()
+            self._threads.append(t)
+            deadline = time.monotonic() + timeout
+            while not self._server.started:
+                if not t.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError("HTTP server did not start")
+                time.sleep(0.02)
+            log.info("agency API on %s", self.url)
+        return self
+
+    def serve(self) -> None:
+        """Run until SIGINT/SIGTERM (uvicorn handles the signals in this thread)."""
+        self._start_side()
+        self._sock = self._bind()
+        self._server = self._make_server()
+        log.info("agency API on %s (OpenAPI at /openapi.json)", self.url)
+        try:
+            self._server.run(sockets=[self._sock])
+        finally:
+            self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.should_exit = True
+        if self.bridge:
+            self.bridge.stop()
+        for t in self._threads:
+            t.join(timeout=10)
+        self._threads.clear()
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self.db.dispose()
+
+    def __enter__(self) -> "SharingService":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,38 @@
+"""Short-lived presigned GET links to clip objects: the only way footage leaves storage.
+
+The service holds the storage credentials; agencies and owners only ever get
+SigV4-presigned URLs, which the S3 server itself checks for signature and expiry.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from doorbell.config import S3Section
+
+log = logging.getLogger(__name__)
+
+
+class Presigner:
+    """Makes presigned GET URLs for keys in the configured bucket (never lists, never writes)."""
+
+    def __init__(self, s3: S3Section, client: Any | None = None):
+        self.bucket = s3.bucket
+        if client is None:
+            import boto3
+            from botocore.config import Config
+
+            secret = s3.secret_access_key.get_secret_value() if s3.secret_access_key else None
+            client = boto3.client(
+                "s3", endpoint_url=s3.endpoint_url, region_name=s3.region,
+                aws_access_key_id=s3.access_key_id, aws_secret_access_key=secret,
+                config=Config(signature_version="s3v4", s3={"addressing_style": s3.addressing_style}),
+            )
+        self._client = client
+
+    def get_url(self, key: str, ttl_s: int, filename: str | None = None) -> str:
+        """A GET URL for ``key`` valid ``ttl_s`` seconds (signing is local: no network call)."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if filename:
+            params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
+        return self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=int(ttl_s))
