@@ -76,6 +76,7 @@ class Phase:
     duration_s: float
     visitor: Literal["absent", "walkup", "stand", "leave"] = "absent"
     path: Literal["side", "far", "right"] = "side"
+    path_span: tuple[float, float] = (0.0, 1.0)  # walkup/leave cover this part of the path
     gain: float | None = None       # global exposure/illumination gain
     offset: float | None = None     # black-level offset, grey levels
     step: bool = False              # apply gain/offset at once (auto-exposure jump)
@@ -153,6 +154,35 @@ PRESETS: dict[str, Script] = {
                             _ph(2.0, visitor="stand", label="stand"),
                             _ph(5.0, visitor="leave", path="right", label="leave"),
                             _ph(2.0, label="quiet"))),
+    # the cases a recalibrating detector misses: lighting changes while a visitor approaches
+    "walkup_cloud": Script((
+        _ph(2.0, label="quiet"),
+        _ph(7.0, visitor="walkup", path="side", gain=0.45, label="walkup"),
+        _ph(3.0, visitor="stand", gain=0.4, label="stand"),
+        _ph(6.0, visitor="leave", path="side", gain=1.0, label="leave"),
+        _ph(2.0, label="quiet"),
+    )),
+    "walkup_porch_light": Script((
+        _ph(2.0, label="dusk"),
+        _ph(3.5, visitor="walkup", path="far", path_span=(0.0, 0.55), label="walkup"),
+        _ph(3.5, visitor="walkup", path="far", path_span=(0.55, 1.0), light=True, label="walkup"),
+        _ph(3.0, visitor="stand", gain=0.3, label="stand"),
+        _ph(6.0, visitor="leave", path="far", label="leave"),
+        _ph(2.0, label="quiet"),
+    ), gain=0.45),
+    "walkup_night": Script((
+        _ph(2.0, label="night"),
+        *_VISIT_SIDE,
+        _ph(2.0, label="night"),
+    ), ir=True, gain=0.9, noise_sigma=4.0, shot_noise=0.5),
+    "ir_switch_visitor": Script((
+        _ph(2.0, label="dusk"),
+        _ph(7.0, visitor="walkup", path="side", label="walkup"),
+        _ph(1.0, visitor="stand", label="stand"),
+        _ph(3.0, visitor="stand", ir=True, gain=0.9, step=True, label="stand"),
+        _ph(6.0, visitor="leave", path="side", label="leave"),
+        _ph(2.0, label="night"),
+    ), gain=0.35),
     "lighting_ramp": Script((
         _ph(1.0, label="quiet"),
         _ph(5.0, gain=0.45, label="cloud"),
@@ -182,14 +212,14 @@ PRESETS: dict[str, Script] = {
     ), gain=0.35),
     "noise_only": Script((_ph(12.0, label="noise"),), gain=0.7, noise_sigma=6.0, shot_noise=0.6),
     "masked_motion": Script((
-        _ph(10.0, wind=True, passerby=True, label="passerby"),
-        _ph(8.0, wind=True, passerby=True, passerby_dir="rtl", label="passerby"),
+        _ph(12.0, wind=True, passerby=True, label="passerby"),
+        _ph(10.0, wind=True, passerby=True, passerby_dir="rtl", label="jogger"),
     )),
     "demo_loop": Script((
         _ph(4.0, label="quiet"),
         *_VISIT_SIDE,
         _ph(4.0, label="quiet"),
-        _ph(9.0, passerby=True, label="passerby"),
+        _ph(12.0, passerby=True, label="passerby"),
         *_VISIT_FAR,
         _ph(3.0, label="quiet"),
     ), loop=True),
@@ -567,8 +597,9 @@ class PorchScene:
         for placement, kind in ((pas, "passerby"), (vis, "visitor")):
             if placement is not None:
                 self._paste(frame, kind, placement, truth.light, truth.ir)
-        if truth.gain != 1.0 or truth.offset != 0.0:
-            cv2.LUT(frame, self._lut(truth.gain, truth.offset), dst=frame)
+        gain = truth.gain / self._prescale(truth.light, truth.ir)
+        if gain != 1.0 or truth.offset != 0.0:
+            cv2.LUT(frame, self._lut(gain, truth.offset), dst=frame)
         self._add_noise(frame, index, truth.ir)
         return frame, truth
 
@@ -596,7 +627,16 @@ class PorchScene:
             out = np.repeat(g[..., None], 3, axis=2)
         elif light:
             out = out * lm[..., None]
-        return out
+        k = self._prescale(light, ir)
+        return out * k if k != 1.0 else out
+
+    def _prescale(self, light: bool, ir: bool) -> float:
+        """Storage scale of a lighting variant. The porch light and the IR lamp
+        push the stored background past 255; a real sensor clips only after
+        exposure, so such variants are stored darker and the exposure lookup
+        table scales them back (clipping there, after the gain)."""
+        peak = {(False, False): 1.0, (True, False): 2.3, (False, True): 1.5, (True, True): 2.4}[(light, ir)]
+        return 1.0 / peak
 
     def _background(self, light: bool, ir: bool) -> np.ndarray:
         key = (light, ir)
@@ -689,14 +729,16 @@ class PorchScene:
         if p.visitor != "absent":
             if p.visitor == "walkup":
                 path = PATHS[p.path]
-                lat, dist = _path_point(path, u)
+                a, b = p.path_span
+                lat, dist = _path_point(path, a + (b - a) * u)
                 moving = True
-                speed = _path_length(path) / p.duration_s
+                speed = _path_length(path) * abs(b - a) / p.duration_s
             elif p.visitor == "leave":
                 path = PATHS[p.path]
-                lat, dist = _path_point(path, 1.0 - u)
+                a, b = p.path_span
+                lat, dist = _path_point(path, 1.0 - (a + (b - a) * u))
                 moving = True
-                speed = _path_length(path) / p.duration_s
+                speed = _path_length(path) * abs(b - a) / p.duration_s
             else:
                 lat, dist = PATHS["side"][-1]
                 lat += 0.03 * math.sin(2 * math.pi * local_t / 2.5)  # a slight sway
@@ -711,7 +753,7 @@ class PorchScene:
         pas = None
         if p.passerby:
             d = 10.5
-            lx = -12.0 + 24.0 * u
+            lx = -15.5 + 31.0 * u  # enters and leaves beyond the frame edges
             if p.passerby_dir == "rtl":
                 lx = -lx
             pose = int((local_t * 1.4 / 1.4 * _N_POSES) % _N_POSES)
