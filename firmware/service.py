@@ -1,0 +1,479 @@
+"""The firmware process: button, chime, LED, camera, motion, clips, commands, retention.
+
+Threads, and why each exists:
+
+* **gpio callback** (gpiozero's): turns the chime on synchronously and queues
+  the ring; nothing slow ever runs there.
+* **gpio-watch** (:class:`~firmware.gpio.DoorbellIO`): chime pulse end, debounce,
+  held-button repeats, long press, LED patterns.
+* **pipeline**: camera read -> motion detection -> mask -> encode -> clip
+  routing, one frame at a time. It owns the detector, encoder and clip store;
+  other threads reach them only through :meth:`FirmwareService._in_pipeline`
+  (applied before the next frame) or the recorder's locked trigger queue.
+* **clip-publisher** (:class:`~firmware.recorder.ClipRecorder`): fsync, sha256
+  and the atomic rename of finished clips, so the camera never waits for the
+  SD card.
+* **events**: writes ring/motion/privacy/... events into the spool at once
+  (the agent picks them up over inotify).
+* **control**: waits on inotify for the owner-command inbox and the
+  simulated-press directory, runs retention every minute.
+* **main**: signals (SIGTERM/SIGINT stop cleanly), sd_notify READY/STOPPING;
+  the systemd watchdog is fed only while the pipeline delivers frames.
+
+Shutdown: stop flag -> pipeline finishes the open clip -> publisher drains ->
+camera, GPIO and threads are closed; nothing half-written is ever published
+(the spool's staging guarantees that even on kill -9).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from doorbell.config import DoorbellConfig, MotionSection
+from doorbell.protocol import BBox, DeviceEvent, PrivacyCommand, SettingsCommand, SnapshotCommand
+from doorbell.sdnotify import Notifier, Watchdog
+from doorbell.spool import Spool, SpoolClip
+
+from .camera import Camera, CameraError, EndOfStream, Frame, create_camera
+from .commands import CommandProcessor, CommandRefused, InboxWatcher
+from .gpio import DoorbellIO
+from .masks import PrivacyMasker
+from .recorder import ClipRecorder, SoftwareClipStore
+from .retention import Retention
+from .settings import SettingsError, SettingsStore
+
+log = logging.getLogger(__name__)
+
+PRESSES_DIR = "presses"          # <spool>/state/presses/: one file = one simulated button press
+MAX_CAMERA_ERRORS = 20
+CAMERA_STALL_S = 10.0
+
+
+class EventWriter:
+    """A thread that writes events into the spool in order, so callers never wait for fsync."""
+
+    def __init__(self, spool: Spool):
+        self.spool = spool
+        self._q: queue.Queue[DeviceEvent | None] = queue.Queue()
+        self.written = 0
+        self._thread = threading.Thread(target=self._run, name="events", daemon=True)
+        self._thread.start()
+
+    def put(self, event: DeviceEvent) -> None:
+        self._q.put(event)
+
+    def _run(self) -> None:
+        while (event := self._q.get()) is not None:
+            for attempt in range(3):
+                try:
+                    self.spool.publish_event(event)
+                    self.written += 1
+                    break
+                except OSError as exc:
+                    log.error("event %s not written (attempt %d): %s", event.type, attempt + 1, exc)
+                    time.sleep(0.2)
+
+    def close(self) -> None:
+        self._q.put(None)
+        self._thread.join(timeout=10)
+
+
+def _bbox(box: tuple[float, float, float, float] | None) -> BBox | None:
+    if box is None:
+        return None
+    x0, y0, x1, y1 = (min(1.0, max(0.0, float(v))) for v in box)
+    return BBox(x=x0, y=y0, w=max(0.0, x1 - x0), h=max(0.0, y1 - y0))
+
+
+class FirmwareService:
+    """Everything the doorbell does on the Pi, wired together; see the module docstring.
+
+    ``realtime=False`` (file/synthetic cameras) runs on the camera's virtual
+    clock as fast as the CPU allows; ``press_at`` lists seconds into the video
+    at which the (mock) button is pressed (``doorbell firmware simulate``).
+    """
+
+    def __init__(self, cfg: DoorbellConfig, *, realtime: bool | None = None, pin_factory: Any = None,
+                 camera: Camera | None = None, press_at: list[float] | None = None,
+                 free_bytes: Callable[[], int] | None = None, retention_interval_s: float = 60.0,
+                 notifier: Notifier | None = None):
+        self.cfg = cfg
+        self.device_id = cfg.device.id
+        self.spool = Spool(cfg.spool.dir)
+        recovered = self.spool.recover()
+        if recovered.quarantined or recovered.removed:
+            log.warning("spool recovery: %d quarantined, %d removed", len(recovered.quarantined),
+                        len(recovered.removed))
+        self.settings = SettingsStore(self.spool, cfg)
+        self.masker = PrivacyMasker(cfg.privacy.masks)
+        self.camera = camera or create_camera(cfg.camera, realtime=realtime, masker=self.masker)
+        self.pin_factory = pin_factory
+        self.press_at = sorted(press_at or [])
+        self.retention = Retention(self.spool, cfg.retention, self.device_id, publish=self._event,
+                                   free_bytes=free_bytes)
+        self.retention_interval_s = retention_interval_s
+        self.notifier = notifier or Notifier.from_env()
+        self.watchdog = Watchdog(self.notifier, check=self._healthy)
+        self.events: EventWriter | None = None
+        self.recorder: ClipRecorder | None = None
+        self.detector = None
+        self.io: DoorbellIO | None = None
+        self.commands = CommandProcessor(self.spool, self.device_id, {
+            "snapshot": self._cmd_snapshot, "privacy": self._cmd_privacy, "settings": self._cmd_settings,
+        }, publish=self._event)
+        self.presses_dir = self.spool.dir("state") / PRESSES_DIR
+        self.presses_dir.mkdir(exist_ok=True)
+        self._stop = threading.Event()
+        self.ended = threading.Event()          # set when a non-looping source ran out
+        self.failed: str | None = None
+        self._threads: list[threading.Thread] = []
+        self._calls: queue.Queue[Callable[[], None]] = queue.Queue()
+        self._snapshots: list[concurrent.futures.Future] = []
+        self._snap_lock = threading.Lock()
+        self._last_frame_mono = time.monotonic()
+        self._first_ts: float | None = None
+        self.frames = 0
+        self.rings: list[float] = []
+        self.motion_events: list[DeviceEvent] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        from .motion import MotionDetector
+
+        self.events = EventWriter(self.spool)
+        self.camera.start()
+        clips = self.settings.clips
+        if self.camera.encodes_itself:
+            store = self.camera.clip_store(pre_roll_s=clips.pre_roll_s)
+        else:
+            store = SoftwareClipStore(self.camera.fps, self.cfg.camera.bitrate,
+                                      self.cfg.camera.keyframe_interval_s, clips.pre_roll_s)
+        self.recorder = ClipRecorder(self.spool, self.device_id, clips, store, self.masker, fps=self.camera.fps,
+                                     on_published=self._published, on_recording=self._recording_changed,
+                                     want_main=self.camera.want_main)
+        lw, lh = self.camera.lores_size
+        self.detector = MotionDetector(self._detection_section(self.settings.motion), lw, lh)
+        clock = time.monotonic if self.camera.realtime else self.camera.now
+        self.io = DoorbellIO(self.cfg.gpio, on_ring=self._on_ring, on_long_press=self._on_long_press,
+                             pin_factory=self.pin_factory, clock=clock, wall=self.camera.now)
+        if self.settings.privacy:
+            self.recorder.set_paused(True)
+            self.io.set_privacy(True)
+            log.info("starting in privacy mode: not recording, not detecting")
+        for name, target in (("pipeline", self._pipeline_loop), ("control", self._control_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.watchdog.start()
+        self.notifier.ready(f"{self.camera.backend_name} camera, privacy {'on' if self.settings.privacy else 'off'}")
+        log.info("firmware running: device %s, spool %s", self.device_id, self.spool.root)
+
+    def stop(self) -> None:
+        """Ask every thread to stop (safe from signal handlers and any thread)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stop.wait(timeout)
+
+    def shutdown(self) -> None:
+        """Stop threads, finish and publish the open clip, release the camera and pins."""
+        self._stop.set()
+        self.notifier.stopping("finishing the open clip")
+        for t in self._threads:
+            t.join(timeout=30)
+            if t.is_alive():
+                log.error("thread %s did not stop", t.name)
+        self._threads.clear()
+        self.watchdog.stop()
+        if self.recorder is not None:
+            self.recorder.close()
+        try:
+            self.camera.stop()
+        except Exception:
+            log.exception("camera stop failed")
+        if self.io is not None:
+            self.io.close()
+        if self.events is not None:
+            self.events.close()
+        log.info("firmware stopped")
+
+    def run(self) -> int:
+        """Start, serve until SIGTERM/SIGINT (or the end of a non-looping source), shut down."""
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                handlers[sig] = signal.signal(sig, lambda signum, _frame: self._signal(signum))
+        try:
+            self.start()
+            self._stop.wait()
+        finally:
+            self.shutdown()
+            for sig, old in handlers.items():
+                signal.signal(sig, old)
+        if self.failed:
+            log.error("firmware failed: %s", self.failed)
+            return 1
+        return 0
+
+    def _signal(self, signum: int) -> None:
+        log.info("signal %s: shutting down", signal.Signals(signum).name)
+        self.stop()
+
+    def __enter__(self) -> "FirmwareService":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------------ helpers
+    def _event(self, event: DeviceEvent) -> None:
+        if self.events is not None:
+            self.events.put(event)
+        else:
+            self.spool.publish_event(event)
+
+    def _detection_section(self, motion: MotionSection) -> MotionSection:
+        """Privacy-masked areas are never analysed either (their pixels are black in clips anyway)."""
+        if not self.cfg.privacy.masks:
+            return motion
+        return motion.model_copy(update={"masks": [*motion.masks, *self.cfg.privacy.masks]})
+
+    def _in_pipeline(self, fn: Callable[[], None]) -> None:
+        self._calls.put(fn)
+
+    def _healthy(self) -> bool:
+        return (time.monotonic() - self._last_frame_mono < CAMERA_STALL_S
+                and all(t.is_alive() for t in self._threads))
+
+    def _recording_changed(self, recording: bool) -> None:
+        if self.io is not None:
+            self.io.set_recording(recording)
+
+    def _published(self, clip: SpoolClip) -> None:
+        log.info("clip %s ready for upload (%s, %.1f s, rings %d)", clip.clip_id, clip.meta.trigger,
+                 clip.meta.duration_s, len(clip.meta.rings))
+
+    # ------------------------------------------------------------------ button
+    def _on_ring(self, ts: float) -> None:
+        """GPIO thread: the chime already sounds; open/extend a clip and queue the ring event."""
+        self.rings.append(ts)
+        clip_id = None
+        detail = None
+        if self.settings.privacy:
+            detail = "privacy mode: not recorded"
+        elif self.recorder is not None:
+            clip_id = self.recorder.trigger("ring", ts)
+        self._event(DeviceEvent(device_id=self.device_id, type="ring", ts=ts, clip_id=clip_id, detail=detail))
+
+    def _on_long_press(self, ts: float) -> None:
+        self.set_privacy(not self.settings.privacy, source="long press")
+
+    def press_button(self) -> None:
+        """Simulated press (demo/tests): the mock pin is driven, so it takes the real GPIO path."""
+        if self.io is None:
+            raise RuntimeError("service not started")
+        self.io.press()
+
+    # ------------------------------------------------------------------ privacy / settings
+    def set_privacy(self, enabled: bool, source: str = "command") -> None:
+        """Privacy mode on: finish the open clip, drop the pre-roll, stop detection; persisted."""
+        self.settings.set_privacy(enabled)
+        if self.recorder is not None:
+            self.recorder.set_paused(enabled)
+        if self.io is not None:
+            self.io.set_privacy(enabled)
+        if not enabled and self.detector is not None:
+            self._in_pipeline(self.detector.reset)  # the background is stale after a pause
+        log.info("privacy mode %s (%s)", "ON" if enabled else "off", source)
+        self._event(DeviceEvent(device_id=self.device_id, type="privacy_mode", enabled=enabled, detail=source))
+
+    def _cmd_privacy(self, cmd: PrivacyCommand) -> str:
+        self.set_privacy(cmd.enabled, source="owner command")
+        return f"privacy mode {'on' if cmd.enabled else 'off'}"
+
+    def _cmd_settings(self, cmd: SettingsCommand) -> str:
+        try:
+            motion, clips = self.settings.apply(cmd)
+        except SettingsError as exc:
+            raise CommandRefused(f"invalid settings: {exc}") from None
+        if self.detector is not None:
+            detector, section = self.detector, self._detection_section(motion)
+            self._in_pipeline(lambda: detector.configure(section))
+        if self.recorder is not None:
+            self.recorder.set_clips(clips)
+        changed = cmd.model_dump(exclude_none=True, exclude={"command_id", "v"})
+        return f"settings applied and saved: {changed}"
+
+    def _cmd_snapshot(self, cmd: SnapshotCommand) -> str:
+        if self.settings.privacy:
+            raise CommandRefused("privacy mode is on: no snapshot")
+        jpeg = self.take_snapshot()
+        path = self.spool.publish_snapshot(jpeg)
+        return f"snapshot {path.name} ({len(jpeg)} bytes)"
+
+    def take_snapshot(self, timeout: float = 5.0) -> bytes:
+        """A privacy-masked JPEG of the next frame (blocks the caller, not the pipeline)."""
+        fut: concurrent.futures.Future = concurrent.futures.Future()
+        with self._snap_lock:
+            self._snapshots.append(fut)
+        self.camera.want_main()
+        try:
+            return fut.result(timeout=timeout)
+        except concurrent.futures.TimeoutError:
+            with self._snap_lock:
+                if fut in self._snapshots:
+                    self._snapshots.remove(fut)
+            raise CommandRefused("no camera frame within %.0f s" % timeout) from None
+
+    # ------------------------------------------------------------------ pipeline thread
+    def _pipeline_loop(self) -> None:
+        errors = 0
+        while not self._stop.is_set():
+            try:
+                frame = self.camera.read(timeout=1.0)
+            except EndOfStream as exc:
+                log.info("camera source ended: %s", exc)
+                self.ended.set()
+                break
+            except CameraError as exc:
+                errors += 1
+                log.error("camera error %d/%d: %s", errors, MAX_CAMERA_ERRORS, exc)
+                if errors >= MAX_CAMERA_ERRORS:
+                    self.failed = f"camera failed: {exc}"
+                    break
+                time.sleep(0.1)
+                continue
+            if frame is None:
+                continue
+            errors = 0
+            try:
+                self._process(frame)
+            except Exception:  # keep the doorbell alive; the log has the bug
+                log.exception("frame %d failed", frame.index)
+        try:
+            if self.recorder is not None:
+                self.recorder.flush()
+        finally:
+            self._stop.set()
+
+    def _process(self, frame: Frame) -> None:
+        self.frames += 1
+        self._last_frame_mono = time.monotonic()
+        self.watchdog.beat()
+        while True:
+            try:
+                self._calls.get_nowait()()
+            except queue.Empty:
+                break
+        if self._first_ts is None:
+            self._first_ts = frame.ts
+        while self.press_at and frame.ts - self._first_ts >= self.press_at[0]:
+            self.press_at.pop(0)
+            self.press_button()
+        paused = self.settings.privacy
+        if not paused:
+            self._detect(frame)
+        assert self.recorder is not None
+        self.recorder.on_frame(frame)  # masks frame.main in place before encoding
+        if self._snapshots and frame.main is not None and not paused:
+            self._serve_snapshots(frame)
+
+    def _detect(self, frame: Frame) -> None:
+        if self.detector is None:
+            return
+        try:
+            result = self.detector.update(frame.lores, frame.ts)
+        except ValueError as exc:
+            log.error("motion detector refused frame %d: %s; resetting it", frame.index, exc)
+            self.detector.reset()
+            return
+        if result is None:
+            return
+        assert self.recorder is not None
+        if result.event == "motion_start":
+            clip_id = None
+            if self.settings.motion.record:
+                clip_id = self.recorder.trigger("motion", frame.ts, result.score)
+            ev = DeviceEvent(device_id=self.device_id, type="motion_start", ts=frame.ts, clip_id=clip_id,
+                             score=result.score, bbox=_bbox(result.bbox))
+            self.motion_events.append(ev)
+            self._event(ev)
+        elif result.event == "motion_end":
+            ev = DeviceEvent(device_id=self.device_id, type="motion_end", ts=frame.ts, score=result.score,
+                             bbox=_bbox(result.bbox))
+            self.motion_events.append(ev)
+            self._event(ev)
+        if result.active:
+            self.recorder.motion_active(frame.ts, result.score)
+
+    def _serve_snapshots(self, frame: Frame) -> None:
+        import cv2
+
+        with self._snap_lock:
+            waiting, self._snapshots = self._snapshots, []
+        assert frame.main is not None
+        self.masker.apply(frame.main)  # already masked by the recorder; cheap and explicit
+        ok, buf = cv2.imencode(".jpg", frame.main, [cv2.IMWRITE_JPEG_QUALITY, self.settings.clips.snapshot_quality])
+        for fut in waiting:
+            if ok:
+                fut.set_result(buf.tobytes())
+            else:
+                fut.set_exception(CommandRefused("JPEG encoding failed"))
+
+    # ------------------------------------------------------------------ control thread
+    def _control_loop(self) -> None:
+        watcher = InboxWatcher([self.spool.dir("commands"), self.presses_dir])
+        next_retention = 0.0
+        try:
+            while not self._stop.is_set():
+                self._take_presses()
+                try:
+                    self.commands.process_pending()
+                except Exception:
+                    log.exception("command inbox failed")
+                if time.monotonic() >= next_retention:
+                    next_retention = time.monotonic() + self.retention_interval_s
+                    try:
+                        self.retention.run()
+                    except Exception:
+                        log.exception("retention run failed")
+                watcher.wait(0.25)
+        finally:
+            watcher.close()
+
+    def _take_presses(self) -> None:
+        for path in sorted(self.presses_dir.iterdir()):
+            if path.name.startswith("."):
+                continue
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            log.info("simulated button press (%s)", path.name)
+            try:
+                self.press_button()
+            except Exception:
+                log.exception("simulated press failed")
+
+
+def request_press(spool_dir: str | Path) -> Path:
+    """Ask a running firmware (same spool) to press its button once: ``doorbell firmware ring``."""
+    from doorbell.spool import atomic_write
+
+    spool = Spool(spool_dir)
+    d = spool.dir("state") / PRESSES_DIR
+    d.mkdir(exist_ok=True)
+    target = d / f"{time.time_ns():020d}.press"
+    atomic_write(target, b"press\n", spool.dir("tmp"))
+    return target
