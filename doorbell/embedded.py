@@ -19,8 +19,6 @@ log files in ``workdir``.
 from __future__ import annotations
 
 import atexit
-import ctypes
-import errno
 import json
 import logging
 import os
@@ -36,7 +34,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -88,15 +86,14 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass
+def _pdeathsig_prefix() -> list[str]:
+    """``setpriv --pdeathsig TERM --`` (util-linux) if available: the child dies with
+    the thread that started it. Done with a tool rather than a ``preexec_fn``,
+    which can deadlock when other threads (paho's network loops) are running."""
+    if sys.platform != "linux":
+        return []
+    tool = shutil.which("setpriv")
+    return [tool, "--pdeathsig", "TERM", "--"] if tool else []
 
 
 class _Server:
@@ -143,15 +140,17 @@ class _Server:
         try:
             logf.write(f"\n===== {time.strftime('%Y-%m-%dT%H:%M:%S')} start {self.name}\n".encode())
             logf.flush()
+            # Tie the server's life to ours, but only when started from the main
+            # thread: PDEATHSIG fires when the *thread* that forked it exits.
+            tie = self.die_with_parent and threading.current_thread() is threading.main_thread()
             self._proc = subprocess.Popen(
-                self._command(),
+                (_pdeathsig_prefix() if tie else []) + self._command(),
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
                 stderr=subprocess.STDOUT,
                 env=self._env(),
                 start_new_session=True,  # a Ctrl-C in the terminal is ours to handle, not theirs
-                preexec_fn=_die_with_parent if (self.die_with_parent and sys.platform == "linux") else None,
             )
         finally:
             logf.close()
@@ -654,6 +653,7 @@ class SeaweedS3(_Server):
             "-master.telemetry=false",
             f"-master.volumeSizeLimitMB={self.volume_size_limit_mb}",
             f"-volume.max={self.max_volumes}",
+            "-volume.preStopSeconds=0",
             f"-s3.config={self.config_path}",
         ]
         args += [f"-{k}={v}" for k, v in self.ports.items()]
@@ -696,7 +696,36 @@ class SeaweedS3(_Server):
                 time.sleep(0.05)
         else:
             raise EmbeddedError(f"SeaweedFS S3 not answering on {url}; log {self.log_path}:\n{_tail(self.log_path)}")
+        self._wait_volumes(deadline)
         self._ensure_buckets(deadline)
+
+    def _wait_volumes(self, deadline: float) -> None:
+        """After a restart the S3 gateway answers before the volume server has
+        re-registered its volumes with the master, and reads of old objects
+        fail with InternalError meanwhile: wait until every volume on disk is
+        known to the master."""
+        import urllib.request
+
+        on_disk = len(list(self.data_dir.glob("*.dat")))
+        if not on_disk:
+            return
+        url = f"http://{self.host}:{self.ports['master.port']}/dir/status"
+        known = 0
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:
+                    topo = json.load(resp).get("Topology", {})
+                known = sum(node.get("Volumes", 0)
+                            for dc in topo.get("DataCenters") or []
+                            for rack in dc.get("Racks") or []
+                            for node in rack.get("DataNodes") or [])
+                if known >= on_disk:
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.05)
+        raise EmbeddedError(f"SeaweedFS: master knows {known} of {on_disk} volumes; log {self.log_path}")
 
     def _ensure_buckets(self, deadline: float) -> None:
         from botocore.exceptions import ClientError, EndpointConnectionError
@@ -733,7 +762,9 @@ class SeaweedS3(_Server):
     # -- identities
     def add_identity(self, name: str, access_key: str, secret_key: str, actions: Iterable[str],
                      timeout: float = 10.0) -> S3Identity:
-        """Add or replace an identity and wait until SeaweedFS accepts its key.
+        """Add or replace (e.g. re-key) an identity and wait until SeaweedFS accepts
+        its key; applied with SIGHUP, no restart. A replaced identity's old key is
+        refused afterwards.
 
         Example actions: ``["Read:doorbell-clips"]`` (read-only, one bucket),
         ``["Write:doorbell-clips/dev-a/*"]`` (write-only under a prefix).
@@ -743,15 +774,23 @@ class SeaweedS3(_Server):
         self._reload_identities(access_key, present=True, timeout=timeout)
         return ident
 
-    def remove_identity(self, name: str, timeout: float = 10.0) -> None:
-        """Remove an identity (its key is refused afterwards); the admin stays."""
+    def remove_identity(self, name: str) -> None:
+        """Remove an identity so its key is refused (InvalidAccessKeyId); the admin stays.
+
+        SeaweedFS's SIGHUP reload *merges* the file's identities into the
+        running set (adding or re-keying, never dropping one), so removal
+        restarts the server (about 2.5 s; same ports, same data).
+        """
         if name == "admin":
             raise ValueError("the admin identity cannot be removed")
-        ident = self.identities.pop(name, None)
-        if ident is not None:
-            self._reload_identities(ident.access_key, present=False, timeout=timeout)
+        if self.identities.pop(name, None) is None:
+            return
+        self._write_config()
+        if self.running:
+            self.restart()
 
     def _reload_identities(self, access_key: str, present: bool, timeout: float) -> None:
+        """Rewrite s3.json, SIGHUP, and wait until ``access_key`` is (un)known."""
         self._write_config()
         if not self.running:
             return

@@ -62,3 +62,114 @@ def test_limited_identity_is_confined(s3, obj):
     with pytest.raises(ClientError) as err:
         ro.put_object(Bucket=s3.bucket, Key="harness/ro-write", Body=b"x")
     assert err.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def _b64sha256(data: bytes) -> str:
+    import base64
+    import hashlib
+
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def test_multipart_upload_with_sha256_checksums_round_trips(s3):
+    import base64
+    import hashlib
+
+    c = s3.client()
+    key = f"harness/mp-{secrets.token_hex(4)}.mp4"
+    parts = [secrets.token_bytes(5 * 1024 * 1024), secrets.token_bytes(300 * 1024)]
+    up = c.create_multipart_upload(Bucket=s3.bucket, Key=key, ChecksumAlgorithm="SHA256")
+    done = []
+    for n, data in enumerate(parts, 1):
+        r = c.upload_part(Bucket=s3.bucket, Key=key, UploadId=up["UploadId"], PartNumber=n,
+                          Body=data, ChecksumAlgorithm="SHA256")
+        assert r["ChecksumSHA256"] == _b64sha256(data)  # the server computed the same digest
+        done.append({"PartNumber": n, "ETag": r["ETag"], "ChecksumSHA256": r["ChecksumSHA256"]})
+    r = c.complete_multipart_upload(Bucket=s3.bucket, Key=key, UploadId=up["UploadId"],
+                                    MultipartUpload={"Parts": done})
+    composite = hashlib.sha256(b"".join(hashlib.sha256(p).digest() for p in parts)).digest()
+    assert r["ChecksumSHA256"] == f"{base64.b64encode(composite).decode()}-{len(parts)}"
+    got = c.get_object(Bucket=s3.bucket, Key=key, ChecksumMode="ENABLED")
+    assert got["Body"].read() == b"".join(parts)
+    assert got["ChecksumSHA256"] == r["ChecksumSHA256"]
+
+
+def test_wrong_checksums_are_refused_with_bad_digest(s3):
+    c = s3.client()
+    key = f"harness/bad-{secrets.token_hex(4)}"
+    with pytest.raises(ClientError) as err:
+        c.put_object(Bucket=s3.bucket, Key=key, Body=b"clip bytes", ChecksumSHA256=_b64sha256(b"other bytes"))
+    assert err.value.response["Error"]["Code"] == "BadDigest"
+    up = c.create_multipart_upload(Bucket=s3.bucket, Key=key, ChecksumAlgorithm="SHA256")
+    try:
+        with pytest.raises(ClientError) as err:
+            c.upload_part(Bucket=s3.bucket, Key=key, UploadId=up["UploadId"], PartNumber=1,
+                          Body=b"part bytes", ChecksumSHA256=_b64sha256(b"not these"))
+        assert err.value.response["Error"]["Code"] == "BadDigest"
+        r = c.upload_part(Bucket=s3.bucket, Key=key, UploadId=up["UploadId"], PartNumber=1,
+                          Body=b"part bytes", ChecksumAlgorithm="SHA256")
+        with pytest.raises(ClientError) as err:
+            c.complete_multipart_upload(Bucket=s3.bucket, Key=key, UploadId=up["UploadId"], MultipartUpload={
+                "Parts": [{"PartNumber": 1, "ETag": r["ETag"], "ChecksumSHA256": _b64sha256(b"forged")}]})
+        assert err.value.response["Error"]["Code"] == "BadDigest"
+    finally:
+        c.abort_multipart_upload(Bucket=s3.bucket, Key=key, UploadId=up["UploadId"])
+    with pytest.raises(ClientError) as err:
+        c.head_object(Bucket=s3.bucket, Key=key)
+    assert err.value.response["Error"]["Code"] in ("404", "NoSuchKey")
+
+
+def test_device_identity_writes_only_under_its_prefix(s3, obj):
+    key, _ = obj
+    access, secret = "AKDEV" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)
+    s3.add_identity("harness-dev", access, secret, [f"Write:{s3.bucket}/hx-dev/*"])
+    dev = s3.client(access, secret)
+    dev.put_object(Bucket=s3.bucket, Key="hx-dev/clip.mp4", Body=b"mine")
+    for call in (lambda: dev.put_object(Bucket=s3.bucket, Key="hx-other/clip.mp4", Body=b"x"),
+                 lambda: dev.get_object(Bucket=s3.bucket, Key="hx-dev/clip.mp4"),
+                 lambda: dev.get_object(Bucket=s3.bucket, Key=key),
+                 lambda: dev.list_objects_v2(Bucket=s3.bucket)):
+        with pytest.raises(ClientError) as err:
+            call()
+        assert err.value.response["Error"]["Code"] == "AccessDenied"
+    s3.remove_identity("harness-dev")
+    with pytest.raises(ClientError) as err:
+        dev.put_object(Bucket=s3.bucket, Key="hx-dev/clip2.mp4", Body=b"mine")
+    assert err.value.response["Error"]["Code"] == "InvalidAccessKeyId"
+
+
+def test_read_only_identity_cannot_list_or_delete(s3, obj):
+    key, _ = obj
+    access, secret = "AKRD" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)
+    s3.add_identity("harness-reader", access, secret, [f"Read:{s3.bucket}"])
+    ro = s3.client(access, secret)
+    for call in (lambda: ro.list_objects_v2(Bucket=s3.bucket),
+                 lambda: ro.delete_object(Bucket=s3.bucket, Key=key)):
+        with pytest.raises(ClientError) as err:
+            call()
+        assert err.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_wrong_secret_is_refused(s3):
+    with pytest.raises(ClientError) as err:
+        s3.client(s3.access_key, "not-the-secret").list_objects_v2(Bucket=s3.bucket)
+    assert err.value.response["Error"]["Code"] == "SignatureDoesNotMatch"
+
+
+def test_objects_survive_stop_and_start(s3, obj):
+    key, body = obj
+    endpoint = s3.endpoint_url
+    s3.stop()
+    assert not s3.running
+    s3.start()
+    assert s3.endpoint_url == endpoint
+    assert s3.client().get_object(Bucket=s3.bucket, Key=key)["Body"].read() == body
+
+
+def test_a_test_may_leave_s3_stopped(s3):
+    s3.stop()  # the autouse fixture starts it again before the next test
+
+
+def test_s3_is_back_after_a_test_stopped_it(s3):
+    assert s3.running
+    s3.client().head_bucket(Bucket=s3.bucket)
