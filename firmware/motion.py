@@ -73,6 +73,7 @@ _TAU_SUSPECT_S = 4.0          # cells kept through a re-learn catch up this fast
 _WARMUP_S = 1.0               # after (re)start: learn fast, report no motion
 _TAU_WARMUP_S = 0.25
 _NOISE_K = 4.5                # threshold in noise sigmas
+_MIN_NOISE_LEVELS = 1.0       # assumed least noise of an analysis cell, grey levels
 _FINE_BLOCKS = (16, 12)       # local lighting correction grid (x, y)
 _EVENT_FRACTION = 0.25        # newly changed share of the analysed area that means "camera event"
 _MIN_COMPONENT_CELLS = 4      # components smaller than this are noise
@@ -133,7 +134,10 @@ class MotionDetector:
         self._ww, self._wh = max(8, width // k), max(6, height // k)
         self._cells = self._ww * self._wh
         self._log_lut = np.log(np.arange(256, dtype=np.float32) + _LOG_OFFSET).astype(np.float32)
-        self._sat_log = float(np.log(235.0 + _LOG_OFFSET))
+        # least threshold from a sensor noise model (one grey level at the analysis
+        # scale), so cells that just turned dark (IR switch) are not noise-triggered
+        # before their own noise estimate catches up
+        self._dark_thr = (_NOISE_K * _MIN_NOISE_LEVELS / (np.arange(256, dtype=np.float32) + _LOG_OFFSET)).astype(np.float32)
         bx, by = _BLOCKS
         # quadratic surface basis at block centres, and the block -> grid interpolation
         u = (np.arange(bx) + 0.5) / bx - 0.5
@@ -172,6 +176,7 @@ class MotionDetector:
         self._var = np.full((self._wh, self._ww), 0.03**2, np.float32)
         self._prev_fg = np.zeros((self._wh, self._ww), bool)
         self._suspect = np.zeros((self._wh, self._ww), bool)
+        self._bg_sat = np.zeros((self._wh, self._ww), bool)
         self._start_ts: float | None = None
         self._last_ts: float | None = None
         self._run = 0
@@ -208,6 +213,8 @@ class MotionDetector:
         cur = self._log_lut[small]
         if self._bg is None:
             self._bg = cur.copy()
+            self._bg_sat = cv2.resize(cv2.compare(y, 250, cv2.CMP_GE), (self._ww, self._wh),
+                                      interpolation=cv2.INTER_AREA) > 0
             self._last_ts = self._start_ts = t
             return None
         warm = t - self._start_ts < _WARMUP_S
@@ -215,12 +222,23 @@ class MotionDetector:
         self._last_ts = t
         bg = self._bg
         diff = cur - bg
-        field, gain = self._lighting_field(diff)
+        # clipped highlights say nothing about the scene: a cell with clipped
+        # pixels now cannot get as bright as the gain predicts, one that was
+        # clipped in the background cannot get as dark. They are left out of
+        # the lighting estimate and judged only in the direction clipping allows.
+        sat = cv2.resize(cv2.compare(y, 250, cv2.CMP_GE), (self._ww, self._wh),
+                         interpolation=cv2.INTER_AREA) > 0
+        clipped = sat | self._bg_sat
+        fit_in = diff
+        if clipped.any():
+            valid = ~clipped
+            fill = float(np.median(diff[valid])) if valid.any() else 0.0
+            fit_in = np.where(valid, diff, np.float32(fill))
+        field, gain = self._lighting_field(fit_in)
         resid = diff - field
-        thr = np.maximum(self._floor, _NOISE_K * np.sqrt(self._var))
+        thr = np.maximum(np.maximum(self._floor, _NOISE_K * np.sqrt(self._var)), self._dark_thr[small])
         fg = np.abs(resid) > thr
-        # clipped highlights say nothing about the scene
-        fg &= ~((small >= 250) & (bg + field >= self._sat_log))
+        fg &= ~((sat & (resid < 0)) | (self._bg_sat & (resid > 0)) | (sat & self._bg_sat))
         fg &= self._region
         if warm:
             fg[...] = False
@@ -263,8 +281,11 @@ class MotionDetector:
         bbox: BBox | None = ((x0 / self._ww, y0 / self._wh, x1 / self._ww, y1 / self._wh)
                              if motion else None)
         moving = fg_u8.astype(bool)
-        if not relearned:
+        if relearned:
+            self._bg_sat = sat
+        else:
             self._learn(diff, field, resid, moving, dt, warm)
+            self._bg_sat = np.where(moving, self._bg_sat, sat)
         self._prev_fg = moving
         return self._advance(t, motion, score, bbox, gain, relearned)
 
@@ -328,7 +349,7 @@ class MotionDetector:
             if motion:
                 self._peak = max(self._peak, score)
                 self._grow(bbox)
-            elif t - self._last_motion_ts >= cfg.cooldown_s:
+            elif t - self._last_motion_ts >= cfg.cooldown_s - 1e-6:  # float timestamps
                 self._active = False
                 event = "motion_end"
                 score, bbox = self._peak, (tuple(self._union) if self._union else None)  # type: ignore[assignment]

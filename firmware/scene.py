@@ -709,7 +709,9 @@ class PorchScene:
         if index < 0:
             raise ValueError(f"frame index must be >= 0, got {index}")
         t = index / self.fps
-        tt = t % self._total if self.script.loop else min(t, self._total - 1e-9)
+        # a looping script repeats in whole frames, so frame i and i + period match
+        tt = (index % self.period_frames) / self.fps if self.script.loop else min(t, self._total - 1e-9)
+        tt = min(tt, self._total - 1e-9)
         i, u = self._phase_at(tt)
         p = self.script.phases[i]
         st = self._states[i]
