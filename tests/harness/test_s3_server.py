@@ -41,16 +41,33 @@ def test_tampered_presigned_url_is_refused(s3, obj):
     sig = q["X-Amz-Signature"]
     q["X-Amz-Signature"] = sig[:-1] + ("0" if sig[-1] != "0" else "1")
     bad_sig = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(q)))
-    assert _get(bad_sig)[0] == 403
+    status, body = _get(bad_sig)
+    assert status == 403 and b"SignatureDoesNotMatch" in body
+    # the same signature for another object (a guessed key) is refused too
     other_key = urllib.parse.urlunsplit(parts._replace(path=parts.path[:-1] + "x"))
-    assert _get(other_key)[0] == 403
+    status, body = _get(other_key)
+    assert status == 403 and b"SignatureDoesNotMatch" in body
+    # and so is stretching the expiry
+    q = dict(urllib.parse.parse_qsl(parts.query))
+    q["X-Amz-Expires"] = "3600"
+    longer = urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(q)))
+    assert _get(longer)[0] == 403
 
 
 def test_expired_presigned_url_is_refused(s3, obj):
     key, _ = obj
     url = s3.client().generate_presigned_url("get_object", Params={"Bucket": s3.bucket, "Key": key}, ExpiresIn=1)
     time.sleep(2.1)
-    assert _get(url)[0] == 403
+    status, body = _get(url)
+    assert status == 403 and b"Request has expired" in body
+
+
+def test_presigned_url_longer_than_a_week_is_refused(s3, obj):
+    key, _ = obj
+    url = s3.client().generate_presigned_url("get_object", Params={"Bucket": s3.bucket, "Key": key},
+                                             ExpiresIn=7 * 86400 + 1)
+    status, body = _get(url)
+    assert status == 400 and b"AuthorizationQueryParametersError" in body
 
 
 def test_limited_identity_is_confined(s3, obj):
@@ -99,6 +116,13 @@ def test_wrong_checksums_are_refused_with_bad_digest(s3):
     key = f"harness/bad-{secrets.token_hex(4)}"
     with pytest.raises(ClientError) as err:
         c.put_object(Bucket=s3.bucket, Key=key, Body=b"clip bytes", ChecksumSHA256=_b64sha256(b"other bytes"))
+    assert err.value.response["Error"]["Code"] == "BadDigest"
+    import base64
+    import hashlib
+
+    with pytest.raises(ClientError) as err:
+        c.put_object(Bucket=s3.bucket, Key=key, Body=b"clip bytes",
+                     ContentMD5=base64.b64encode(hashlib.md5(b"other bytes").digest()).decode())
     assert err.value.response["Error"]["Code"] == "BadDigest"
     up = c.create_multipart_upload(Bucket=s3.bucket, Key=key, ChecksumAlgorithm="SHA256")
     try:
