@@ -75,7 +75,8 @@ class DoorbellIO:
         self.factory = pin_factory if pin_factory is not None else make_pin_factory(cfg.pin_factory)
         self._lock = threading.RLock()
         # Button: bounce_time deliberately None; see module docstring.
-        self.button = Button(cfg.button_pin, pull_up=cfg.button_pull_up, bounce_time=None,
+        # hold_time only bounds how long close() waits for gpiozero's hold thread; holds are timed here.
+        self.button = Button(cfg.button_pin, pull_up=cfg.button_pull_up, bounce_time=None, hold_time=0.1,
                              pin_factory=self.factory)
         self.chime = None
         if cfg.chime_pin is not None:

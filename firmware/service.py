@@ -214,16 +214,19 @@ class FirmwareService:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 handlers[sig] = signal.signal(sig, lambda signum, _frame: self._signal(signum))
         try:
-            self.start()
+            try:
+                self.start()
+            except CameraError as exc:
+                self.failed = f"camera cannot start: {exc}"
+                return 1
             self._stop.wait()
         finally:
             self.shutdown()
             for sig, old in handlers.items():
                 signal.signal(sig, old)
-        if self.failed:
-            log.error("firmware failed: %s", self.failed)
-            return 1
-        return 0
+            if self.failed:
+                log.error("firmware failed: %s", self.failed)
+        return 1 if self.failed else 0
 
     def _signal(self, signum: int) -> None:
         log.info("signal %s: shutting down", signal.Signals(signum).name)
@@ -255,6 +258,10 @@ class FirmwareService:
     def _healthy(self) -> bool:
         return (time.monotonic() - self._last_frame_mono < CAMERA_STALL_S
                 and all(t.is_alive() for t in self._threads))
+
+    def thread_alive(self) -> bool:
+        """Whether the pipeline and control threads still run (health checks, tests)."""
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def _recording_changed(self, recording: bool) -> None:
         if self.io is not None:

