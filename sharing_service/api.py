@@ -105,8 +105,13 @@ def create_app(core: SharingCore) -> FastAPI:
         fields, code = [], "invalid_field"
         for err in exc.errors()[:20]:
             loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
-            if err.get("type") == "missing":
+            kind, field = err.get("type"), loc.split(".")[0]
+            if kind == "missing":
                 code = "missing_field" if code == "invalid_field" else code
+            elif field == "attest_not_protest" and code == "invalid_field":
+                code = "attestation_required"
+            elif field == "radius_m" and kind == "less_than_equal" and code == "invalid_field":
+                code = "radius_too_large"
             if err.get("type") in ("json_invalid", "model_attributes_type", "dict_type") and not loc:
                 code = "invalid_json"
             fields.append({"field": loc or "<body>", "reason": str(err.get("msg", "invalid"))})

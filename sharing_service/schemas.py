@@ -29,12 +29,13 @@ class RequestCreate(BaseModel):
 
     case_number: Annotated[str, Field(min_length=1, max_length=100, description="the agency's case number")]
     legal_basis: Annotated[str, Field(min_length=1, max_length=500, description="statute, warrant or other basis")]
-    attest_not_protest: bool = Field(description="must be true: the request does not target lawful protest")
+    attest_not_protest: Literal[True] = Field(description="must be true: the request does not target lawful protest")
     window_start: AwareDatetime = Field(description="start of the time window (RFC 3339 with a time zone)")
     window_end: AwareDatetime = Field(description="end of the window; at most 12 h after the start")
     lat: float = Field(ge=-90, le=90)
     lon: float = Field(ge=-180, le=180)
-    radius_m: float = Field(gt=0, description="radius around (lat, lon) in metres; at most 800")
+    radius_m: float = Field(gt=0, le=800, description="radius around (lat, lon) in metres; at most 800 "
+                                                    "(or the lower sharing.max_radius_m)")
     reason: Annotated[str, Field(min_length=1, max_length=2000, description="why the footage is needed")]
 
 
