@@ -226,20 +226,26 @@ def verify_password(password: str, hashed: str) -> bool:
     return secrets.compare_digest(base64.b64encode(digest).decode(), hash_b64)
 
 
-def password_line(username: str, password: str) -> str:
+def password_line(username: str, password: str, iterations: int = PBKDF2_ITERATIONS) -> str:
     """One ``password_file`` line (no newline)."""
-    return f"{check_username(username)}:{hash_password(password)}"
+    return f"{check_username(username)}:{hash_password(password, iterations=iterations)}"
 
 
-def render_password_file(users: Mapping[str, str]) -> str:
+def render_password_file(users: Mapping[str, str], iterations: int = PBKDF2_ITERATIONS) -> str:
     """The whole ``password_file`` text for ``{username: password}``."""
-    return "".join(password_line(u, p) + "\n" for u, p in sorted(users.items()))
+    return "".join(password_line(u, p, iterations) + "\n" for u, p in sorted(users.items()))
 
 
-def write_password_file(path: str | os.PathLike[str], users: Mapping[str, str]) -> Path:
-    """Write a Mosquitto ``password_file`` atomically, mode 0600 (it holds hashes)."""
+def write_password_file(path: str | os.PathLike[str], users: Mapping[str, str],
+                        iterations: int = PBKDF2_ITERATIONS) -> Path:
+    """Write a Mosquitto ``password_file`` atomically, mode 0600 (it holds hashes).
+
+    ``iterations`` defaults to Mosquitto's own 101 (what ``mosquitto_passwd``
+    writes); Mosquitto 2.x reads the count from each entry, so a production
+    broker may use more (each CONNECT then costs proportionally more CPU).
+    """
     target = Path(path)
-    text = render_password_file(users)
+    text = render_password_file(users, iterations)
     tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:

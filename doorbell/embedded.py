@@ -109,6 +109,7 @@ class _Server:
         self._proc: subprocess.Popen[bytes] | None = None
         self._atexit_registered = False
         self._prepared = False
+        self._log_offset = 0
         self.last_start_s: float | None = None
 
     # subclasses provide these
@@ -136,6 +137,7 @@ class _Server:
         return self._proc is not None and self._proc.poll() is None
 
     def _spawn(self) -> None:
+        self._log_offset = self._log_size()
         logf = open(self.log_path, "ab")
         try:
             logf.write(f"\n===== {time.strftime('%Y-%m-%dT%H:%M:%S')} start {self.name}\n".encode())
@@ -159,11 +161,16 @@ class _Server:
             self._atexit_registered = True
 
     def start(self, timeout: float = 20.0) -> "_Server":
-        """Start the server and wait until it serves; no-op if already running."""
+        """Start the server and wait until it serves; no-op if already running.
+
+        If a port turns out to be taken (another process got it between our
+        pick and the server's bind), a first start retries on new ports and a
+        restart retries the same ports a little later (clients keep the URL).
+        """
         if self.running:
             return self
         first = not self._prepared
-        attempts = 3 if first else 1
+        attempts = 3
         for attempt in range(attempts):
             self._prepare(first=first)
             self._prepared = True
@@ -173,8 +180,12 @@ class _Server:
                 self._wait_ready(time.monotonic() + timeout)
             except EmbeddedError as exc:
                 self._terminate()
-                if attempt + 1 < attempts and self._retryable():
-                    log.warning("%s failed to start (%s); retrying on new ports", self.name, exc)
+                if attempt + 1 < attempts and self._port_conflict():
+                    if first and self._may_repick():
+                        log.warning("%s: port taken (%s); retrying on new ports", self.name, exc)
+                    else:
+                        log.warning("%s: port taken (%s); retrying the same ports", self.name, exc)
+                        time.sleep(0.5)
                     continue
                 raise
             self.last_start_s = time.monotonic() - t0
@@ -182,10 +193,29 @@ class _Server:
             return self
         raise EmbeddedError(f"{self.name} did not start")  # pragma: no cover
 
-    def _retryable(self) -> bool:
-        """After a failed first start: were the ports taken under us (so new ones may help)?"""
-        text = _tail(self.log_path, 40).lower()
-        return "address already in use" in text or "not available" in text or "bind" in text
+    def _may_repick(self) -> bool:
+        """May a failed first start pick new ports (False when the caller fixed one)?"""
+        return True
+
+    def _port_conflict(self) -> bool:
+        """Did the last start fail because a port was taken?"""
+        text = self._new_log().lower()
+        return any(s in text for s in ("address already in use", "not available", "reserved for grpc"))
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def _new_log(self) -> str:
+        """What the server logged since its last spawn."""
+        try:
+            with open(self.log_path, "rb") as fh:
+                fh.seek(self._log_offset)
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def _check_alive(self) -> None:
         if self._proc is None or self._proc.poll() is not None:
@@ -242,6 +272,10 @@ class _Server:
     def __enter__(self):
         return self.start()
 
+    def __repr__(self) -> str:
+        state = f"pid {self.pid}" if self.running else "stopped"
+        return f"<{type(self).__name__} {getattr(self, 'host', '?')}:{getattr(self, 'port', '?')} {state} {self.workdir}>"
+
     def __exit__(self, *exc: Any) -> None:
         self.stop()
 
@@ -292,10 +326,12 @@ class Mosquitto(_Server):
         tls_port: int | None = None,
         max_packet_size: int = 2 * 1024 * 1024,
         autosave_interval_s: int = 5,
+        password_iterations: int = broker_acl.PBKDF2_ITERATIONS,
         executable: str | None = None,
         die_with_parent: bool = True,
     ):
         super().__init__(workdir, die_with_parent)
+        self.password_iterations = password_iterations
         self.host = host
         self._fixed_port = port
         self.port: int = port or 0
@@ -354,7 +390,7 @@ class Mosquitto(_Server):
         return "\n".join(lines) + "\n"
 
     def _write_auth_files(self) -> None:
-        broker_acl.write_password_file(self.password_path, self.users)
+        broker_acl.write_password_file(self.password_path, self.users, self.password_iterations)
         broker_acl.write_acl_file(self.acl_path, self.effective_acl())
 
     def effective_acl(self) -> str:
@@ -373,29 +409,11 @@ class Mosquitto(_Server):
         self._write_auth_files()
         self.conf_path.write_text(self._conf_text(), encoding="utf-8")
 
-    def _retryable(self) -> bool:
-        return self._fixed_port is None and super()._retryable()
+    def _may_repick(self) -> bool:
+        return self._fixed_port is None
 
     def _command(self) -> list[str]:
         return [self.executable, "-c", str(self.conf_path)]
-
-    def _log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except OSError:
-            return 0
-
-    def _spawn(self) -> None:
-        self._log_offset = self._log_size()
-        super()._spawn()
-
-    def _new_log(self) -> str:
-        try:
-            with open(self.log_path, "rb") as fh:
-                fh.seek(self._log_offset)
-                return fh.read().decode(errors="replace")
-        except OSError:
-            return ""
 
     def _wait_ready(self, deadline: float) -> None:
         ports = [self.port] + ([self.tls_port] if self.tls is not None and self.tls_port else [])
@@ -597,6 +615,8 @@ class SeaweedS3(_Server):
         self.config_path = self.workdir / "s3.json"
         self.glog_dir = self.workdir / "glog"
 
+    region = "us-east-1"
+
     @property
     def port(self) -> int:
         return self.ports.get("s3.port", 0)
@@ -639,8 +659,8 @@ class SeaweedS3(_Server):
         self.glog_dir.mkdir(parents=True, exist_ok=True)
         self._write_config()
 
-    def _retryable(self) -> bool:
-        return self._fixed_port is None and super()._retryable()
+    def _may_repick(self) -> bool:
+        return self._fixed_port is None
 
     def _command(self) -> list[str]:
         args = [
@@ -828,7 +848,7 @@ class SeaweedS3(_Server):
             endpoint_url=self.endpoint_url,
             aws_access_key_id=access_key or self.access_key,
             aws_secret_access_key=secret_key or self.secret_key,
-            region_name="us-east-1",
+            region_name=self.region,
             config=cfg,
         )
 

@@ -143,3 +143,14 @@ def test_add_user_with_custom_rules_survives_acl_rerender(broker, mqtt_client):
     probe.sub(protocol.status_topic("hx-dev-d"), qos=1)
     mqtt_client("hx-dev-d").pub(protocol.status_topic("hx-dev-d"), b"online", qos=1)
     assert probe.expect(protocol.status_topic("hx-dev-d")).payload == b"online"
+
+
+def test_mosquitto_accepts_pure_python_hashes_with_more_iterations(tmp_path):
+    from doorbell.embedded import Mosquitto, MqttConnectError
+
+    acl = broker_acl.format_acl({"u1": [("readwrite", "#")]})
+    with Mosquitto(tmp_path, {"u1": "password-one"}, acl, password_iterations=20000) as m:
+        assert m.password_path.read_text().startswith("u1:$7$20000$")
+        m.client("u1").close()
+        with pytest.raises(MqttConnectError):
+            m.client("u1", "wrong-password")

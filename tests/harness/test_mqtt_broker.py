@@ -145,3 +145,34 @@ def test_tls_listener(tmp_path):
             c.close()
         with pytest.raises(MqttConnectError):
             mqtt_client(b.host, b.tls_port, "dev-a", "wrong-password", tls_ca=cert)
+
+
+def test_restart_waits_for_its_port_when_something_else_holds_it(tmp_path):
+    """A restart keeps its port (clients keep their URL): if another process holds
+    it for a moment, the start retries the same port instead of moving."""
+    import socket
+    import threading
+
+    from doorbell.embedded import DoorbellBroker, EmbeddedError
+
+    b = DoorbellBroker(tmp_path / "mq", {"dev-a": "owner-a"})
+    with b:
+        port = b.port
+        b.stop()
+        squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        squatter.bind((b.host, port))
+        squatter.listen()
+        threading.Timer(0.3, squatter.close).start()
+        b.start()
+        assert b.port == port
+        b.client("dev-a").close()
+        b.stop()
+        squatter = socket.socket()
+        squatter.bind((b.host, port))
+        squatter.listen()
+        try:
+            with pytest.raises(EmbeddedError, match="exited"):
+                b.start()
+        finally:
+            squatter.close()
