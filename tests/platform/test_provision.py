@@ -166,3 +166,10 @@ def test_acl_is_rendered_by_broker_acl_from_the_registry(fleet: Fleet) -> None:
     registry_text = fleet.bdir.registry_file.read_text()
     for name in ("dev-a", "dev-b", "owner-a", "sharing-service"):
         assert fleet.config(name)["mqtt"]["password"] not in registry_text
+
+
+def test_shipped_broker_examples_match_the_generator() -> None:
+    """config/mosquitto/*.example are what provisioning renders (regenerate: python -m doorbell.provision)."""
+    from platform_util import REPO
+    for name, text in provision.render_examples().items():
+        assert (REPO / "config" / "mosquitto" / name).read_text() == text, f"{name} is stale"
