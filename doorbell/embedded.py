@@ -180,7 +180,7 @@ class _Server:
                 self._wait_ready(time.monotonic() + timeout)
             except EmbeddedError as exc:
                 self._terminate()
-                if attempt + 1 < attempts and self._port_conflict():
+                if attempt + 1 < attempts and self._retryable() and self._port_conflict():
                     if first and self._may_repick():
                         log.warning("%s: port taken (%s); retrying on new ports", self.name, exc)
                     else:
@@ -192,6 +192,10 @@ class _Server:
             log.info("%s ready in %.2fs (pid %s)", self.name, self.last_start_s, self.pid)
             return self
         raise EmbeddedError(f"{self.name} did not start")  # pragma: no cover
+
+    def _retryable(self) -> bool:
+        """May a start that failed on a taken port be retried? (Subclasses may say no.)"""
+        return True
 
     def _may_repick(self) -> bool:
         """May a failed first start pick new ports (False when the caller fixed one)?"""
@@ -290,6 +294,12 @@ class _Server:
         except OSError:
             return None
         return None
+
+
+# Public name for subclassing (a server process of your own with the same
+# start/stop/atexit/PDEATHSIG handling): override _command, _wait_ready and
+# optionally _prepare, _env, _after_stop.
+ServerProcess = _Server
 
 
 # ------------------------------------------------------------------------ Mosquitto
