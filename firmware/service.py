@@ -27,6 +27,7 @@ camera, GPIO and threads are closed; nothing half-written is ever published
 from __future__ import annotations
 
 import concurrent.futures
+import faulthandler
 import logging
 import queue
 import signal
@@ -53,6 +54,7 @@ log = logging.getLogger(__name__)
 PRESSES_DIR = "presses"          # <spool>/state/presses/: one file = one simulated button press
 MAX_CAMERA_ERRORS = 20
 CAMERA_STALL_S = 10.0
+SHUTDOWN_DUMP_S = 15.0           # dump thread stacks to stderr if a shutdown takes longer
 
 
 class EventWriter:
@@ -219,9 +221,14 @@ class FirmwareService:
             except CameraError as exc:
                 self.failed = f"camera cannot start: {exc}"
                 return 1
-            self._stop.wait()
+            while not self._stop.wait(0.5):  # a timed wait: the signal handler never races a held lock
+                pass
         finally:
-            self.shutdown()
+            faulthandler.dump_traceback_later(SHUTDOWN_DUMP_S, exit=False)  # say where a stuck stop hangs
+            try:
+                self.shutdown()
+            finally:
+                faulthandler.cancel_dump_traceback_later()
             for sig, old in handlers.items():
                 signal.signal(sig, old)
             if self.failed:
