@@ -35,7 +35,7 @@ class PrivacyMasker:
 
     def __init__(self, polygons: Sequence[Polygon]):
         self.polygons = list(polygons)
-        self._cache: dict[tuple[int, int], tuple[np.ndarray, tuple[slice, slice]] | None] = {}
+        self._cache: dict[tuple[int, int], tuple | None] = {}
 
     def __len__(self) -> int:
         return len(self.polygons)
@@ -53,13 +53,22 @@ class PrivacyMasker:
             else:
                 ys, xs = np.nonzero(mask)
                 box = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-                self._cache[key] = (mask, box)
+                self._cache[key] = (mask, box, mask[box].astype(np.uint8), {})
         return self._cache[key]
 
     def apply(self, image: np.ndarray) -> np.ndarray:
         """Black out masked pixels in place (H x W or H x W x C) and return the image."""
+        import cv2
+
         entry = self._entry(image.shape[1], image.shape[0])
-        if entry is not None:
-            mask, box = entry
-            image[box][mask[box]] = 0  # only touch the bounding box: cheap for small masks
+        if entry is None:
+            return image
+        _mask, box, box_mask, zeros = entry
+        region = image[box]
+        zero = zeros.get(region.shape)
+        if zero is None:
+            zero = zeros[region.shape] = np.zeros(region.shape, image.dtype)
+        out = cv2.copyTo(zero, box_mask, region)  # in place into the view: ~10 us vs ~1 ms for fancy indexing
+        if out is not region and not np.shares_memory(out, image):
+            region[box_mask.astype(bool)] = 0  # OpenCV had to allocate (unusual strides): do it in numpy
         return image
