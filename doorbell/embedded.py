@@ -602,12 +602,14 @@ class SeaweedS3(_Server):
         volume_size_limit_mb: int = 64,
         max_volumes: int = 16,
         memory_limit_mb: int | None = 96,
+        tls: TlsFiles | None = None,
         executable: str | None = None,
         die_with_parent: bool = True,
     ):
         super().__init__(workdir, die_with_parent)
         self.host = host
         self._fixed_port = port
+        self.tls = tls
         self.ports: dict[str, int] = {}
         self.access_key = access_key
         self.secret_key = secret_key
@@ -636,6 +638,13 @@ class SeaweedS3(_Server):
         return f"http://{self.host}:{self.port}"
 
     @property
+    def https_endpoint_url(self) -> str | None:
+        """The HTTPS endpoint when started with ``tls`` (plain HTTP stays on :attr:`endpoint_url`)."""
+        if self.tls is None:
+            return None
+        return f"https://{self.host}:{self.ports.get('s3.port.https', 0)}"
+
+    @property
     def bucket(self) -> str:
         return self.buckets[0]
 
@@ -651,7 +660,8 @@ class SeaweedS3(_Server):
     def _pick_ports(self) -> None:
         used: set[int] = set()
         ports: dict[str, int] = {}
-        for key in _WEED_PORTS:
+        keys = _WEED_PORTS + (("s3.port.https",) if self.tls is not None else ())
+        for key in keys:
             if key == "s3.port" and self._fixed_port:
                 ports[key] = self._fixed_port
                 continue
@@ -687,6 +697,8 @@ class SeaweedS3(_Server):
             f"-s3.config={self.config_path}",
         ]
         args += [f"-{k}={v}" for k, v in self.ports.items()]
+        if self.tls is not None:
+            args += [f"-s3.cert.file={self.tls.certfile}", f"-s3.key.file={self.tls.keyfile}"]
         sock_dir = str(self.workdir)
         if len(sock_dir) < 80:  # unix socket paths are limited to 108 bytes
             args += [f"-filer.localSocket={sock_dir}/filer.sock", f"-s3.localSocket={sock_dir}/s3.sock"]
@@ -726,6 +738,13 @@ class SeaweedS3(_Server):
                 time.sleep(0.05)
         else:
             raise EmbeddedError(f"SeaweedFS S3 not answering on {url}; log {self.log_path}:\n{_tail(self.log_path)}")
+        if self.tls is not None:
+            https_port = self.ports["s3.port.https"]
+            while not port_open(self.host, https_port):
+                self._check_alive()
+                if time.monotonic() > deadline:
+                    raise EmbeddedError(f"SeaweedFS HTTPS not listening on {https_port}; log {self.log_path}")
+                time.sleep(0.05)
         self._wait_volumes(deadline)
         self._ensure_buckets(deadline)
 
@@ -845,17 +864,22 @@ class SeaweedS3(_Server):
             return exc.response.get("Error", {}).get("Code") not in ("InvalidAccessKeyId",)
 
     # -- clients
-    def client(self, access_key: str | None = None, secret_key: str | None = None, **config: Any):
-        """A boto3 S3 client for this endpoint (path-style, us-east-1, SigV4)."""
+    def client(self, access_key: str | None = None, secret_key: str | None = None,
+               https: bool = False, **config: Any):
+        """A boto3 S3 client for this endpoint (path-style, us-east-1, SigV4);
+        ``https=True`` uses the TLS endpoint, verified against ``tls.cafile``."""
         import boto3
         from botocore.config import Config
 
         cfg = Config(signature_version="s3v4", s3={"addressing_style": "path"},
                      retries={"max_attempts": 2, "mode": "standard"},
                      connect_timeout=5, read_timeout=30, **config)
+        if https and self.tls is None:
+            raise EmbeddedError("this SeaweedS3 was started without tls")
         return boto3.client(
             "s3",
-            endpoint_url=self.endpoint_url,
+            endpoint_url=self.https_endpoint_url if https else self.endpoint_url,
+            verify=str(self.tls.cafile) if https and self.tls else None,
             aws_access_key_id=access_key or self.access_key,
             aws_secret_access_key=secret_key or self.secret_key,
             region_name=self.region,

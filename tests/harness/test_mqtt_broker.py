@@ -104,39 +104,13 @@ def test_broker_is_back_after_a_test_stopped_it(broker, mqtt_client):
     assert not mqtt_client("admin").pub("harness/ping", b"x", qos=1).is_failure
 
 
-def _self_signed(tmp_path):
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
-    return cert_path, key_path
-
-
-def test_tls_listener(tmp_path):
+def test_tls_listener(tmp_path, tls_files):
     """Provisioning's TLS setup works with this Mosquitto: a verified TLS connection is
     accepted with the password and the same ACL holds."""
-    from doorbell.embedded import DoorbellBroker, TlsFiles, mqtt_client
+    from doorbell.embedded import DoorbellBroker, mqtt_client
 
-    cert, key = _self_signed(tmp_path)
-    with DoorbellBroker(tmp_path / "mq", {"dev-a": "owner-a"}, tls=TlsFiles(cert, cert, key)) as b:
+    cert = tls_files.cafile
+    with DoorbellBroker(tmp_path / "mq", {"dev-a": "owner-a"}, tls=tls_files) as b:
         c = mqtt_client(b.host, b.tls_port, "dev-a", b.users["dev-a"], tls_ca=cert)
         try:
             assert not c.pub(protocol.events_topic("dev-a"), b"{}", qos=1).is_failure

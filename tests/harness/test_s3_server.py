@@ -197,3 +197,23 @@ def test_a_test_may_leave_s3_stopped(s3):
 def test_s3_is_back_after_a_test_stopped_it(s3):
     assert s3.running
     s3.client().head_bucket(Bucket=s3.bucket)
+
+
+def test_https_endpoint_with_verified_certificate(tmp_path, tls_files):
+    import ssl
+
+    from doorbell.embedded import SeaweedS3
+
+    with SeaweedS3(tmp_path / "s3", "AKTLS" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24),
+                   tls=tls_files) as server:
+        assert server.https_endpoint_url.startswith("https://127.0.0.1:")
+        c = server.client(https=True)
+        c.put_object(Bucket=server.bucket, Key="tls/clip", Body=b"over tls")
+        assert c.get_object(Bucket=server.bucket, Key="tls/clip")["Body"].read() == b"over tls"
+        url = c.generate_presigned_url("get_object", Params={"Bucket": server.bucket, "Key": "tls/clip"},
+                                       ExpiresIn=60)
+        ctx = ssl.create_default_context(cafile=str(tls_files.cafile))
+        with urllib.request.urlopen(url, timeout=10, context=ctx) as resp:
+            assert resp.read() == b"over tls"
+        with pytest.raises(urllib.error.URLError):  # an unknown CA is not trusted
+            urllib.request.urlopen(url, timeout=10, context=ssl.create_default_context())
