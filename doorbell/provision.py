@@ -316,7 +316,8 @@ def render_mosquitto_conf(files_dir: Path, port: int, bind: str, data_dir: Path 
     if data_dir is not None:
         lines += ["persistence true", f"persistence_location {data_dir}/"]
     else:
-        lines += ["persistence false"]
+        lines += ["# persistence: as set by the main mosquitto.conf (Debian: /var/lib/mosquitto/),",
+                  "# which includes this file from conf.d/ (a second persistence_location is an error)."]
     return "\n".join(lines) + "\n"
 
 
@@ -467,6 +468,13 @@ def s3_device_policy(bucket: str, prefix: str) -> dict[str, Any]:
     }
 
 
+def seaweedfs_device_actions(bucket: str, prefix: str) -> list[str]:
+    """The same scope as :func:`s3_device_policy` in SeaweedFS's ``s3.json`` identity syntax
+    (its IAM API maps policies only to whole buckets, so prefixes go here)."""
+    p = prefix.lstrip("/")
+    return [f"Write:{bucket}/{p}*", f"Read:{bucket}/{p}*", f"List:{bucket}/{p}*"]
+
+
 def _tls_section(config_dir: str) -> dict[str, Any]:
     return {"enabled": True, "ca_file": f"{config_dir}/tls/ca.crt",
             "cert_file": f"{config_dir}/tls/client.crt", "key_file": f"{config_dir}/tls/client.key",
@@ -522,6 +530,9 @@ def device_bundle(bdir: BrokerDir, ident: Identity, *, owner: str, out: Path, na
     _write_bundle(out, ident, "device.yaml", config, header)
     policy = s3_device_policy(bucket, prefix)
     write_file(out / "s3-policy.json", json.dumps(policy, indent=2) + "\n", 0o644)
+    seaweed = {"name": ident.name, "credentials": [{"accessKey": "KEY", "secretKey": "SECRET"}],
+               "actions": seaweedfs_device_actions(bucket, prefix)}
+    write_file(out / "seaweedfs-identity.json", json.dumps(seaweed, indent=2) + "\n", 0o644)
     return policy
 
 
@@ -566,8 +577,9 @@ def register(subs: argparse._SubParsersAction) -> None:
     b.add_argument("--bind", default="0.0.0.0", help="listener address")
     b.add_argument("--files-dir", type=Path, default=None,
                    help="where mosquitto.conf will find ca.crt/server.*/passwd/acl (default: --out)")
-    b.add_argument("--data-dir", type=Path, default=Path("/var/lib/mosquitto"),
-                   help="Mosquitto persistence directory")
+    b.add_argument("--data-dir", type=Path, default=None,
+                   help="Mosquitto persistence directory, for a standalone config (default: leave it "
+                        "to the main mosquitto.conf that includes this one)")
     b.add_argument("--days", type=int, default=DEFAULT_DAYS)
     b.add_argument("--group", default=None,
                    help="group the broker runs as, to read passwd/acl/server.key (default: mosquitto "
@@ -732,7 +744,7 @@ def render_examples(files_dir: Path = Path("/etc/mosquitto/doorbell")) -> dict[s
     generated files, never these (they name example users and no passwords).
     """
     from .broker_acl import render_acl
-    conf = render_mosquitto_conf(files_dir, 8883, "0.0.0.0", Path("/var/lib/mosquitto"))
+    conf = render_mosquitto_conf(files_dir, 8883, "0.0.0.0", None)
     acl = render_acl(EXAMPLE_DEVICES, owners=sorted(set(EXAMPLE_DEVICES.values())), service_user=SERVICE_USER)
     return {"doorbell.conf.example": conf, "acl.example": acl}
 

@@ -199,3 +199,24 @@ def test_cli_report_json_and_exit_codes(write_config) -> None:
     assert [c["name"] for c in failed] == ["secrets"] and "chmod 600" in failed[0]["fix"]
     text = run_cli("doctor", "--config", str(path), "--skip", "clock", "--skip", "camera", "--skip", "gpio")
     assert "[FAIL] secrets" in text.stdout and "fix: chmod 600" in text.stdout and "1 problem(s) found" in text.stdout
+
+
+def test_prefix_scoped_device_key_on_real_seaweedfs(write_config, synced_flag, s3) -> None:
+    """The provisioned SeaweedFS scope lets the device write its own prefix only; doctor accepts
+    such a key (HEAD on the bucket is refused, the write probe under the prefix works)."""
+    import secrets as _secrets
+    from botocore.exceptions import ClientError
+    from doorbell.provision import seaweedfs_device_actions
+    access, secret = "DEVA" + _secrets.token_hex(8).upper(), _secrets.token_urlsafe(30)
+    s3.add_identity("dev-a-scoped", access, secret, seaweedfs_device_actions(s3.bucket, "devices/dev-a/"))
+    path = write_config(lambda d: d["s3"].update(access_key_id=access, secret_access_key=secret))
+    results = doctor(path, synced_flag)
+    assert results["bucket"].status == OK, results["bucket"].detail
+    assert "may write its prefix" in results["bucket"].detail  # HEAD refused, write probe accepted
+    import boto3
+    c = boto3.client("s3", endpoint_url=s3.endpoint_url, aws_access_key_id=access,
+                     aws_secret_access_key=secret, region_name="us-east-1")
+    c.put_object(Bucket=s3.bucket, Key="devices/dev-a/clip.mp4", Body=b"mine")
+    with pytest.raises(ClientError) as denied:
+        c.put_object(Bucket=s3.bucket, Key="devices/dev-b/clip.mp4", Body=b"not mine")
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"
