@@ -104,6 +104,13 @@ class MotionResult:
     relearned: bool = False
 
 
+def _median(a: np.ndarray) -> float:
+    """Median of a small array (np.median's overhead dominates at 48 elements)."""
+    s = np.sort(a, axis=None)
+    n = s.size
+    return float(s[(n - 1) // 2] + s[n // 2]) * 0.5 if n else 0.0
+
+
 def _sensitivity_floor(sensitivity: float) -> float:
     """Residual threshold (log units) for sensitivity 0..1: 0.22 .. 0.06."""
     return 0.22 - 0.16 * sensitivity
@@ -145,6 +152,7 @@ class MotionDetector:
         U, V = np.meshgrid(u, v)
         self._basis = np.stack([np.ones_like(U), U, V, U * U, U * V, V * V], -1).reshape(-1, 6)
         self._kernel3 = np.ones((3, 3), np.uint8)
+        self._ridge = 1e-6 * np.eye(6)
         self.configure(config)
         self.reset()
 
@@ -229,12 +237,9 @@ class MotionDetector:
         sat = cv2.resize(cv2.compare(y, 250, cv2.CMP_GE), (self._ww, self._wh),
                          interpolation=cv2.INTER_AREA) > 0
         clipped = sat | self._bg_sat
-        fit_in = diff
-        if clipped.any():
-            valid = ~clipped
-            fill = float(np.median(diff[valid])) if valid.any() else 0.0
-            fit_in = np.where(valid, diff, np.float32(fill))
-        field, gain = self._lighting_field(fit_in)
+        # cells already in motion (last frame) and clipped cells do not vote on
+        # the lighting: a visitor filling much of the frame cannot become "lighting"
+        field, gain = self._lighting_field(diff, clipped | self._prev_fg)
         resid = diff - field
         thr = np.maximum(np.maximum(self._floor, _NOISE_K * np.sqrt(self._var)), self._dark_thr[small])
         fg = np.abs(resid) > thr
@@ -289,12 +294,20 @@ class MotionDetector:
         self._prev_fg = moving
         return self._advance(t, motion, score, bbox, gain, relearned)
 
-    def _lighting_field(self, diff: np.ndarray) -> tuple[np.ndarray, float]:
-        """Robust smooth estimate of the log illumination change (see module doc)."""
+    def _lighting_field(self, diff: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, float]:
+        """Robust smooth estimate of the log illumination change (see module doc);
+        ``excluded`` cells do not vote."""
         bx, by = _BLOCKS
-        blocks = cv2.resize(diff, (bx, by), interpolation=cv2.INTER_AREA).reshape(-1)
-        med = float(np.median(blocks))
-        spread = float(np.median(np.abs(blocks - med)))
+        valid = None
+        src = diff
+        if excluded.any():
+            valid = ~excluded
+            if not valid.any():
+                return np.zeros_like(diff), 1.0
+            src = np.where(valid, diff, np.float32(diff[valid].mean()))
+        blocks = cv2.resize(src, (bx, by), interpolation=cv2.INTER_AREA).reshape(-1)
+        med = _median(blocks)
+        spread = _median(np.abs(blocks - med))
         w = (np.abs(blocks - med) <= max(0.05, 3.0 * spread)).astype(np.float64)
         A = self._basis
         surf = np.full_like(blocks, med)
@@ -303,17 +316,23 @@ class MotionDetector:
                 break
             Aw = A * w[:, None]
             try:
-                coef = np.linalg.solve(Aw.T @ A + 1e-6 * np.eye(6), Aw.T @ blocks)
+                coef = np.linalg.solve(Aw.T @ A + self._ridge, Aw.T @ blocks)
             except np.linalg.LinAlgError:
                 break
             surf = A @ coef
-            w = (np.abs(blocks - surf) <= max(0.04, 2.5 * float(np.median(np.abs(blocks - surf)[w > 0])))).astype(np.float64)
+            w = (np.abs(blocks - surf) <= max(0.04, 2.5 * _median(np.abs(blocks - surf)[w > 0]))).astype(np.float64)
         coarse = cv2.resize(surf.astype(np.float32).reshape(by, bx), (self._ww, self._wh),
                             interpolation=cv2.INTER_LINEAR)
         # local correction: a median over 5x5 fine blocks follows a porch light's bump
         # but ignores anything covering less than half of that window (a person)
         fx, fy = _FINE_BLOCKS
-        fine = cv2.resize(diff - coarse, (fx, fy), interpolation=cv2.INTER_AREA)
+        if valid is None:
+            fine = cv2.resize(diff - coarse, (fx, fy), interpolation=cv2.INTER_AREA)
+        else:
+            vf = valid.astype(np.float32)
+            num = cv2.resize((diff - coarse) * vf, (fx, fy), interpolation=cv2.INTER_AREA)
+            den = cv2.resize(vf, (fx, fy), interpolation=cv2.INTER_AREA)
+            fine = np.where(den > 0.2, num / np.maximum(den, 0.2), np.float32(0.0)).astype(np.float32)
         fine = cv2.medianBlur(fine, 5)
         field = coarse + cv2.resize(fine, (self._ww, self._wh), interpolation=cv2.INTER_LINEAR)
         return field, math.exp(med)

@@ -64,6 +64,7 @@ PATHS: dict[str, list[tuple[float, float]]] = {
     "side": [(-9.0, 6.0), (0.3, 1.7)],          # from the left edge of the yard
     "far": [(0.3, 13.0), (0.3, 1.7)],           # straight up the walkway from the sidewalk
     "right": [(8.0, 5.5), (0.3, 1.7)],          # from the right, behind the porch post
+    "close": [(0.3, 9.0), (0.1, 0.8)],          # up to the camera: a courier leaning in, filling the frame
 }
 
 
@@ -75,7 +76,7 @@ class Phase:
 
     duration_s: float
     visitor: Literal["absent", "walkup", "stand", "leave"] = "absent"
-    path: Literal["side", "far", "right"] = "side"
+    path: Literal["side", "far", "right", "close"] = "side"
     path_span: tuple[float, float] = (0.0, 1.0)  # walkup/leave cover this part of the path
     gain: float | None = None       # global exposure/illumination gain
     offset: float | None = None     # black-level offset, grey levels
@@ -154,6 +155,13 @@ PRESETS: dict[str, Script] = {
                             _ph(2.0, visitor="stand", label="stand"),
                             _ph(5.0, visitor="leave", path="right", label="leave"),
                             _ph(2.0, label="quiet"))),
+    "walkup_close": Script((
+        _ph(2.0, label="quiet"),
+        _ph(7.0, visitor="walkup", path="close", label="walkup"),
+        _ph(4.0, visitor="stand", path="close", label="stand"),
+        _ph(5.0, visitor="leave", path="close", label="leave"),
+        _ph(2.0, label="quiet"),
+    )),
     # the cases a recalibrating detector misses: lighting changes while a visitor approaches
     "walkup_cloud": Script((
         _ph(2.0, label="quiet"),
@@ -742,7 +750,7 @@ class PorchScene:
                 moving = True
                 speed = _path_length(path) * abs(b - a) / p.duration_s
             else:
-                lat, dist = PATHS["side"][-1]
+                lat, dist = PATHS[p.path][-1]
                 lat += 0.03 * math.sin(2 * math.pi * local_t / 2.5)  # a slight sway
                 speed = 0.0
             stride = 1.4  # metres per gait cycle
