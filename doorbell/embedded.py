@@ -467,14 +467,25 @@ class Mosquitto(_Server):
             self.acl_text = acl_text
         self.reload()
 
-    def add_user(self, name: str, password: str, rules: Iterable[tuple[str, str]] = ()) -> None:
+    def add_user(self, name: str, password: str, rules: Iterable[tuple[str, str] | str] = ()) -> None:
         """Add (or replace) one user with its own ACL rules, then reload.
 
-        ``rules`` are ``(access, topic)`` pairs, e.g. ``[("read", "doorbell/v1/devices/#")]``;
+        ``rules`` are ``(access, topic)`` pairs, e.g. ``[("read", "doorbell/v1/devices/#")]``,
+        or ACL lines such as ``"topic read doorbell/v1/devices/#"``;
         they are kept apart from ``acl_text`` so re-rendering the base ACL keeps them.
         """
         broker_acl.check_username(name)
-        self.extra_acl[name] = [broker_acl.check_rule(a, t) for a, t in rules]
+        parsed = []
+        for rule in rules:
+            if isinstance(rule, str):  # also accept ACL lines: "topic read a/b" or "read a/b"
+                words = rule.split()
+                if words and words[0] == "topic":
+                    words = words[1:]
+                if len(words) != 2:
+                    raise broker_acl.AclError(f"cannot parse ACL line {rule!r}")
+                rule = (words[0], words[1])
+            parsed.append(broker_acl.check_rule(*rule))
+        self.extra_acl[name] = parsed
         self.users[name] = password
         self.reload()
 

@@ -7,6 +7,7 @@
   with SigV4 auth and the bucket ``doorbell-clips``. Session-scoped.
 - ``mqtt_client``: factory of clients that are closed when the test ends.
 - ``clean_broker``: ``broker`` with every retained message cleared first.
+- ``s3_identity``: factory of limited S3 identities (e.g. read-only).
 - ``mock_pins``, ``sample_videos``, ``tmp_spool``, ``device_config``.
 
 If a test stops or restarts a server, the autouse ``_servers_back_up``
@@ -146,6 +147,20 @@ def s3(tmp_path_factory: pytest.TempPathFactory, _harness_servers: _Servers) -> 
     finally:
         _harness_servers.items.remove(server)
         server.stop()
+
+
+@pytest.fixture
+def s3_identity(s3: SeaweedS3) -> Callable[..., Any]:
+    """Factory: ``s3_identity(["Read:doorbell-clips"])`` -> a new S3Identity (random
+    name and keys, live at once via SIGHUP). Identities are not removed after the
+    test (removal restarts SeaweedFS); their random keys are never reused."""
+
+    def make(actions: list[str], name: str | None = None) -> Any:
+        token = secrets.token_hex(6)
+        return s3.add_identity(name or f"hx-{token}", "AK" + token.upper() + secrets.token_hex(3).upper(),
+                               secrets.token_urlsafe(30), actions)
+
+    return make
 
 
 @pytest.fixture

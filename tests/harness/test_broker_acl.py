@@ -136,7 +136,7 @@ def test_added_device_gets_standard_acl_at_runtime(broker, mqtt_client):
 
 
 def test_add_user_with_custom_rules_survives_acl_rerender(broker, mqtt_client):
-    broker.add_user("probe-reader", "probe-password-1", [("read", "doorbell/v1/devices/+/status")])
+    broker.add_user("probe-reader", "probe-password-1", ["topic read doorbell/v1/devices/+/status"])
     broker.add_device("hx-dev-d", "hx-owner-d")  # re-renders the base ACL
     probe = mqtt_client("probe-reader")
     assert probe.pub(protocol.status_topic("dev-a"), b"online", qos=1).value == NOT_AUTHORIZED

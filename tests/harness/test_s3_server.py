@@ -162,11 +162,11 @@ def test_device_identity_writes_only_under_its_prefix(s3, obj):
     assert err.value.response["Error"]["Code"] == "InvalidAccessKeyId"
 
 
-def test_read_only_identity_cannot_list_or_delete(s3, obj):
-    key, _ = obj
-    access, secret = "AKRD" + secrets.token_hex(6).upper(), secrets.token_urlsafe(24)
-    s3.add_identity("harness-reader", access, secret, [f"Read:{s3.bucket}"])
-    ro = s3.client(access, secret)
+def test_read_only_identity_cannot_list_or_delete(s3, s3_identity, obj):
+    key, body = obj
+    ident = s3_identity([f"Read:{s3.bucket}"])
+    ro = s3.client(ident.access_key, ident.secret_key)
+    assert ro.get_object(Bucket=s3.bucket, Key=key)["Body"].read() == body
     for call in (lambda: ro.list_objects_v2(Bucket=s3.bucket),
                  lambda: ro.delete_object(Bucket=s3.bucket, Key=key)):
         with pytest.raises(ClientError) as err:
