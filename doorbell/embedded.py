@@ -110,6 +110,7 @@ class _Server:
         self._atexit_registered = False
         self._prepared = False
         self._log_offset = 0
+        self._lock = threading.RLock()  # start/stop/kill from several threads stay ordered
         self.last_start_s: float | None = None
 
     # subclasses provide these
@@ -167,6 +168,10 @@ class _Server:
         pick and the server's bind), a first start retries on new ports and a
         restart retries the same ports a little later (clients keep the URL).
         """
+        with self._lock:
+            return self._start_locked(timeout)
+
+    def _start_locked(self, timeout: float) -> "_Server":
         if self.running:
             return self
         first = not self._prepared
@@ -187,6 +192,9 @@ class _Server:
                         log.warning("%s: port taken (%s); retrying the same ports", self.name, exc)
                         time.sleep(0.5)
                     continue
+                raise
+            except BaseException:  # anything else (Ctrl-C, a client error): leave nothing running
+                self._terminate()
                 raise
             self.last_start_s = time.monotonic() - t0
             log.info("%s ready in %.2fs (pid %s)", self.name, self.last_start_s, self.pid)
@@ -227,6 +235,10 @@ class _Server:
             raise EmbeddedError(f"{self.name} exited with {code}; log {self.log_path}:\n{_tail(self.log_path)}")
 
     def _terminate(self, timeout: float = 10.0) -> None:
+        with self._lock:
+            self._terminate_locked(timeout)
+
+    def _terminate_locked(self, timeout: float) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -250,16 +262,18 @@ class _Server:
 
     def kill(self) -> None:
         """Crash the server (SIGKILL): what a power cut looks like to clients."""
-        proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-        self._after_stop()
+        with self._lock:
+            proc, self._proc = self._proc, None
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(5)
+            self._after_stop()
 
     def restart(self, timeout: float = 20.0) -> "_Server":
         """Stop and start again on the same ports with the same data."""
-        self.stop()
-        return self.start(timeout)
+        with self._lock:
+            self.stop()
+            return self.start(timeout)
 
     def ensure_running(self) -> "_Server":
         """Start again if a test (or a crash) stopped it."""
