@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 PRESSES_DIR = "presses"          # <spool>/state/presses/: one file = one simulated button press
 MAX_CAMERA_ERRORS = 20
 CAMERA_STALL_S = 10.0
+CAMERA_RETRY_S = 10.0           # a live camera that failed to start is retried this often
 SHUTDOWN_DUMP_S = 15.0           # dump thread stacks to stderr if a shutdown takes longer
 
 
@@ -146,35 +147,48 @@ class FirmwareService:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
+        """GPIO first (the chime must work even without a camera), then the camera and the threads."""
+        self.events = EventWriter(self.spool)
+        clock = time.monotonic if self.camera.realtime else self.camera.now
+        self.io = DoorbellIO(self.cfg.gpio, on_ring=self._on_ring, on_long_press=self._on_long_press,
+                             pin_factory=self.pin_factory, clock=clock, wall=self.camera.now)
+        if self.settings.privacy:
+            self.io.set_privacy(True)
+            log.info("starting in privacy mode: not recording, not detecting")
+        try:
+            self._start_camera()
+        except CameraError as exc:
+            if not self.camera.live:
+                raise
+            log.error("camera unavailable (%s): the bell still rings; retrying every %.0f s", exc, CAMERA_RETRY_S)
+        for name, target in (("pipeline", self._pipeline_loop), ("control", self._control_loop)):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+        self.watchdog.start()
+        self.notifier.ready(f"{self.camera.backend_name} camera {'up' if self.camera.started else 'DOWN'}, "
+                            f"privacy {'on' if self.settings.privacy else 'off'}")
+        log.info("firmware running: device %s, spool %s", self.device_id, self.spool.root)
+
+    def _start_camera(self) -> None:
+        """Start the camera and build what depends on it (frame rate, sizes): store, recorder, detector."""
         from .motion import MotionDetector
 
-        self.events = EventWriter(self.spool)
         self.camera.start()
+        self._last_frame_mono = time.monotonic()
         clips = self.settings.clips
         if self.camera.encodes_itself:
             store = self.camera.clip_store(pre_roll_s=clips.pre_roll_s)
         else:
             store = SoftwareClipStore(self.camera.fps, self.cfg.camera.bitrate,
                                       self.cfg.camera.keyframe_interval_s, clips.pre_roll_s)
-        self.recorder = ClipRecorder(self.spool, self.device_id, clips, store, self.masker, fps=self.camera.fps,
-                                     on_published=self._published, on_recording=self._recording_changed,
-                                     want_main=self.camera.want_main)
+        recorder = ClipRecorder(self.spool, self.device_id, clips, store, self.masker, fps=self.camera.fps,
+                                on_published=self._published, on_recording=self._recording_changed,
+                                want_main=self.camera.want_main)
+        recorder.set_paused(self.settings.privacy)
         lw, lh = self.camera.lores_size
         self.detector = MotionDetector(self._detection_section(self.settings.motion), lw, lh)
-        clock = time.monotonic if self.camera.realtime else self.camera.now
-        self.io = DoorbellIO(self.cfg.gpio, on_ring=self._on_ring, on_long_press=self._on_long_press,
-                             pin_factory=self.pin_factory, clock=clock, wall=self.camera.now)
-        if self.settings.privacy:
-            self.recorder.set_paused(True)
-            self.io.set_privacy(True)
-            log.info("starting in privacy mode: not recording, not detecting")
-        for name, target in (("pipeline", self._pipeline_loop), ("control", self._control_loop)):
-            t = threading.Thread(target=target, name=name, daemon=True)
-            t.start()
-            self._threads.append(t)
-        self.watchdog.start()
-        self.notifier.ready(f"{self.camera.backend_name} camera, privacy {'on' if self.settings.privacy else 'off'}")
-        log.info("firmware running: device %s, spool %s", self.device_id, self.spool.root)
+        self.recorder = recorder
 
     def stop(self) -> None:
         """Ask every thread to stop (safe from signal handlers and any thread)."""
@@ -221,6 +235,12 @@ class FirmwareService:
             except CameraError as exc:
                 self.failed = f"camera cannot start: {exc}"
                 return 1
+            except Exception as exc:  # e.g. no GPIO on this machine: say so, exit non-zero, no traceback spam
+                hint = " (off a Pi, set gpio.pin_factory: mock)" if "pin" in str(exc).lower() or \
+                    type(exc).__module__.startswith("gpiozero") else ""
+                log.debug("start failed", exc_info=True)
+                self.failed = f"cannot start: {type(exc).__name__}: {exc}{hint}"
+                return 1
             while not self._stop.wait(0.5):  # a timed wait: the signal handler never races a held lock
                 pass
         finally:
@@ -263,8 +283,11 @@ class FirmwareService:
         self._calls.put(fn)
 
     def _healthy(self) -> bool:
-        return (time.monotonic() - self._last_frame_mono < CAMERA_STALL_S
-                and all(t.is_alive() for t in self._threads))
+        """Threads alive and, while the camera is running, frames flowing (a wedged camera gets a restart).
+
+        A camera that failed to start is retried in-process instead, so the chime keeps working."""
+        stalled = self.camera.started and time.monotonic() - self._last_frame_mono >= CAMERA_STALL_S
+        return not stalled and all(t.is_alive() for t in self._threads)
 
     def thread_alive(self) -> bool:
         """Whether the pipeline and control threads still run (health checks, tests)."""
@@ -286,7 +309,9 @@ class FirmwareService:
         detail = None
         if self.settings.privacy:
             detail = "privacy mode: not recorded"
-        elif self.recorder is not None:
+        elif self.recorder is None:
+            detail = "camera unavailable: not recorded"
+        else:
             clip_id = self.recorder.trigger("ring", ts)
         self._event(DeviceEvent(device_id=self.device_id, type="ring", ts=ts, clip_id=clip_id, detail=detail))
 
@@ -354,6 +379,15 @@ class FirmwareService:
     def _pipeline_loop(self) -> None:
         errors = 0
         while not self._stop.is_set():
+            if not self.camera.started:
+                if self._stop.wait(CAMERA_RETRY_S):
+                    break
+                try:
+                    self._start_camera()
+                    log.info("camera is back")
+                except CameraError as exc:
+                    log.error("camera still unavailable: %s", exc)
+                continue
             try:
                 frame = self.camera.read(timeout=1.0)
             except EndOfStream as exc:
@@ -396,9 +430,11 @@ class FirmwareService:
             self.press_at.pop(0)
             self.press_button()
         paused = self.settings.privacy
+        assert self.recorder is not None
+        if self.recorder.paused != paused:  # the persisted setting is the one source of truth
+            self.recorder.set_paused(paused)
         if not paused:
             self._detect(frame)
-        assert self.recorder is not None
         self.recorder.on_frame(frame)  # masks frame.main in place before encoding
         if self._snapshots and frame.main is not None and not paused:
             self._serve_snapshots(frame)

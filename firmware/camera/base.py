@@ -65,6 +65,7 @@ class Camera(ABC):
 
     backend_name = "base"
     encodes_itself = False
+    live = False  # a live camera that fails is retried; a missing file or bad preset is a hard error
 
     def __init__(self, cfg: CameraSection, realtime: bool | None = None,
                  wall: Callable[[], float] = time.time, **_ignored: Any):

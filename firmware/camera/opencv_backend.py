@@ -31,6 +31,7 @@ class OpenCVCamera(Camera):
         self._cap = None
         self._empty = 0
         self._is_file = isinstance(src, str) and "://" not in src
+        self.live = not self._is_file
 
     def _open(self) -> None:
         import cv2

@@ -49,6 +49,7 @@ def _sensor_to_wall(sensor_ns: int) -> float:
 @register_backend("picamera2")
 class Picamera2Camera(Camera):
     encodes_itself = True
+    live = True
 
     def __init__(self, cfg: CameraSection, masker: PrivacyMasker | None = None, camera_num: int = 0,
                  **kwargs: Any):

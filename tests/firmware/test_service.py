@@ -193,3 +193,15 @@ def test_request_press_file_presses_the_button(fw_config, mock_pins):
         wait_for(lambda: events(svc.spool, "ring"))
         assert not list(svc.presses_dir.iterdir())
         wait_for(lambda: svc.spool.pending_clips(), timeout=30)
+
+
+def test_bell_rings_while_a_live_camera_is_down(fw_config, mock_pins):
+    """A broken camera must not silence the doorbell: chime + ring event, retried camera, no crash."""
+    cfg = fw_config(camera={"backend": "opencv", "source": "rtsp://127.0.0.1:9/none"})
+    with FirmwareService(cfg, realtime=True, pin_factory=mock_pins, retention_interval_s=3600) as svc:
+        assert not svc.camera.started and svc.thread_alive()
+        svc.press_button()
+        assert mock_pins.pin(27).state                     # the chime rang at once
+        ring = wait_for(lambda: events(svc.spool, "ring"))[0]
+        assert ring.clip_id is None and "camera unavailable" in ring.detail
+        assert svc._healthy()                              # no watchdog restart loop over a dead camera
