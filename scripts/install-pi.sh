@@ -108,12 +108,21 @@ if (( LIVE )) && command -v dpkg-query >/dev/null; then
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
   if (( ${#missing[@]} )); then
-    if [[ " ${missing[*]} " == *" python3-picamera2 "* ]] && ! apt-cache show python3-picamera2 >/dev/null 2>&1; then
-      warn "python3-picamera2 is not available here (not Raspberry Pi OS?): use camera.backend opencv"
-      missing=("${missing[@]/python3-picamera2}")
-    fi
-    act "apt-get install ${missing[*]}" \
-      env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing[*]}
+    keep=()
+    for p in "${missing[@]}"; do
+      if apt-cache show "$p" >/dev/null 2>&1; then
+        keep+=("$p")
+      elif [[ $p == python3-picamera2 || $p == python3-lgpio ]]; then
+        warn "$p is not in this system's apt sources (not Raspberry Pi OS?): use camera.backend opencv / gpio.pin_factory as fits"
+      else
+        warn "$p not found by apt-cache; run apt-get update and try again"
+      fi
+    done
+    missing=("${keep[@]}")
+  fi
+  if (( ${#missing[@]} )); then
+    act "apt-get update && apt-get install ${missing[*]}" \
+      sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"' _ "${missing[@]}"
   fi
 else
   log "skipping apt (installing into $ROOT)"
@@ -156,6 +165,11 @@ ensure_dir() {
   fi
 }
 
+# ensure_sysdir PATH: a system directory (/opt, /var/lib, ...) is created if missing, never changed
+ensure_sysdir() {
+  [[ -d "$1" ]] || act "create $1" install -d -m 755 -o root -g root "$1"
+}
+
 # ensure_file SRC DST MODE OWNER GROUP: copy if content differs, fix mode/owner if they differ
 ensure_file() {
   local src=$1 dst=$2 mode=$3 owner=$4 group=$5
@@ -171,7 +185,7 @@ ensure_file() {
 
 # ---------------------------------------------------------------- 3. code + venv
 CODE_CHANGED=0
-ensure_dir "$(R /opt)" 755 root root
+ensure_sysdir "$(R /opt)"
 ensure_dir "$OPT" 755 root root
 # The source we install from, copied without .git/.venv/tests so pip builds
 # outside the checkout and /opt/doorbell/src/docs holds the matching docs.
@@ -204,6 +218,7 @@ if [[ ! -f "$STAMP_FILE" ]] || [[ $(cat "$STAMP_FILE") != "$STAMP_WANT" ]]; then
 fi
 
 # ---------------------------------------------------------------- 4. config + secrets
+ensure_sysdir "$(R /etc)"
 ensure_dir "$ETC" 750 root "$SVC_GROUP"
 ensure_dir "$ETC/tls" 750 root "$SVC_GROUP"
 CONFIG_CHANGED=0
@@ -224,8 +239,8 @@ else
 fi
 
 # ---------------------------------------------------------------- 5. spool / state
-ensure_dir "$(R /var)" 755 root root
-ensure_dir "$(R /var/lib)" 755 root root
+ensure_sysdir "$(R /var)"
+ensure_sysdir "$(R /var/lib)"
 ensure_dir "$STATE" 750 "$SVC_USER" "$SVC_GROUP"
 ensure_dir "$STATE/spool" 750 "$SVC_USER" "$SVC_GROUP"
 ensure_dir "$STATE/agent" 750 "$SVC_USER" "$SVC_GROUP"
@@ -245,13 +260,17 @@ fi
 
 # ---------------------------------------------------------------- 6. systemd
 UNITS_CHANGED=0
-ensure_dir "$(R /etc/systemd)" 755 root root
-ensure_dir "$UNIT_DIR" 755 root root
+ensure_sysdir "$(R /etc/systemd)"
+ensure_sysdir "$UNIT_DIR"
 for u in "${PI_UNITS[@]}"; do
   ensure_file "$SRC/systemd/$u" "$UNIT_DIR/$u" 644 root root && UNITS_CHANGED=1
 done
+SYSTEMD_UP=0; [[ -d /run/systemd/system ]] && SYSTEMD_UP=1   # sd_booted(3)
+if (( LIVE )) && (( ! SYSTEMD_UP )); then
+  warn "systemd is not running here (container/chroot?): units are enabled but not started"
+fi
 if command -v systemctl >/dev/null; then
-  if (( LIVE )) && (( UNITS_CHANGED )); then
+  if (( LIVE && SYSTEMD_UP )) && (( UNITS_CHANGED )); then
     act "systemctl daemon-reload" systemctl daemon-reload
   fi
   want_enabled=(doorbell-firmware.service)
@@ -264,9 +283,9 @@ if command -v systemctl >/dev/null; then
         act "systemctl --root=$ROOT enable $u" systemctl --root="$ROOT" enable -q "$u"
     fi
   done
-  if (( LIVE )) && (( START )); then
+  if (( LIVE && SYSTEMD_UP )) && (( START )); then
     for u in "${want_enabled[@]}"; do
-      if ! systemctl is-active -q "$u"; then
+      if ! systemctl is-active -q "$u" 2>/dev/null; then
         act "systemctl start $u" systemctl start "$u"
       elif (( CODE_CHANGED || CONFIG_CHANGED || UNITS_CHANGED )); then
         act "systemctl restart $u (new code or config)" systemctl restart "$u"

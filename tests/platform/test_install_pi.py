@@ -52,8 +52,17 @@ def manifest(root: Path) -> dict[str, tuple]:
     return out
 
 
+def base_python() -> str:
+    """The interpreter the script makes its venv with: the Pi's /usr/bin/python3 if it can
+    make venvs here, else the one under this test run's venv."""
+    import sys
+    probe = subprocess.run(["/usr/bin/python3", "-c", "import venv, ensurepip"], capture_output=True)
+    return "/usr/bin/python3" if probe.returncode == 0 else getattr(sys, "_base_executable", sys.executable)
+
+
 def run(src: Path, root: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DOORBELL_", "VIRTUAL_ENV"))}
+    env["PYTHON"] = base_python()
     r = subprocess.run(["bash", str(src / "scripts" / "install-pi.sh"), "--root", str(root),
                         "--user", SERVICE_USER, "--extras", "", *args],
                        capture_output=True, text=True, env=env, timeout=600)
