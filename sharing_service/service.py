@@ -52,7 +52,9 @@ class SharingService:
     def _bind(self) -> socket.socket:
         http = self.cfg.sharing.http
         family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY on accepted sockets only when the
+        # listening socket says TCP; without it every keep-alive response waits ~40 ms (Nagle).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((http.host, http.port))
         sock.listen(512)

@@ -1,0 +1,243 @@
+"""Sharing-service benchmark: request creation and status reads over real HTTP.
+
+Builds a SQLite index of N devices (one owner each, spread over a 20 x 20 km
+city) and M clips (spread over the last 30 days), starts the real service
+(uvicorn + the MQTT owner bridge against a real Mosquitto started here), then
+drives it from separate worker processes (httpx):
+
+1. POST /v1/requests: random point, radius 200-800 m, window 2-12 h in the
+   last 30 days: bounding-box + haversine area match, window scan of the clip
+   index, per-owner PoliceRequest messages (with presigned snapshot links)
+   published retained over MQTT, audit rows.
+2. GET /v1/requests/{id} for the requests just created.
+
+    .venv/bin/python benchmarks/sharing.py            # 10,000 devices, 1,000,000 clips
+    .venv/bin/python benchmarks/sharing.py --quick    # 1,000 devices, 100,000 clips
+    .venv/bin/python benchmarks/sharing.py --json     # machine-readable
+
+Presigning is local (no S3 round trip), so no S3 server is needed here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import platform
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CENTER = (52.5200, 13.4050)
+HALF_SIDE_M = 10_000.0
+DAY = 86400.0
+
+
+def _offset(lat: float, lon: float, dn: float, de: float) -> tuple[float, float]:
+    return (lat + math.degrees(dn / 6_371_008.8),
+            lon + math.degrees(de / (6_371_008.8 * math.cos(math.radians(lat)))))
+
+
+def bulk_load(url: str, devices: int, clips: int, now: float, seed: int = 1) -> dict[str, float]:
+    """Owners, devices and clips with SQLAlchemy Core executemany in one transaction per table."""
+    from sqlalchemy import insert
+
+    from sharing_service.db import Database
+    from sharing_service.models import Clip, Device, Owner
+
+    rnd = random.Random(seed)
+    db = Database(url)
+    db.migrate()
+    t0 = time.perf_counter()
+    pub = "ed25519:" + "A" * 43
+    with db.write() as s:
+        s.execute(insert(Owner), [{"id": f"o{i:06d}", "public_key": pub, "created_at": now} for i in range(devices)])
+        rows = []
+        for i in range(devices):
+            lat, lon = _offset(*CENTER, rnd.uniform(-HALF_SIDE_M, HALF_SIDE_M), rnd.uniform(-HALF_SIDE_M, HALF_SIDE_M))
+            rows.append({"id": f"d{i:06d}", "owner_id": f"o{i:06d}", "lat": round(lat, 3), "lon": round(lon, 3),
+                         "created_at": now})
+        s.execute(insert(Device), rows)
+    t_reg = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    per = max(1, clips // devices)
+    batch: list[dict[str, Any]] = []
+    n = 0
+    with db.write() as s:
+        for i in range(devices):
+            for _ in range(per):
+                start = now - rnd.uniform(0, 30 * DAY)
+                ts = datetime.fromtimestamp(start, timezone.utc)
+                cid = ts.strftime("%Y%m%dT%H%M%S") + f"{ts.microsecond // 1000:03d}Z-{n:06x}"
+                batch.append({"id": cid, "device_id": f"d{i:06d}", "trigger": "motion", "started_at": start,
+                              "ended_at": start + rnd.uniform(8, 60), "key": f"clips/d{i:06d}/{cid}.mp4",
+                              "snapshot_key": f"clips/d{i:06d}/{cid}.jpg", "sha256": "0" * 64,
+                              "size": 2_000_000, "indexed_at": now})
+                n += 1
+                if len(batch) >= 50_000:
+                    s.execute(insert(Clip), batch)
+                    batch.clear()
+        if batch:
+            s.execute(insert(Clip), batch)
+    t_clips = time.perf_counter() - t1
+    with db.write() as s:
+        s.connection().exec_driver_sql("ANALYZE")
+    db.dispose()
+    return {"registry_s": t_reg, "clips_s": t_clips, "clips": n}
+
+
+def _worker(args: tuple[str, str, str, int, int, float, list[str]]) -> dict[str, Any]:
+    """One load process: POSTs (kind='create') or GETs (kind='status'); returns latencies."""
+    import httpx
+
+    url, key, kind, n, seed, now, ids = args
+    rnd = random.Random(seed)
+    lat_ms: list[float] = []
+    out_ids: list[str] = []
+    errors = 0
+    matched_hint = 0
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+        for i in range(n):
+            if kind == "create":
+                lat, lon = _offset(*CENTER, rnd.uniform(-HALF_SIDE_M, HALF_SIDE_M), rnd.uniform(-HALF_SIDE_M, HALF_SIDE_M))
+                hours = rnd.uniform(2, 12)
+                end = now - rnd.uniform(0.1, 29) * DAY
+                body = {"case_number": f"B-{seed}-{i}", "legal_basis": "warrant", "attest_not_protest": True,
+                        "window_start": datetime.fromtimestamp(end - hours * 3600, timezone.utc).isoformat(),
+                        "window_end": datetime.fromtimestamp(end, timezone.utc).isoformat(),
+                        "lat": lat, "lon": lon, "radius_m": rnd.uniform(200, 800), "reason": "benchmark"}
+                t = time.perf_counter()
+                r = c.post("/v1/requests", json=body)
+                lat_ms.append((time.perf_counter() - t) * 1000)
+                if r.status_code == 201:
+                    out_ids.append(r.json()["id"])
+                else:
+                    errors += 1
+            else:
+                rid = ids[i % len(ids)]
+                t = time.perf_counter()
+                r = c.get(f"/v1/requests/{rid}")
+                lat_ms.append((time.perf_counter() - t) * 1000)
+                if r.status_code != 200:
+                    errors += 1
+    return {"lat_ms": lat_ms, "ids": out_ids, "errors": errors, "matched": matched_hint}
+
+
+def _phase(pool: Any, url: str, key: str, kind: str, total: int, workers: int, now: float,
+           ids: list[str]) -> dict[str, Any]:
+    per = [total // workers + (1 if w < total % workers else 0) for w in range(workers)]
+    t0 = time.perf_counter()
+    results = pool.map(_worker, [(url, key, kind, per[w], 1000 + w, now, ids) for w in range(workers)])
+    wall = time.perf_counter() - t0
+    lat = sorted(x for r in results for x in r["lat_ms"])
+    def pct(q: float) -> float:
+        return lat[min(len(lat) - 1, int(math.ceil(q * len(lat))) - 1)] if lat else float("nan")
+    return {"kind": kind, "requests": len(lat), "errors": sum(r["errors"] for r in results),
+            "throughput_per_s": len(lat) / wall if wall else 0.0, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
+            "mean_ms": statistics.fmean(lat) if lat else float("nan"),
+            "ids": [i for r in results for i in r["ids"]]}
+
+
+def run(devices: int, clips: int, creates: int, statuses: int, workers: int, mqtt: bool) -> dict[str, Any]:
+    from doorbell.config import parse_config
+    from sharing_service.service import SharingService
+
+    logging.basicConfig(level=logging.WARNING)
+    now = time.time()
+    with tempfile.TemporaryDirectory(prefix="sharing-bench-") as tmp:
+        url = f"sqlite:///{tmp}/sharing.db"
+        load = bulk_load(url, devices, clips, now)
+        broker = None
+        data: dict[str, Any] = {
+            "s3": {"endpoint_url": "http://127.0.0.1:9", "bucket": "doorbell-clips", "access_key_id": "BENCHKEY",
+                   "secret_access_key": secrets.token_urlsafe(24)},
+            "sharing": {"database_url": url, "http": {"host": "127.0.0.1", "port": 0},
+                        "agency_rate_per_min": 100000},
+        }
+        if mqtt:
+            from doorbell.embedded import DoorbellBroker
+
+            broker = DoorbellBroker(Path(tmp) / "mosquitto", {}, [], admins=[], service_user="sharing-service")
+            broker.start()
+            data["mqtt"] = {"host": broker.host, "port": broker.port, "username": "sharing-service",
+                            "password": broker.users["sharing-service"]}
+        cfg = parse_config(data, source="<benchmark>", env={})
+        svc = SharingService(cfg, mqtt=mqtt, sweep_interval_s=3600, mqtt_client_id="bench-sharing")
+        svc.start()
+        try:
+            if svc.bridge:
+                svc.bridge.wait_connected(10)
+            _, key = svc.core.add_agency("Bench PD")
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(workers) as pool:
+                pool.map(_worker, [(svc.url, key, "status", 0, 0, now, ["x"])] * workers)  # warm up imports
+                created = _phase(pool, svc.url, key, "create", creates, workers, now, [])
+                status = _phase(pool, svc.url, key, "status", statuses, workers, now, created["ids"])
+            from sqlalchemy import func, select
+
+            from sharing_service.models import RequestTarget
+            with svc.db.read() as s:
+                asked = s.execute(select(func.count()).select_from(RequestTarget)).scalar_one()
+        finally:
+            svc.stop()
+            if broker:
+                broker.stop()
+    created.pop("ids")
+    status.pop("ids")
+    return {"devices": devices, "clips": load["clips"], "workers": workers, "mqtt": mqtt,
+            "load": {"registry_s": round(load["registry_s"], 2), "clips_s": round(load["clips_s"], 2),
+                     "clips_per_s": round(load["clips"] / load["clips_s"])},
+            "owners_asked_per_request": round(asked / max(1, created["requests"]), 1),
+            "phases": [created, status],
+            "host": {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}}
+
+
+def markdown(res: dict[str, Any]) -> str:
+    lines = [f"Sharing service, SQLite, {res['devices']:,} devices, {res['clips']:,} clips, "
+             f"{res['workers']} load processes, MQTT bridge {'on' if res['mqtt'] else 'off'}; "
+             f"~{res['owners_asked_per_request']} owners asked per request.",
+             "",
+             "| operation | requests | errors | throughput (req/s) | p50 (ms) | p99 (ms) |",
+             "|---|---:|---:|---:|---:|---:|"]
+    names = {"create": "POST /v1/requests (match + publish)", "status": "GET /v1/requests/{id}"}
+    for ph in res["phases"]:
+        lines.append(f"| {names[ph['kind']]} | {ph['requests']} | {ph['errors']} | {ph['throughput_per_s']:.0f} | "
+                     f"{ph['p50_ms']:.1f} | {ph['p99_ms']:.1f} |")
+    ld = res["load"]
+    lines += ["", f"Bulk load: registry {ld['registry_s']} s, clips {ld['clips_s']} s "
+                  f"({ld['clips_per_s']:,} rows/s)."]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1,000 devices / 100,000 clips / fewer requests")
+    ap.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    ap.add_argument("--devices", type=int)
+    ap.add_argument("--clips", type=int)
+    ap.add_argument("--creates", type=int)
+    ap.add_argument("--statuses", type=int)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--no-mqtt", action="store_true", help="skip the broker (owner messages are dropped)")
+    a = ap.parse_args()
+    devices = a.devices or (1_000 if a.quick else 10_000)
+    clips = a.clips or (100_000 if a.quick else 1_000_000)
+    creates = a.creates or (200 if a.quick else 1_000)
+    statuses = a.statuses or (1_000 if a.quick else 5_000)
+    res = run(devices, clips, creates, statuses, a.workers, not a.no_mqtt)
+    print(json.dumps(res, indent=2) if a.json else markdown(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
