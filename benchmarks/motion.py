@@ -356,7 +356,7 @@ def run_benchmark(quick: bool = False, detectors: list[str] | None = None) -> di
     names = detectors or list(DETECTORS)
     seqs = sequences(quick)
     timing_seq = seqs[0]  # the walk-up: background, a visitor, lighting unchanged
-    repeats = 2 if quick else 5
+    repeats = 1 if quick else 5
     result: dict = {"quick": quick, "frame": [W, H], "cpus": os.cpu_count(),
                     "loadavg": " ".join(f"{x:.1f}" for x in os.getloadavg()), "timing_frames": len(timing_seq.ys), "repeats": repeats,
                     "sequences": [s.name for s in seqs], "detectors": {}}
@@ -378,6 +378,29 @@ def run_benchmark(quick: bool = False, detectors: list[str] | None = None) -> di
             "per_sequence": per_seq,
         }
     return result
+
+
+def scene_speed(quick: bool = False) -> dict:
+    """CPU time to render one frame of the synthetic porch (``demo_loop``, which
+    has a walking visitor) at 1280x720 and 320x240: the synthetic camera must
+    keep up with 15 fps on one core."""
+    cv2.setNumThreads(1)
+    out = {}
+    n = 45 if quick else 300
+    for w, h in ((1280, 720), (320, 240)):
+        c0 = time.thread_time()
+        scene = PorchScene(w, h, 15.0, 0, "demo_loop")
+        setup = time.thread_time() - c0
+        start = scene.period_frames // 8  # the visitor is on screen
+        times = []
+        for i in range(start, start + n):
+            c0 = time.thread_time_ns()
+            scene.render(i)
+            times.append((time.thread_time_ns() - c0) / 1e6)
+        med = statistics.median(times)
+        out[f"{w}x{h}"] = {"setup_s": setup, "median_ms": med, "p90_ms": float(np.percentile(times, 90)),
+                           "max_fps": 1000.0 / med}
+    return out
 
 
 def render_markdown(result: dict) -> str:
@@ -403,6 +426,11 @@ def render_markdown(result: dict) -> str:
                 cell += " miss"
             cells.append(cell)
         lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    if "scene" in result:
+        lines += ["", "Synthetic porch scene (firmware/scene.py, `demo_loop`) render cost, one thread, CPU time:", "",
+                  "| size | setup s | median ms/frame | p90 ms/frame | frames/s on one core |", "|---|---:|---:|---:|---:|"]
+        for size, v in result["scene"].items():
+            lines.append(f"| {size} | {v['setup_s']:.2f} | {v['median_ms']:.2f} | {v['p90_ms']:.2f} | {v['max_fps']:.0f} |")
     return "\n".join(lines)
 
 
@@ -414,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     result = run_benchmark(args.quick, args.detectors)
+    result["scene"] = scene_speed(args.quick)
     result["elapsed_s"] = round(time.perf_counter() - t0, 1)
     print(render_markdown(result))
     print(f"\n(elapsed {result['elapsed_s']} s; command: .venv/bin/python benchmarks/motion.py"

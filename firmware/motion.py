@@ -153,6 +153,8 @@ class MotionDetector:
         self._basis = np.stack([np.ones_like(U), U, V, U * U, U * V, V * V], -1).reshape(-1, 6)
         self._kernel3 = np.ones((3, 3), np.uint8)
         self._ridge = 1e-6 * np.eye(6)
+        self._no_cells = np.zeros((self._wh, self._ww), bool)
+        self._no_cells.setflags(write=False)
         self.configure(config)
         self.reset()
 
@@ -221,8 +223,7 @@ class MotionDetector:
         cur = self._log_lut[small]
         if self._bg is None:
             self._bg = cur.copy()
-            self._bg_sat = cv2.resize(cv2.compare(y, 250, cv2.CMP_GE), (self._ww, self._wh),
-                                      interpolation=cv2.INTER_AREA) > 0
+            self._bg_sat = self._saturated(y)
             self._last_ts = self._start_ts = t
             return None
         warm = t - self._start_ts < _WARMUP_S
@@ -234,16 +235,17 @@ class MotionDetector:
         # pixels now cannot get as bright as the gain predicts, one that was
         # clipped in the background cannot get as dark. They are left out of
         # the lighting estimate and judged only in the direction clipping allows.
-        sat = cv2.resize(cv2.compare(y, 250, cv2.CMP_GE), (self._ww, self._wh),
-                         interpolation=cv2.INTER_AREA) > 0
+        sat = self._saturated(y)
         clipped = sat | self._bg_sat
+        any_clipped = bool(clipped.any())
         # cells already in motion (last frame) and clipped cells do not vote on
         # the lighting: a visitor filling much of the frame cannot become "lighting"
         field, gain = self._lighting_field(diff, clipped | self._prev_fg)
         resid = diff - field
         thr = np.maximum(np.maximum(self._floor, _NOISE_K * np.sqrt(self._var)), self._dark_thr[small])
         fg = np.abs(resid) > thr
-        fg &= ~((sat & (resid < 0)) | (self._bg_sat & (resid > 0)) | (sat & self._bg_sat))
+        if any_clipped:
+            fg &= ~((sat & (resid < 0)) | (self._bg_sat & (resid > 0)) | (sat & self._bg_sat))
         fg &= self._region
         if warm:
             fg[...] = False
@@ -266,9 +268,12 @@ class MotionDetector:
         clean = (count >= 3) & fg
         fg_u8 = cv2.dilate(clean.view(np.uint8), self._kernel3, iterations=2)
         fg_u8 &= self._region_u8
-        n, labels, stats, _c = cv2.connectedComponentsWithStats(fg_u8, connectivity=8)
-        # area counts changed cells, not the dilation used to group them
-        changed = np.bincount(labels[clean], minlength=n) if n > 1 else np.zeros(1, np.int64)
+        if cv2.countNonZero(fg_u8):
+            n, labels, stats, _c = cv2.connectedComponentsWithStats(fg_u8, connectivity=8)
+            # area counts changed cells, not the dilation used to group them
+            changed = np.bincount(labels[clean], minlength=n)
+        else:
+            n, stats, changed = 1, None, None
         area = 0
         x0 = y0 = 1 << 30
         x1 = y1 = -1
@@ -290,9 +295,16 @@ class MotionDetector:
             self._bg_sat = sat
         else:
             self._learn(diff, field, resid, moving, dt, warm)
-            self._bg_sat = np.where(moving, self._bg_sat, sat)
+            if any_clipped:
+                self._bg_sat = np.where(moving, self._bg_sat, sat)
         self._prev_fg = moving
         return self._advance(t, motion, score, bbox, gain, relearned)
+
+    def _saturated(self, y: np.ndarray) -> np.ndarray:
+        """Cells holding at least one clipped pixel (>= 250)."""
+        if cv2.minMaxLoc(y)[1] < 250:
+            return self._no_cells
+        return cv2.resize(cv2.compare(y, 250, cv2.CMP_GE), (self._ww, self._wh), interpolation=cv2.INTER_AREA) > 0
 
     def _lighting_field(self, diff: np.ndarray, excluded: np.ndarray) -> tuple[np.ndarray, float]:
         """Robust smooth estimate of the log illumination change (see module doc);
@@ -304,7 +316,8 @@ class MotionDetector:
             valid = ~excluded
             if not valid.any():
                 return np.zeros_like(diff), 1.0
-            src = np.where(valid, diff, np.float32(diff[valid].mean()))
+            fill = cv2.mean(diff, mask=valid.view(np.uint8))[0]
+            src = np.where(valid, diff, np.float32(fill))
         blocks = cv2.resize(src, (bx, by), interpolation=cv2.INTER_AREA).reshape(-1)
         med = _median(blocks)
         spread = _median(np.abs(blocks - med))
