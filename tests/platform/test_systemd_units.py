@@ -105,3 +105,21 @@ def test_security_exposure_is_low(unit: Path, tmp_path: Path) -> None:
     m = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", r.stdout + r.stderr)
     assert m, r.stdout + r.stderr
     assert float(m.group(1)) <= 2.0  # "OK" or "SAFE" on systemd's 0..10 scale
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda u: u.name)
+def test_service_command_refuses_a_placeholder_secret(unit: Path, tmp_path: Path) -> None:
+    """Run the unit's own ExecStart with a config whose password is 'changeme': it must exit
+    non-zero at once, naming the key, before starting anything."""
+    import shlex
+    exec_start = parse(unit)["Service"]["ExecStart"][0]
+    config = tmp_path / "placeholder.yaml"
+    config.write_text("device:\n  id: dev-a\nmqtt:\n  username: dev-a\n  password: changeme\n"
+                      f"spool:\n  dir: {tmp_path / 'spool'}\nagent:\n  state_dir: {tmp_path / 'agent'}\n")
+    argv = shlex.split(exec_start.replace("${CREDENTIALS_DIRECTORY}/sharing.yaml", str(config)))
+    argv = [str(Path(sys.executable).parent / "doorbell")] + argv[1:]
+    argv = [str(config) if a.startswith("/etc/doorbell/") else a for a in argv]
+    r = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
+    assert r.returncode != 0
+    assert f"{config}: mqtt.password: placeholder secret" in r.stderr, r.stderr
+    assert "changeme" not in r.stderr
