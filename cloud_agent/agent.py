@@ -39,6 +39,7 @@ from doorbell.protocol import DeviceEvent, ProtocolError
 from doorbell.spool import Spool, atomic_write
 
 from .backoff import Backoff
+from .memory import trim
 from .mqtt_link import MqttLink, Pending, PublishRefused
 from .status import OUTBOX_DIR, StatusBoard, StatusWriter
 
@@ -129,6 +130,7 @@ class Agent:
         for t in self._threads:
             t.start()
         self._status.start()
+        trim()  # drop what building the clients left behind
         self.board.set("state", "running")
         self._status.write_now()
         log.info("agent %s started (device %s, spool %s, bucket %s)", __version__, self.device_id,
@@ -452,4 +454,4 @@ class Agent:
             log.info("clip %s confirmed in the bucket (%d bytes in %.2fs%s)", clip.clip_id, outcome.bytes_sent,
                      outcome.seconds, f", {len(outcome.skipped)} already there" if outcome.skipped else "")
             self.events_wake.set()
-
+            trim()  # the transfer's buffers are free now; give the pages back

@@ -29,6 +29,9 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("s3transfer").setLevel(logging.WARNING)
     logging.getLogger("cloud_agent.paho").setLevel(logging.WARNING)
+    from .memory import limit_arenas
+
+    limit_arenas(2)  # before any thread exists
     from .agent import Agent
 
     return Agent(cfg).run()

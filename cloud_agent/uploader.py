@@ -1,27 +1,33 @@
 """Clip uploads to any S3-compatible bucket: verified, idempotent, never overwriting.
 
-For each object (video, snapshot, then metadata last) the uploader:
+For each clip the uploader:
 
-1. hashes the local file in one pass (whole-file SHA-256 plus the per-part
+1. hashes every local file in one pass (whole-file SHA-256 plus the per-part
    digests a multipart upload will produce) and refuses a file whose hash does
    not match the spool metadata (:class:`LocalCorruption`);
-2. HEADs the key: an object with the same ``x-amz-meta-sha256`` and size means
-   a previous run already uploaded it (skip); any other object is a
-   :class:`UploadConflict` and is never overwritten;
-3. uploads through s3transfer with the configured ``TransferConfig``
-   (threshold, part size, concurrency, bandwidth cap), sending SHA-256
-   checksums the server verifies on receipt (the whole-object value for a
-   single PUT, one per part for multipart) and ``If-None-Match: *`` so the
-   bucket itself refuses to replace an object that appeared meanwhile;
-4. HEADs again with ``ChecksumMode=ENABLED`` and compares size, metadata and
-   the server's SHA-256 (full or composite ``-N``) with the local digests.
+2. uploads video and snapshot in parallel, then the metadata JSON (last, so
+   its presence means the clip is complete), through s3transfer with the
+   configured ``TransferConfig`` (threshold, part size, concurrency, bandwidth
+   cap), sending SHA-256 checksums the server verifies on receipt (the
+   whole-object value for a single PUT, one per part for multipart) and the
+   file's hash as ``x-amz-meta-sha256``;
+3. never overwrites: every PUT and CompleteMultipartUpload carries
+   ``If-None-Match: *``, so the bucket itself refuses to replace an existing
+   key (412). Such a key, and every key on a retry or after a crash (or always,
+   with ``agent.conditional_writes: false``), is HEADed: the same
+   ``x-amz-meta-sha256`` and size means an earlier attempt already stored it
+   (skip); anything else is an :class:`UploadConflict` and stays untouched;
+4. HEADs each new object with ``ChecksumMode=ENABLED`` and compares size,
+   metadata and the server's SHA-256 (full, or composite ``-N`` for multipart)
+   with the local digests. Only then is the clip reported uploaded.
 
-Crash safety: before an upload starts, its key is journaled (atomically) in
-``agent.state_dir``. A retry or a restart that finds the journal aborts any
-multipart upload left under that key and starts it again, so a kill -9 mid
-upload leaves neither a duplicate nor a half object (an incomplete multipart
-upload is invisible until completed). At start-up :meth:`abort_stale` also
-clears every stale multipart upload under the device's prefix.
+Crash safety: before the first byte goes out the clip is journaled
+(atomically) in ``agent.state_dir``. A retry or a restart that finds the
+journal aborts the multipart uploads left under the clip's keys and starts
+again, so a kill -9 mid upload leaves neither a duplicate nor a half object (an
+incomplete multipart upload is invisible until completed). At start-up
+:meth:`Uploader.recover` also clears every stale multipart upload under the
+device's prefix.
 """
 from __future__ import annotations
 
@@ -83,6 +89,17 @@ class FileDigest:
 
 
 @dataclass
+class _Object:
+    """One local file on its way to one key."""
+
+    path: Path
+    key: str
+    digest: FileDigest
+    skip: bool = False
+    preexisting: bool = False
+
+
+@dataclass
 class UploadOutcome:
     clip_id: str
     keys: ClipKeys
@@ -93,16 +110,36 @@ class UploadOutcome:
     seconds: float = 0.0
 
 
-def digest_file(path: Path, part_size: int) -> FileDigest:
-    """Whole-file SHA-256 and per-part SHA-256 digests in a single read."""
+def digest_file(path: Path, part_size: int, block: int = 1 << 20) -> FileDigest:
+    """Whole-file SHA-256 and per-part SHA-256 digests in a single read.
+
+    Reads ``block`` bytes at a time (not a whole part) so hashing a clip never
+    holds more than 1 MiB of it in memory: RSS matters on a Pi Zero.
+    """
     whole = hashlib.sha256()
     parts: list[bytes] = []
     size = 0
-    with open(path, "rb") as fh:
-        while block := fh.read(part_size):
-            whole.update(block)
-            parts.append(hashlib.sha256(block).digest())
-            size += len(block)
+    buf = bytearray(block)
+    view = memoryview(buf)
+    part = hashlib.sha256()
+    in_part = 0
+    with open(path, "rb", buffering=0) as fh:
+        while True:
+            want = min(block, part_size - in_part)
+            n = fh.readinto(view[:want])
+            if not n:
+                break
+            chunk = view[:n]
+            whole.update(chunk)
+            part.update(chunk)
+            in_part += n
+            size += n
+            if in_part == part_size:
+                parts.append(part.digest())
+                part = hashlib.sha256()
+                in_part = 0
+    if in_part or not parts:
+        parts.append(part.digest())
     return FileDigest(whole.hexdigest(), size, tuple(parts), part_size)
 
 
@@ -148,8 +185,9 @@ class Uploader:
             use_threads=True,
         )
         self._manager = create_transfer_manager(self.client, self.transfer_config)
+        self.conditional_writes = conditional_writes
         self._future_lock = threading.Lock()
-        self._future: Any = None
+        self._futures: list[Any] = []
         self._cancelled = threading.Event()
 
     # ------------------------------------------------------------------ public
@@ -157,17 +195,47 @@ class Uploader:
         return clip_keys(self.cfg.prefix, self.device_id, clip.clip_id, clip.meta.started_at)
 
     def upload_clip(self, clip: SpoolClip) -> UploadOutcome:
-        """Upload video, snapshot and metadata (in that order); return once the bucket confirmed all."""
+        """Upload video and snapshot (in parallel), then the metadata; return once the bucket confirmed all.
+
+        The metadata object goes last, so its presence means the clip is complete.
+        """
+        try:
+            return self._upload_clip(clip)
+        except (UploadConflict, LocalCorruption):
+            self._clear_journal()  # the clip leaves the queue; nothing of it to resume
+            raise
+
+    def _upload_clip(self, clip: SpoolClip) -> UploadOutcome:
         t0 = time.monotonic()
         keys = self.keys_for(clip)
         meta = clip.meta
         out = UploadOutcome(clip.clip_id, keys, None)
-        self._object(clip.video, keys.video, meta.sha256, meta.size, out)
+        objects = [self._prepare(clip.video, keys.video, meta.sha256, meta.size)]
         snap = clip.snapshot
         if snap is not None:
-            self._object(snap, keys.snapshot, meta.snapshot_sha256, None, out)
+            objects.append(self._prepare(snap, keys.snapshot, meta.snapshot_sha256, None))
             out.snapshot_key = keys.snapshot
-        self._object(clip.meta_file, keys.meta, None, None, out)
+        last = self._prepare(clip.meta_file, keys.meta, None, None)
+        journal = self._read_journal()
+        retry = bool(journal) and journal.get("clip_id") in (clip.clip_id, None)
+        if retry:
+            # A previous attempt at this clip failed or was killed: clear its unfinished parts.
+            self.abort_stale(keys.video[: -len(".mp4")] + ".")
+        if retry or not self.conditional_writes:
+            # Without If-None-Match the bucket cannot refuse an overwrite, and after a crash
+            # the objects may already be there: look before writing.
+            for obj in objects + [last]:
+                existing = self.head(obj.key)
+                if existing is not None:
+                    self._check_existing(existing, obj, strict=False)
+                    log.info("%s already in the bucket with the same sha256; not uploading again", obj.key)
+                    obj.skip = True
+                    out.skipped.append(obj.key)
+        self._write_journal({"clip_id": clip.clip_id, "key": keys.video, "started": time.time()})
+        self._transfer([o for o in objects if not o.skip], out)
+        if not last.skip:
+            self._transfer([last], out)
+        self._clear_journal()
         out.seconds = time.monotonic() - t0
         return out
 
@@ -187,20 +255,19 @@ class Uploader:
         return aborted
 
     def recover(self) -> int:
-        """Start-up: finish what a crash left (journaled key) and sweep stale multipart uploads."""
+        """Start-up: note an interrupted upload (it restarts) and sweep stale multipart uploads."""
         journal = self._read_journal()
         if journal:
-            log.warning("previous run was interrupted while uploading %s; restarting that upload", journal.get("key"))
-        n = self.abort_stale()
-        self._clear_journal()
-        return n
+            log.warning("previous run was interrupted while uploading %s; restarting that upload",
+                        journal.get("key"))
+        return self.abort_stale()
 
     def cancel(self) -> None:
-        """Called from another thread at shutdown: stop the upload in flight (it will be retried)."""
+        """Called from another thread at shutdown: stop the uploads in flight (they will be retried)."""
         self._cancelled.set()
         with self._future_lock:
-            if self._future is not None:
-                self._future.cancel()
+            for future in self._futures:
+                future.cancel()
 
     def close(self) -> None:
         try:
@@ -216,72 +283,79 @@ class Uploader:
                 return None
             raise
 
-    # ------------------------------------------------------------------ one object
+    # ------------------------------------------------------------------ objects
     def _part_size(self, size: int) -> int:
         return ChunksizeAdjuster().adjust_chunksize(self.transfer_config.multipart_chunksize, size)
 
     def _is_multipart(self, size: int) -> bool:
         return size >= self.transfer_config.multipart_threshold
 
-    def _object(self, path: Path, key: str, want_sha: str | None, want_size: int | None,
-                out: UploadOutcome) -> None:
-        if self._cancelled.is_set():
-            raise UploadCancelled(key)
+    def _prepare(self, path: Path, key: str, want_sha: str | None, want_size: int | None) -> _Object:
+        """Hash a local file and check it against the spool metadata (LocalCorruption if it differs)."""
         size = path.stat().st_size
         digest = digest_file(path, self._part_size(size))
         if want_sha is not None and digest.sha256_hex != want_sha:
             raise LocalCorruption(f"{path}: sha256 {digest.sha256_hex[:12]}… differs from the recorded {want_sha[:12]}…")
         if want_size is not None and digest.size != want_size:
             raise LocalCorruption(f"{path}: {digest.size} bytes, metadata says {want_size}")
-        existing = self.head(key)
-        if existing is not None:
-            self._check_existing(existing, key, digest, strict=False)
-            log.info("%s already in the bucket with the same sha256; not uploading again", key)
-            out.skipped.append(key)
-            return
-        journal = self._read_journal()
-        if journal and journal.get("key") == key:
-            # A previous attempt at this very key failed or was killed: clear its parts first.
-            self.abort_stale(key)
-        self._write_journal({"key": key, "sha256": digest.sha256_hex, "started": time.time()})
-        extra: dict[str, Any] = {
-            "ChecksumAlgorithm": "SHA256",
-            "Metadata": {"sha256": digest.sha256_hex},
-            "ContentType": CONTENT_TYPES.get(path.suffix, "application/octet-stream"),
-        }
-        if not self._is_multipart(size):
-            extra["ChecksumSHA256"] = digest.sha256_b64  # the server checks the whole object against it
+        return _Object(path, key, digest)
+
+    def _transfer(self, objects: list[_Object], out: UploadOutcome) -> None:
+        """Upload ``objects`` concurrently, then HEAD each to verify what the bucket stored."""
+        futures = []
+        with self._future_lock:
+            if self._cancelled.is_set():
+                raise UploadCancelled(out.clip_id)
+            for obj in objects:
+                extra: dict[str, Any] = {
+                    "ChecksumAlgorithm": "SHA256",
+                    "Metadata": {"sha256": obj.digest.sha256_hex},
+                    "ContentType": CONTENT_TYPES.get(obj.path.suffix, "application/octet-stream"),
+                }
+                if not self._is_multipart(obj.digest.size):
+                    extra["ChecksumSHA256"] = obj.digest.sha256_b64  # the server checks the whole object
+                futures.append(self._manager.upload(str(obj.path), self.bucket, obj.key, extra_args=extra))
+            self._futures = futures
         try:
-            with self._future_lock:
-                if self._cancelled.is_set():
-                    raise UploadCancelled(key)
-                self._future = self._manager.upload(str(path), self.bucket, key, extra_args=extra)
-            self._future.result()
-        except CancelledError:
-            raise UploadCancelled(key) from None
-        except ClientError as exc:
-            if _error_code(exc) != "PreconditionFailed":
-                raise
-            # Someone (likely our own earlier, retried request) created the key meanwhile.
-            log.warning("%s appeared while uploading; checking it", key)
+            first_error: BaseException | None = None
+            for obj, future in zip(objects, futures):
+                try:
+                    future.result()
+                except CancelledError:
+                    first_error = first_error or UploadCancelled(obj.key)
+                except ClientError as exc:
+                    if _error_code(exc) != "PreconditionFailed":
+                        first_error = first_error or exc
+                    else:
+                        # The key appeared meanwhile (perhaps our own earlier, retried request): check it.
+                        log.warning("%s already exists; checking it", obj.key)
+                        obj.preexisting = True
+                except Exception as exc:  # noqa: BLE001 - collected, re-raised below after all futures ended
+                    first_error = first_error or exc
+            if first_error is not None:
+                raise first_error
         finally:
             with self._future_lock:
-                self._future = None
-        confirmed = self.head(key)
-        if confirmed is None:
-            raise RuntimeError(f"{key}: upload reported success but HEAD finds no object")
-        self._check_existing(confirmed, key, digest, strict=True)
-        self._clear_journal()
-        out.uploaded.append(key)
-        out.bytes_sent += size
+                self._futures = []
+        for obj in objects:
+            confirmed = self.head(obj.key)
+            if confirmed is None:
+                raise RuntimeError(f"{obj.key}: upload reported success but HEAD finds no object")
+            self._check_existing(confirmed, obj, strict=not obj.preexisting)
+            if obj.preexisting:
+                out.skipped.append(obj.key)
+            else:
+                out.uploaded.append(obj.key)
+                out.bytes_sent += obj.digest.size
 
-    def _check_existing(self, head: dict[str, Any], key: str, digest: FileDigest, strict: bool) -> None:
+    def _check_existing(self, head: dict[str, Any], obj: _Object, strict: bool) -> None:
         """Raise UploadConflict unless the object is the file we hold.
 
         ``strict`` (right after our own upload) also compares the server's
         SHA-256; an object from an earlier run may have been cut into parts of
         another size, so there matching metadata and size suffice.
         """
+        digest, key = obj.digest, obj.key
         meta_sha = (head.get("Metadata") or {}).get("sha256")
         if meta_sha != digest.sha256_hex or int(head.get("ContentLength", -1)) != digest.size:
             raise UploadConflict(

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from agent_media import publish_clip
 from conftest import wait_for, write_config_file
 
@@ -169,8 +170,10 @@ def test_kill_9_mid_multipart_completes_after_restart_without_duplicate(agent_co
     assert "interrupted while uploading" in log_file.read_text()
 
 
-def test_existing_different_object_is_never_overwritten(agent_config, start_agent, s3, observer):
-    cfg = agent_config("dev-a")
+@pytest.mark.parametrize("conditional_writes", [True, False])
+def test_existing_different_object_is_never_overwritten(agent_config, start_agent, s3, observer,
+                                                        conditional_writes):
+    cfg = agent_config("dev-a", agent={"conditional_writes": conditional_writes})
     spool = Spool(cfg.spool.dir)
     clip = publish_clip(spool, "dev-a", seed=21)
     keys = clip_keys("", "dev-a", clip.clip_id, clip.meta.started_at)

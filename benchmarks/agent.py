@@ -1,0 +1,232 @@
+"""Cloud agent benchmark: the agent as a real subprocess against real Mosquitto + SeaweedFS.
+
+    .venv/bin/python benchmarks/agent.py [--quick] [--json PATH]
+
+Measures, in one run on loopback:
+
+- spool-to-bucket latency by clip size: from ``publish()`` of a finished clip
+  in the spool to the ``clips`` message (which is sent only after the bucket
+  confirmed all three objects) arriving at a subscriber;
+- upload throughput of the agent vs ``aws s3 cp --recursive`` of the same
+  files to the same SeaweedFS (target: agent >= 0.9x);
+- ring latency, spool event file to MQTT subscriber, p50/p99 (target p99 < 50 ms);
+- the agent process's peak RSS (VmHWM, target < 60 MB).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "agent"))
+
+from agent_media import make_jpeg, make_mp4, make_noise_mp4  # noqa: E402
+
+from doorbell import protocol  # noqa: E402
+from doorbell.config import parse_config  # noqa: E402
+from doorbell.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
+from doorbell.protocol import ClipMessage, DeviceEvent  # noqa: E402
+from doorbell.spool import Spool  # noqa: E402
+
+DEVICE = "dev-bench"
+MB = 1024 * 1024
+
+
+def pct(values: list[float], p: float) -> float:
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def vm(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def publish_clip(spool: Spool, video: Path) -> tuple[object, float]:
+    t = time.time()
+    st = spool.stage_clip(ts=t)
+    shutil.copyfile(video, st.video_path)
+    st.write_snapshot(make_jpeg(1))
+    clip = st.publish(device_id=DEVICE, trigger="ring", started_at=t, ended_at=t + 10, trigger_at=t + 4,
+                      pre_roll_s=4, duration_s=10)
+    return clip, time.monotonic()
+
+
+def wait_clip(obs, clip_id: str, timeout: float = 120) -> float:
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = obs.expect(protocol.clips_topic(DEVICE), wait=max(0.01, deadline - time.monotonic()))
+        if protocol.decode(ClipMessage, msg.payload).clip_id == clip_id:
+            return msg.timestamp  # paho stamps receipt with time.monotonic()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rings, smaller files (about 1 minute)")
+    ap.add_argument("--json", help="also write the figures to this JSON file")
+    args = ap.parse_args(argv)
+    quick = args.quick
+    work = Path(tempfile.mkdtemp(prefix="agent-bench-"))
+    results: dict[str, object] = {"quick": quick}
+    broker = DoorbellBroker(work / "mqtt", {DEVICE: "owner-bench"}, ["owner-bench"], admins=["admin"])
+    s3 = SeaweedS3(work / "s3", access_key="AK" + secrets.token_hex(9).upper(), secret_key=secrets.token_urlsafe(30))
+    agent = None
+    try:
+        broker.start()
+        s3.start(timeout=60)
+        cfg = parse_config({
+            "device": {"id": DEVICE, "owner_id": "owner-bench"},
+            "spool": {"dir": str(work / "spool")},
+            "mqtt": {"host": broker.host, "port": broker.port, "username": DEVICE,
+                     "password": broker.users[DEVICE], "client_id": DEVICE},
+            "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key,
+                   "secret_access_key": s3.secret_key},
+            "agent": {"state_dir": str(work / "agent")},
+            "logging": {"level": "WARNING"},
+        }, env={})
+        import yaml
+
+        cfg_file = work / "agent.yaml"
+        data = cfg.model_dump(mode="json")
+        data["mqtt"]["password"] = broker.users[DEVICE]
+        data["s3"]["secret_access_key"] = s3.secret_key
+        cfg_file.write_text(yaml.safe_dump(data))
+        spool = Spool(cfg.spool.dir)
+        obs = broker.client("admin")
+        obs.sub(f"{protocol.PREFIX}/devices/{DEVICE}/#")
+        agent = subprocess.Popen([sys.executable, "-m", "doorbell.cli", "agent", "run", "--config", str(cfg_file)],
+                                 stdout=open(work / "agent.log", "ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while obs.expect(protocol.status_topic(DEVICE), wait=max(0.01, deadline - time.monotonic())).payload != b"online":
+            pass
+        results["agent_rss_after_start_mb"] = round(vm(agent.pid, "VmRSS") / MB, 1)
+
+        # ---- ring latency
+        n = 100 if quick else 500
+        lat, after_write = [], []
+        for _ in range(n):
+            ev = DeviceEvent(device_id=DEVICE, type="ring")
+            t0 = time.monotonic()
+            spool.publish_event(ev)
+            t_written = time.monotonic()
+            while True:
+                msg = obs.expect(protocol.events_topic(DEVICE), wait=10)
+                if protocol.decode(DeviceEvent, msg.payload).event_id == ev.event_id:
+                    break
+            lat.append((msg.timestamp - t0) * 1000)
+            after_write.append((msg.timestamp - t_written) * 1000)
+            time.sleep(0.02)
+        results["ring_ms"] = {"n": n, "p50": round(statistics.median(lat), 2), "p99": round(pct(lat, 99), 2),
+                              "max": round(max(lat), 2)}
+        results["ring_after_spool_write_ms"] = {"p50": round(statistics.median(after_write), 2),
+                                                "p99": round(pct(after_write, 99), 2)}
+
+        # ---- spool-to-bucket latency by size
+        media = work / "media"
+        media.mkdir()
+        sizes = [("real 160x120 clip", None), ("1 MB", 1), ("8 MB (multipart)", 8)] + ([] if quick else [("32 MB", 32)])
+        by_size = []
+        for label, mb in sizes:
+            f = media / f"lat-{label.split()[0]}.mp4"
+            if mb is None:
+                make_mp4(f, frames=45)
+            else:
+                make_noise_mp4(f, mb * MB, seed=mb)
+            reps = 3 if quick else 5
+            vals = []
+            for _ in range(reps):
+                clip, t0 = publish_clip(spool, f)
+                vals.append(wait_clip(obs, clip.clip_id) - t0)
+            by_size.append({"label": label, "bytes": f.stat().st_size, "median_s": round(statistics.median(vals), 3),
+                            "max_s": round(max(vals), 3)})
+        results["spool_to_bucket"] = by_size
+
+        # ---- throughput: agent vs aws s3 cp on the same files
+        count, each = (3, 24) if quick else (4, 64)
+        tp_dir = media / "throughput"
+        tp_dir.mkdir()
+        files = [make_noise_mp4(tp_dir / f"big{i}.mp4", each * MB, seed=100 + i) for i in range(count)]
+        total = sum(f.stat().st_size for f in files)
+        t0 = time.monotonic()
+        clips = [publish_clip(spool, f)[0] for f in files]
+        t_pub = time.monotonic() - t0
+        t_end = max(wait_clip(obs, c.clip_id, timeout=600) for c in clips)
+        agent_s = t_end - t0
+        env = {**os.environ, "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
+               "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/dev/null",
+               "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+        aws = str(Path(sys.executable).parent / "aws")
+        t0 = time.monotonic()
+        subprocess.run([aws, "s3", "ls", f"s3://{s3.bucket}/no-such-prefix/", "--endpoint-url", s3.endpoint_url],
+                       env=env, capture_output=True, timeout=120)
+        aws_startup = time.monotonic() - t0
+        t0 = time.monotonic()
+        r = subprocess.run([aws, "s3", "cp", "--recursive", "--only-show-errors", str(tp_dir),
+                            f"s3://{s3.bucket}/aws-cli-copy/", "--endpoint-url", s3.endpoint_url],
+                           env=env, capture_output=True, text=True, timeout=600)
+        aws_s = time.monotonic() - t0
+        if r.returncode != 0:
+            raise RuntimeError(f"aws s3 cp failed: {r.stderr}")
+        results["throughput"] = {
+            "files": count, "bytes": total,
+            "agent_s": round(agent_s, 3), "agent_MBps": round(total / MB / agent_s, 1),
+            "staging_s": round(t_pub, 3),
+            "aws_s": round(aws_s, 3), "aws_MBps": round(total / MB / aws_s, 1),
+            "aws_startup_s": round(aws_startup, 3),
+            "aws_MBps_minus_startup": round(total / MB / max(0.001, aws_s - aws_startup), 1),
+        }
+        results["throughput"]["ratio"] = round(aws_s / agent_s, 2)
+        results["throughput"]["ratio_vs_aws_minus_startup"] = round(max(0.001, aws_s - aws_startup) / agent_s, 2)
+        results["agent_peak_rss_mb"] = round(vm(agent.pid, "VmHWM") / MB, 1)
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.terminate()
+            try:
+                agent.wait(20)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+        s3.stop()
+        broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    r = results
+    print(f"## Cloud agent benchmark ({'quick' if quick else 'full'})\n")
+    print("| metric | value | target |")
+    print("|---|---|---|")
+    ring = r["ring_ms"]
+    print(f"| ring: spool -> MQTT subscriber, p50 / p99 / max (n={ring['n']}) | "
+          f"{ring['p50']} / {ring['p99']} / {ring['max']} ms | p99 < 50 ms |")
+    aw = r["ring_after_spool_write_ms"]
+    print(f"| ring: same, from the event file's rename (excludes the firmware's fsyncs), p50 / p99 | "
+          f"{aw['p50']} / {aw['p99']} ms | |")
+    for row in r["spool_to_bucket"]:
+        print(f"| finished clip -> in bucket + `clips` message, {row['label']} ({row['bytes'] / MB:.2f} MB), "
+              f"median / max | {row['median_s']:.3f} / {row['max_s']:.3f} s | < 1.5 s |")
+    t = r["throughput"]
+    print(f"| upload throughput, agent ({t['files']} x {t['bytes'] / t['files'] / MB:.0f} MB, incl. hashing, "
+          f"HEADs, snapshot+meta objects) | {t['agent_MBps']} MB/s ({t['agent_s']} s) | |")
+    print(f"| upload throughput, `aws s3 cp --recursive` same files | {t['aws_MBps']} MB/s ({t['aws_s']} s; "
+          f"{t['aws_MBps_minus_startup']} MB/s without its {t['aws_startup_s']} s start-up) | |")
+    print(f"| agent / aws speed ratio (wall; vs aws minus start-up) | {t['ratio']}x; "
+          f"{t['ratio_vs_aws_minus_startup']}x | >= 0.9x |")
+    print(f"| agent RSS after start / peak (VmHWM) | {r['agent_rss_after_start_mb']} / {r['agent_peak_rss_mb']} MB "
+          f"| < 60 MB |")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

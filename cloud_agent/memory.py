@@ -1,0 +1,44 @@
+"""Keep the agent's resident memory small (a Pi Zero 2 W has 512 MB for everything).
+
+Two glibc knobs, both no-ops where glibc is absent:
+
+- ``M_ARENA_MAX``: glibc gives each thread that mallocs its own arena and
+  rarely returns their memory; the agent has a dozen threads (paho, inotify,
+  s3transfer's pool), so capping arenas at 2 saves several MB of RSS for no
+  measurable throughput cost here. Must run before the threads start.
+- ``malloc_trim(0)``: after an upload, hand freed heap pages back to the OS.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import logging
+
+log = logging.getLogger(__name__)
+
+M_ARENA_MAX = -8
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        lib = ctypes.CDLL(name or "libc.so.6")
+    except OSError:
+        return None
+    return lib if hasattr(lib, "mallopt") and hasattr(lib, "malloc_trim") else None
+
+
+def limit_arenas(n: int = 2) -> bool:
+    lib = _libc()
+    if lib is None:
+        return False
+    return bool(lib.mallopt(M_ARENA_MAX, n))
+
+
+def trim() -> None:
+    """Collect garbage and return free heap pages to the OS."""
+    gc.collect()
+    lib = _libc()
+    if lib is not None:
+        lib.malloc_trim(0)
