@@ -28,7 +28,7 @@ KEY_ENV = "DOORBELL_AGENCY_API_KEY"
 URL_ENV = "DOORBELL_SHARING_URL"
 DEFAULT_URL = "http://127.0.0.1:8080"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-_REL = re.compile(r"^-(\d+(?:\.\d+)?)([smhd])$")
+_REL = re.compile(r"^(?:now)?-(\d+(?:\.\d+)?)([smhd])$")
 
 
 class AgencyCliError(Exception):
@@ -38,7 +38,7 @@ class AgencyCliError(Exception):
 
 
 def parse_time(text: str, now: float | None = None) -> datetime:
-    """RFC 3339 / ISO 8601 (a time without a zone is local time), ``now``, or ``-90m``/``-2h``/``-1d``."""
+    """RFC 3339 / ISO 8601 (a time without a zone is local time), ``now``, or ``now-90m``/``now-2h``/``now-1d``."""
     t = time.time() if now is None else now
     s = text.strip()
     if s == "now":
@@ -50,7 +50,7 @@ def parse_time(text: str, now: float | None = None) -> datetime:
     try:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
-        raise AgencyCliError(f"cannot read time {text!r}: use e.g. 2026-11-23T20:00:00+01:00, now, -2h",
+        raise AgencyCliError(f"cannot read time {text!r}: use e.g. 2026-11-23T20:00:00+01:00, now, now-2h",
                              EXIT_USAGE) from None
     if dt.tzinfo is None:
         dt = dt.astimezone()  # local time zone
@@ -107,7 +107,7 @@ def register(subs: argparse._SubParsersAction) -> None:
     c.add_argument("--basis", required=True, help="legal basis (statute, warrant, ...)")
     c.add_argument("--attest-not-protest", action="store_true",
                    help="attest that this request does not target lawful protest (required)")
-    c.add_argument("--start", required=True, help="window start: ISO 8601 time, 'now' or e.g. -2h")
+    c.add_argument("--start", required=True, help="window start: ISO 8601 time (e.g. 2026-11-23T18:00+01:00), 'now', or 'now-2h'")
     c.add_argument("--end", required=True, help="window end (at most 12 h after the start)")
     c.add_argument("--lat", type=float, required=True, help="centre latitude")
     c.add_argument("--lon", type=float, required=True, help="centre longitude")
