@@ -200,7 +200,7 @@ class DoorbellIO:
                                 self._on_long_press(self._wall())
                             except Exception:
                                 log.exception("long-press callback failed")
-                    else:
+                    elif self.cfg.ring_interval_s > 0:  # interval 0: every press rings, a hold does not repeat
                         self._maybe_ring(now)
             if self._ringing_until and now >= self._ringing_until:
                 self._ringing_until = 0.0

@@ -357,7 +357,8 @@ class ClipRecorder:
         self._pending: list[tuple[str, float, float | None, str]] = []  # (kind, ts, score, clip_id)
         self._motion_until: float | None = None
         self._active: ActiveClip | None = None
-        self._next_id: str | None = None
+        self._next_id: str | None = None          # id reserved for the clip the next trigger opens
+        self._finished_ids: deque[str] = deque(maxlen=64)
         self._last_frame: Frame | None = None
         self._paused = False
         self._publish_q: queue.Queue = queue.Queue()
@@ -456,11 +457,14 @@ class ClipRecorder:
                 clip.motion_score = max(clip.motion_score or 0.0, score)
             clip.deadline = min(max(clip.deadline, ts + self.clips.post_roll_s), clip.cap)
             return
+        if clip_id in self._finished_ids:
+            # a trigger that named a clip which has ended meanwhile: it belongs to the open clip, or a new one
+            if clip is not None:
+                self._apply_trigger(kind, ts, score, clip.clip_id, frame)
+                return
+            clip_id = new_clip_id(ts)
         if clip is not None:
             self._finish(frame.ts, reason="capped; a new clip follows")
-        with self._lock:
-            if self._next_id == clip_id:
-                self._next_id = None
         trigger = kind if kind in ("ring", "motion", "manual") else "manual"
         clip = ActiveClip(clip_id=clip_id, trigger=trigger, trigger_at=ts,
                           rings=[ts] if kind == "ring" else [], motion_score=score)
@@ -472,11 +476,16 @@ class ClipRecorder:
             if clip.staging is not None:
                 clip.staging.discard()
             self.stats.clips_failed += 1
+            with self._lock:
+                if self._next_id == clip_id:
+                    self._next_id = None
             return
         clip.cap = clip.started_at + self.clips.max_length_s
         clip.deadline = min(ts + self.clips.post_roll_s, clip.cap)
-        with self._lock:
+        with self._lock:  # one step: a trigger sees either the reserved id or the open clip, never neither
             self._active = clip
+            if self._next_id == clip_id:
+                self._next_id = None
         log.info("clip %s started (%s at %.3f, pre-roll %.2f s)", clip_id, trigger, ts, ts - clip.started_at)
         if self.on_recording:
             self.on_recording(True)
@@ -500,6 +509,7 @@ class ClipRecorder:
             self._finish_clip(clip, now, reason)
 
     def _finish_clip(self, clip: ActiveClip, now: float, reason: str) -> None:
+        self._finished_ids.append(clip.clip_id)
         result = self.store.end(now)
         log.info("clip %s ends (%s): %d frames", clip.clip_id, reason, result.frames)
         if self.on_recording:

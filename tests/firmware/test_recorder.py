@@ -208,3 +208,51 @@ def test_packet_ring_waits_for_a_keyframe():
     assert len(ring) == 0
     ring.push(EncodedPacket(0.1, b"k", True))
     assert len(ring) == 1
+
+
+def test_concurrent_triggers_never_reuse_or_lose_a_clip_id(fw_config, tmp_path):
+    """Rings from another thread while frames flow: every id returned names a published clip, none twice."""
+    import threading
+
+    from doorbell.config import ClipsSection
+    from firmware.camera.base import Frame
+
+    spool = Spool(tmp_path / "race")
+    fps = 50.0
+    clips = ClipsSection(pre_roll_s=0.2, post_roll_s=0.1, max_length_s=1.0)
+    rec = ClipRecorder(spool, "dev-a", clips, SoftwareClipStore(fps, 200_000, 0.2, 0.2), fps=fps)
+    clock = {"ts": 1.8e9}
+    stop = threading.Event()
+    returned: list[str] = []
+
+    def ringer():
+        while not stop.is_set():
+            cid = rec.trigger("ring", clock["ts"])
+            if cid:
+                returned.append(cid)
+            time.sleep(0.0005 * (1 + len(returned) % 7))
+
+    import time
+
+    t = threading.Thread(target=ringer)
+    t.start()
+    rng = np.random.default_rng(1)
+    base = rng.integers(0, 255, (64, 96, 3), np.uint8)
+    for i in range(900):
+        clock["ts"] = 1.8e9 + i / fps
+        if i % 300 == 150:
+            stop.set()          # quiet spells so clips end and new ones start
+            t.join()
+        if i % 300 == 200:
+            stop.clear()
+            t = threading.Thread(target=ringer)
+            t.start()
+        rec.on_frame(Frame(ts=clock["ts"], index=i, lores=base[:, :, 0], main=np.roll(base, i, axis=1)))
+    stop.set()
+    t.join()
+    rec.close()
+    published = [c.clip_id for c in spool.pending_clips()]
+    assert rec.stats.clips_failed == 0
+    assert len(published) == len(set(published)) >= 5
+    assert set(returned) <= set(published)
+    assert not list(spool.dir("tmp").iterdir())
