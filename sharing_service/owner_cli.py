@@ -24,6 +24,7 @@ it); the ``_cmd_*`` functions are the command line around it. Heavy imports
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import json
 import logging
@@ -115,6 +116,7 @@ class OwnerApp:
         self.owner_id: str = cfg.owner.owner_id
         self.connect_timeout = connect_timeout
         self._inbox: "queue.Queue[Received]" = queue.Queue()
+        self._backlog: "collections.deque[Received]" = collections.deque()
         self._acks: dict[int, Any] = {}
         self._cond = threading.Condition()
         self._connected = threading.Event()
@@ -237,6 +239,9 @@ class OwnerApp:
             raise OwnerError(f"the broker refused the message to {topic}: {reason} (ACL)")
 
     def next_message(self, timeout: float) -> Received | None:
+        """The next message: first those set aside while waiting for something else."""
+        if self._backlog:
+            return self._backlog.popleft()
         try:
             return self._inbox.get(timeout=max(0.0, timeout))
         except queue.Empty:
@@ -244,19 +249,27 @@ class OwnerApp:
 
     def wait_for(self, topic_filter: str, timeout: float,
                  keep: Callable[[Received], None] | None = None) -> Received:
-        """The next message on ``topic_filter``; others go to ``keep`` (or are dropped)."""
+        """The next message on ``topic_filter``; others go to ``keep``, or are set aside
+        for :meth:`next_message` (an event arriving during an RPC call is not lost)."""
         import paho.mqtt.client as mqtt
 
         deadline = time.monotonic() + timeout
-        while True:
-            msg = self.next_message(deadline - time.monotonic())
-            if msg is None:
-                raise OwnerError(f"timed out after {timeout:g} s waiting for the sharing service "
-                                 "(is it running and connected to the broker?)")
-            if mqtt.topic_matches_sub(topic_filter, msg.topic):
-                return msg
-            if keep is not None:
-                keep(msg)
+        aside: list[Received] = []
+        try:
+            while True:
+                try:
+                    msg = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise OwnerError(f"timed out after {timeout:g} s waiting for the sharing service "
+                                     "(is it running and connected to the broker?)") from None
+                if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                    return msg
+                if keep is not None:
+                    keep(msg)
+                elif len(self._backlog) + len(aside) < 10000:
+                    aside.append(msg)
+        finally:
+            self._backlog.extend(aside)
 
     # ---------------------------------------------------------------- RPC
     def rpc(self, method: str, params: dict[str, Any] | None = None, timeout: float = 10.0,

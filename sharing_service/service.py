@@ -67,9 +67,16 @@ class SharingService:
 
         from .api import create_app
 
+        class Server(uvicorn.Server):
+            def handle_exit(self, sig: int, frame) -> None:  # type: ignore[no-untyped-def]
+                super().handle_exit(sig, frame)
+                # uvicorn re-raises the signal after shutdown, which would kill the process before
+                # the bridge and the database are closed; we stop them and exit 0 instead.
+                getattr(self, "_captured_signals", []).clear()
+
         config = uvicorn.Config(create_app(self.core), log_config=None, lifespan="off",
                                 access_log=False, timeout_graceful_shutdown=5)
-        return uvicorn.Server(config)
+        return Server(config)
 
     def _sweeper(self) -> None:
         while not self._stop.wait(self.sweep_interval_s):
@@ -114,6 +121,7 @@ class SharingService:
             self._server.run(sockets=[self._sock])
         finally:
             self.stop()
+            log.info("sharing service stopped")
 
     def stop(self) -> None:
         self._stop.set()

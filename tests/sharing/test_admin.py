@@ -85,3 +85,51 @@ def test_openapi_command_prints_the_spec() -> None:
     assert set(body["required"]) >= {"case_number", "legal_basis", "attest_not_protest", "window_start",
                                      "window_end", "lat", "lon", "radius_m", "reason"}
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
+
+
+def test_serve_command_runs_and_stops_cleanly(tmp_path: Path, broker, s3) -> None:  # type: ignore[no-untyped-def]
+    """The real entry point: `doorbell sharing serve` with HTTP + MQTT bridge; SIGTERM ends it (exit 0)."""
+    import signal
+    import time
+
+    import httpx
+
+    from doorbell.embedded import free_port
+
+    port = free_port()
+    cfg = tmp_path / "sharing.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "sharing": {"database_url": f"sqlite:///{tmp_path / 'sharing.db'}", "http": {"host": "127.0.0.1", "port": port}},
+        "mqtt": {"host": broker.host, "port": broker.port, "username": "sharing-service", "client_id": "serve-test"},
+        "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key},
+    }))
+    env = {"DOORBELL__MQTT__PASSWORD": broker.users["sharing-service"],
+           "DOORBELL__S3__SECRET_ACCESS_KEY": s3.secret_key, "PATH": "/usr/bin:/bin"}
+    proc = subprocess.Popen([sys.executable, "-m", "doorbell.cli", "sharing", "serve", "--config", str(cfg)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).json() == {"status": "ok"}:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode() if proc.stdout else ""
+            time.sleep(0.1)
+        assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()["info"]["title"].startswith("Doorbell")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        out = proc.stdout.read().decode() if proc.stdout else ""
+        assert "MQTT connected" in out and "Traceback" not in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_serve_refuses_missing_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "sharing.yaml"
+    cfg.write_text(yaml.safe_dump({"sharing": {"database_url": f"sqlite:///{tmp_path / 's.db'}"}}))
+    assert main(["sharing", "serve", "--config", str(cfg)]) == 2
+    assert "mqtt.username" in capsys.readouterr().err
