@@ -12,7 +12,7 @@ from doorbell.embedded import LOOPBACK, free_port
 from platform_util import Fleet, ProvisionedMosquitto, run_cli, world_traversable_tmp
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fleet() -> Iterator[Fleet]:
     root = world_traversable_tmp()
     data = root / "data"
