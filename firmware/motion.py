@@ -11,32 +11,40 @@ divided out* instead:
 1. Downscale the Y plane by area averaging to about 80x60 (averages sensor
    noise down by ~4x) and take ``log(Y + 3)``: an illumination change is
    then an *additive* field, ``log F - log B = log g(x, y) + residual``.
-2. Estimate ``log g`` robustly: block means of the log difference on an 8x6
-   grid, a smooth quadratic surface fitted to the blocks by iteratively
-   re-weighted least squares (blocks covered by a person are outliers and get
-   no weight), blocks close to the surface keep their own value (a porch
-   light's bump is not exactly quadratic). The field is interpolated back to
-   the analysis grid and subtracted. A person is local and structured, so it
-   stays in the residual; a global or smooth change leaves none.
-3. Threshold the residual per pixel at ``max(floor(sensitivity), k * sigma)``
-   where sigma is a running noise estimate of that pixel (waving leaves and
-   noisy dark corners get a higher bar on their own). Pixels that are
-   saturated both now and in the expected background carry no information
-   (an exposure jump clips the sky) and are ignored.
+2. Estimate ``log g`` robustly, in two scales. Coarse: block means of the log
+   difference on an 8x6 grid, a quadratic surface fitted to them by
+   iteratively re-weighted least squares (blocks covered by a person are
+   outliers and lose their weight). Fine: the remainder's means on a 16x12
+   grid, median-filtered 5x5, so a porch light's bump is followed but
+   anything covering less than half of that window (a person) is not. Cells
+   that were moving on the previous frame and clipped cells do not vote, so
+   a visitor who fills much of the frame cannot turn into "lighting". The
+   field is interpolated back to the grid and subtracted: a person is local
+   and structured and stays in the residual; a global or smooth change
+   leaves none.
+3. Threshold the residual per cell at the largest of a floor set by
+   ``sensitivity`` (0.22 .. 0.06 in log units, i.e. about a 25 % .. 6 %
+   brightness change), ``4.5 x`` that cell's running noise estimate (waving
+   leaves and noisy corners get a higher bar on their own) and a sensor-noise
+   model for dark cells. Cells with clipped pixels (>= 250) are judged only
+   in the direction clipping allows (an exposure jump clips the sky).
 4. Zones and masks (frame-fraction polygons) are rasterised once; masks are
-   grown by one analysis cell so an edge of something moving inside one never
-   leaks out. Morphological open + dilate, connected components, components
-   smaller than a few cells dropped; the frame has motion when the kept area is
-   at least ``min_area`` of the frame.
-5. The background follows the scene (time constant 1.5 s) only where there is
-   no motion; under motion it follows only the lighting field, plus a slow
-   absorption (60 s) so a parked object does not trigger forever.
-6. A change that is not a smooth field and hits more than a third of the
-   analysed area *in one frame* (the IR switch: grayscale, foliage turns
+   grown by one analysis cell so the edge of something moving inside one
+   never leaks out. Isolated cells are dropped (a cell needs 3 changed cells
+   in its 3x3 neighbourhood, which keeps thin legs), the rest dilated to group
+   parts, connected components counted by their changed cells; the frame has
+   motion when they cover at least ``min_area`` of the frame.
+5. The background follows the scene (time constant 1.5 s) where there is no
+   motion; under motion it follows only the lighting field, plus a slow
+   absorption (30 s) so a parked object does not trigger forever.
+6. A change that is not a smooth field and newly hits more than a quarter of
+   the analysed area *in one frame* (the IR switch: grayscale, foliage turns
    bright, the sky goes dark) cannot be a person, who grows over many frames.
    Then the background is re-learned like Frigate does, **except** under the
-   pixels that were already in motion, which keep their background (shifted by
-   the lighting field), so a visitor already in view stays detected.
+   cells that were already moving, which keep their background (shifted by
+   the lighting field) and catch up within ~4 s, so a visitor already in view
+   stays detected.
+7. The first second after a (re)start only learns (fast) and reports no motion.
 
 The state machine confirms motion after ``frames_to_confirm`` consecutive
 motion frames (``motion_start``) and ends it after ``cooldown_s`` seconds
