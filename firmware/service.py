@@ -149,6 +149,8 @@ class FirmwareService:
     def start(self) -> None:
         """GPIO first (the chime must work even without a camera), then the camera and the threads."""
         self.events = EventWriter(self.spool)
+        if self.cfg.camera.audio:
+            log.warning("camera.audio is set, but the firmware never records audio (sharing rule 7): ignored")
         clock = time.monotonic if self.camera.realtime else self.camera.now
         self.io = DoorbellIO(self.cfg.gpio, on_ring=self._on_ring, on_long_press=self._on_long_press,
                              pin_factory=self.pin_factory, clock=clock, wall=self.camera.now)
