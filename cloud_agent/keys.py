@@ -6,6 +6,8 @@ Layout (documented in docs/agent.md)::
     {s3.prefix}{device_id}/{YYYY}/{MM}/{DD}/{clip_id}.jpg    its snapshot (if any)
     {s3.prefix}{device_id}/{YYYY}/{MM}/{DD}/{clip_id}.json   its meta.json, uploaded last
 
+(``{device_id}/`` is not added again when ``s3.prefix`` already ends with it.)
+
 The date is the clip's ``started_at`` in UTC, so a clip never moves between
 days when the Pi's time zone changes, and a per-device, per-day prefix makes
 lifecycle rules and listings cheap. ``s3.prefix`` is used verbatim: end it with
@@ -16,9 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from doorbell.protocol import CLIP_ID_PATTERN, ID_PATTERN
-
 import re
+
+from doorbell.protocol import CLIP_ID_PATTERN, ID_PATTERN
 
 _CLIP_RE = re.compile(CLIP_ID_PATTERN)
 _DEV_RE = re.compile(ID_PATTERN)
@@ -38,9 +40,16 @@ class ClipKeys:
 
 
 def device_prefix(prefix: str, device_id: str) -> str:
-    """``{prefix}{device_id}/``: everything this device ever writes is below it."""
+    """``{prefix}{device_id}/``: everything this device ever writes is below it.
+
+    A prefix that already ends in ``{device_id}/`` (what ``doorbell provision
+    device`` writes: ``devices/{id}/``, matching the device's S3 policy) is used
+    as it is, so the id does not appear twice.
+    """
     if not _DEV_RE.match(device_id):
         raise ValueError(f"invalid device id {device_id!r}")
+    if prefix == f"{device_id}/" or prefix.endswith(f"/{device_id}/"):
+        return prefix
     return f"{prefix}{device_id}/"
 
 

@@ -186,6 +186,8 @@ class Uploader:
         )
         self._manager = create_transfer_manager(self.client, self.transfer_config)
         self.conditional_writes = conditional_writes
+        self._journal_lock = threading.Lock()
+        self.client.meta.events.register("after-call.s3.CreateMultipartUpload", self._on_multipart_created)
         self._future_lock = threading.Lock()
         self._futures: list[Any] = []
         self._cancelled = threading.Event()
@@ -220,7 +222,8 @@ class Uploader:
         retry = bool(journal) and journal.get("clip_id") in (clip.clip_id, None)
         if retry:
             # A previous attempt at this clip failed or was killed: clear its unfinished parts.
-            self.abort_stale(keys.video[: -len(".mp4")] + ".")
+            self._abort_journaled(journal or {})
+            self._sweep(keys.video[: -len(".mp4")] + ".")
         if retry or not self.conditional_writes:
             # Without If-None-Match the bucket cannot refuse an overwrite, and after a crash
             # the objects may already be there: look before writing.
@@ -231,7 +234,7 @@ class Uploader:
                     log.info("%s already in the bucket with the same sha256; not uploading again", obj.key)
                     obj.skip = True
                     out.skipped.append(obj.key)
-        self._write_journal({"clip_id": clip.clip_id, "key": keys.video, "started": time.time()})
+        self._write_journal({"clip_id": clip.clip_id, "key": keys.video, "started": time.time(), "uploads": []})
         self._transfer([o for o in objects if not o.skip], out)
         if not last.skip:
             self._transfer([last], out)
@@ -255,12 +258,49 @@ class Uploader:
         return aborted
 
     def recover(self) -> int:
-        """Start-up: note an interrupted upload (it restarts) and sweep stale multipart uploads."""
+        """Start-up: abort what an interrupted run left (it restarts) and sweep stale multipart uploads."""
         journal = self._read_journal()
+        n = 0
         if journal:
             log.warning("previous run was interrupted while uploading %s; restarting that upload",
                         journal.get("key"))
-        return self.abort_stale()
+            n += self._abort_journaled(journal)
+        return n + self._sweep(None)
+
+    def _sweep(self, prefix: str | None) -> int:
+        """abort_stale, tolerating credentials that may not list multipart uploads (AWS
+        ``s3:ListBucketMultipartUploads``): journaled upload ids are aborted anyway."""
+        try:
+            return self.abort_stale(prefix)
+        except ClientError as exc:
+            if _error_code(exc) not in ("AccessDenied", "403", "NotImplemented"):
+                raise
+            log.info("cannot list multipart uploads (%s); relying on the upload journal", _error_code(exc))
+            return 0
+
+    def _abort_journaled(self, journal: dict[str, Any]) -> int:
+        n = 0
+        for up in journal.get("uploads") or []:
+            try:
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["key"], UploadId=up["upload_id"])
+                n += 1
+                log.warning("aborted interrupted multipart upload of %s", up["key"])
+            except ClientError as exc:
+                if _error_code(exc) not in ("NoSuchUpload", "404"):
+                    raise
+            except (KeyError, TypeError):
+                continue
+        return n
+
+    def _on_multipart_created(self, parsed: dict[str, Any] | None = None, **_kw: Any) -> None:
+        """Journal each multipart upload id the moment S3 hands it out (s3transfer keeps it private),
+        so a restart can abort it with ``s3:AbortMultipartUpload`` alone."""
+        if not parsed or "UploadId" not in parsed or "Key" not in parsed:
+            return
+        with self._journal_lock:
+            journal = self._read_journal() or {}
+            journal.setdefault("uploads", []).append({"key": parsed["Key"], "upload_id": parsed["UploadId"]})
+            self._write_journal(journal)
 
     def cancel(self) -> None:
         """Called from another thread at shutdown: stop the uploads in flight (they will be retried)."""

@@ -167,7 +167,8 @@ def test_kill_9_mid_multipart_completes_after_restart_without_duplicate(agent_co
     assert [m for m in obs.drain(settle=0.5) if m.topic == protocol.clips_topic("dev-a")] == []  # no duplicate
     status = read_status(cfg.agent.state_dir)
     assert status["state"] == "stopped" and status["last_upload"]["clip_id"] == clip.clip_id
-    assert "interrupted while uploading" in log_file.read_text()
+    text = log_file.read_text()
+    assert "interrupted while uploading" in text and "aborted interrupted multipart upload" in text
 
 
 @pytest.mark.parametrize("conditional_writes", [True, False])

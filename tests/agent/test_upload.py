@@ -44,3 +44,28 @@ def test_clip_reaches_bucket_then_clips_message(agent_config, start_agent, obser
     snapmsg = obs.expect(protocol.snapshot_topic("dev-a"), wait=10)
     assert snapmsg.retain is False or snapmsg.payload == snap  # live delivery clears the retain flag
     assert snapmsg.payload == snap
+
+
+def test_device_scoped_s3_credentials_are_enough(agent_config, start_agent, observer, s3):
+    """The agent works with the least-privilege identity `doorbell provision device` grants."""
+    import secrets
+
+    from botocore.exceptions import ClientError
+    from doorbell.provision import seaweedfs_device_actions
+
+    ak, sk = "AKDEVA" + secrets.token_hex(6).upper(), secrets.token_urlsafe(30)
+    s3.add_identity("dev-a-scoped", ak, sk, seaweedfs_device_actions(s3.bucket, "devices/dev-a/"))
+    cfg = agent_config("dev-a", s3_identity=(ak, sk), s3={"prefix": "devices/dev-a/"})
+    obs = observer("dev-a")
+    agent = start_agent(cfg)
+    clip = publish_clip(agent.spool, "dev-a", seed=61)
+    announced = protocol.decode(ClipMessage, obs.expect(protocol.clips_topic("dev-a"), wait=20).payload)
+    assert announced.key.startswith("devices/dev-a/2") and announced.key.endswith(f"{clip.clip_id}.mp4")
+    head = s3.client().head_object(Bucket=s3.bucket, Key=announced.key)
+    assert head["Metadata"]["sha256"] == clip.meta.sha256
+    scoped = s3.client(ak, sk)
+    try:
+        scoped.put_object(Bucket=s3.bucket, Key="devices/dev-b/intruder.mp4", Body=b"x")
+        raise AssertionError("a device wrote under another device's prefix")
+    except ClientError as exc:
+        assert exc.response["Error"]["Code"] == "AccessDenied"
