@@ -65,9 +65,9 @@ CONFIRM_FRAMES = 3
 COOLDOWN_S = 5.0
 WARMUP_S = 1.0
 PRIME_S = 4.0
-SYNTHETIC = ["walkup", "walkup_far", "walkup_right", "walkup_close", "walkup_cloud", "walkup_porch_light",
-             "walkup_night", "ir_switch_visitor", "lighting_ramp", "exposure_step", "ir_switch", "noise_only",
-             "masked_motion"]
+SYNTHETIC = ["walkup", "walkup_far", "walkup_right", "walkup_close", "walkup_lean", "walkup_cloud",
+             "walkup_porch_light", "walkup_night", "ir_switch_visitor", "lighting_ramp", "exposure_step",
+             "ir_switch", "noise_only", "masked_motion"]
 QUICK_SYNTHETIC = ["walkup", "walkup_close", "ir_switch_visitor", "lighting_ramp",
                    "exposure_step", "ir_switch", "noise_only", "masked_motion"]
 MASKED = {"masked_motion": ["sidewalk", "flag"]}

@@ -64,7 +64,8 @@ PATHS: dict[str, list[tuple[float, float]]] = {
     "side": [(-9.0, 6.0), (0.3, 1.7)],          # from the left edge of the yard
     "far": [(0.3, 13.0), (0.3, 1.7)],           # straight up the walkway from the sidewalk
     "right": [(8.0, 5.5), (0.3, 1.7)],          # from the right, behind the porch post
-    "close": [(0.3, 9.0), (0.1, 0.8)],          # up to the camera: a courier leaning in, filling the frame
+    "close": [(0.3, 9.0), (0.1, 0.8)],          # up to the camera, standing close
+    "lean": [(0.3, 9.0), (0.05, 0.42)],         # a courier leaning right into the lens, filling the frame
 }
 
 
@@ -76,7 +77,7 @@ class Phase:
 
     duration_s: float
     visitor: Literal["absent", "walkup", "stand", "leave"] = "absent"
-    path: Literal["side", "far", "right", "close"] = "side"
+    path: Literal["side", "far", "right", "close", "lean"] = "side"
     path_span: tuple[float, float] = (0.0, 1.0)  # walkup/leave cover this part of the path
     gain: float | None = None       # global exposure/illumination gain
     offset: float | None = None     # black-level offset, grey levels
@@ -160,6 +161,13 @@ PRESETS: dict[str, Script] = {
         _ph(7.0, visitor="walkup", path="close", label="walkup"),
         _ph(4.0, visitor="stand", path="close", label="stand"),
         _ph(5.0, visitor="leave", path="close", label="leave"),
+        _ph(2.0, label="quiet"),
+    )),
+    "walkup_lean": Script((
+        _ph(2.0, label="quiet"),
+        _ph(7.0, visitor="walkup", path="lean", label="walkup"),
+        _ph(4.0, visitor="stand", path="lean", label="stand"),
+        _ph(5.0, visitor="leave", path="lean", label="leave"),
         _ph(2.0, label="quiet"),
     )),
     # the cases a recalibrating detector misses: lighting changes while a visitor approaches
@@ -389,7 +397,10 @@ def _draw_flag(patch: np.ndarray, x0f: float, y0f: float, w: int, h: int, phase:
     np.copyto(patch, col.astype(np.float32), where=np.broadcast_to(inside[..., None], col.shape))
 
 
-def _person_sprites(rng: np.random.Generator, hs: int, kind: str) -> tuple[list[np.ndarray], list[np.ndarray], list[tuple[float, float, float, float]], np.ndarray]:
+Sprites = tuple[list[np.ndarray], list[np.ndarray], list[tuple[float, float, float, float]], np.ndarray]
+
+
+def _person_sprites(rng: np.random.Generator, hs: int, kind: str) -> Sprites:
     """Walking poses of a textured figure: BGR float32, alpha, alpha bbox (canvas fractions).
 
     The last pose (index ``_N_POSES``) is the standing pose.
@@ -795,7 +806,8 @@ class PorchScene:
         fy0 = max(0.0, (y0 + by0 * ch) / self.height)
         fx1 = min(1.0, (x0 + bx1 * cw) / self.width)
         fy1 = min(1.0, (y0 + by1 * ch) / self.height)
-        bbox = (float(fx0), float(fy0), float(fx1), float(fy1)) if (fx1 - fx0) * self.width >= 1 and (fy1 - fy0) * self.height >= 1 else None
+        visible = (fx1 - fx0) * self.width >= 1 and (fy1 - fy0) * self.height >= 1
+        bbox = (float(fx0), float(fy0), float(fx1), float(fy1)) if visible else None
         return x0, y0, cw, ch, bbox, pose
 
     def _paste(self, frame: np.ndarray, kind: str, placement: tuple, light: bool, ir: bool) -> None:

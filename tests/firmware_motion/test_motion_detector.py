@@ -14,8 +14,8 @@ from firmware.motion import MotionDetector, MotionResult
 from firmware.scene import REGIONS, Truth
 
 FPS = 15.0
-WALKUPS = ["walkup", "walkup_far", "walkup_right", "walkup_close", "walkup_cloud", "walkup_porch_light",
-           "walkup_night", "ir_switch_visitor"]
+WALKUPS = ["walkup", "walkup_far", "walkup_right", "walkup_close", "walkup_lean", "walkup_cloud",
+           "walkup_porch_light", "walkup_night", "ir_switch_visitor"]
 QUIET = ["lighting_ramp", "exposure_step", "ir_switch", "noise_only"]
 MASKS = [Polygon(name="sidewalk", points=REGIONS["sidewalk"]), Polygon(name="flag", points=REGIONS["flag"])]
 # the detector may take this many frames beyond frames_to_confirm once the
