@@ -370,6 +370,8 @@ def run_benchmark(quick: bool = False, detectors: list[str] | None = None) -> di
             "p90_us": float(np.percentile(times, 90)),
             "wall_median_us": statistics.median(wall),
             "wall_p90_us": float(np.percentile(wall, 90)),
+            "run_median_us": [statistics.median(times[i * len(timing_seq.ys):(i + 1) * len(timing_seq.ys)])
+                              for i in range(repeats)],  # one median per timing run (spread over runs)
             "precision": tot["tp"] / (tot["tp"] + tot["fp"]) if tot["tp"] + tot["fp"] else 0.0,
             "recall": tot["tp"] / (tot["tp"] + tot["fn"]) if tot["tp"] + tot["fn"] else 0.0,
             "false_triggers": tot["false_triggers"],

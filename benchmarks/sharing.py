@@ -148,7 +148,8 @@ def _phase(pool: Any, url: str, key: str, kind: str, total: int, workers: int, n
             "ids": [i for r in results for i in r["ids"]]}
 
 
-def run(devices: int, clips: int, creates: int, statuses: int, workers: int, mqtt: bool) -> dict[str, Any]:
+def run(devices: int, clips: int, creates: int, statuses: int, workers: int, mqtt: bool,
+        rounds: int = 1) -> dict[str, Any]:
     from doorbell.config import parse_config
     from sharing_service.service import SharingService
 
@@ -181,8 +182,14 @@ def run(devices: int, clips: int, creates: int, statuses: int, workers: int, mqt
             ctx = mp.get_context("spawn")
             with ctx.Pool(workers) as pool:
                 pool.map(_worker, [(svc.url, key, "status", 0, 0, now, ["x"])] * workers)  # warm up imports
-                created = _phase(pool, svc.url, key, "create", creates, workers, now, [])
-                status = _phase(pool, svc.url, key, "status", statuses, workers, now, created["ids"])
+                phases = []
+                for r in range(rounds):  # repeated runs on the same index, for the spread
+                    created = _phase(pool, svc.url, key, "create", creates, workers, now, [])
+                    status = _phase(pool, svc.url, key, "status", statuses, workers, now, created["ids"])
+                    for ph in (created, status):
+                        ph.pop("ids")
+                        ph["round"] = r
+                    phases += [created, status]
             from sqlalchemy import func, select
 
             from sharing_service.models import RequestTarget
@@ -192,13 +199,12 @@ def run(devices: int, clips: int, creates: int, statuses: int, workers: int, mqt
             svc.stop()
             if broker:
                 broker.stop()
-    created.pop("ids")
-    status.pop("ids")
     return {"devices": devices, "clips": load["clips"], "workers": workers, "mqtt": mqtt,
             "load": {"registry_s": round(load["registry_s"], 2), "clips_s": round(load["clips_s"], 2),
                      "clips_per_s": round(load["clips"] / load["clips_s"])},
-            "owners_asked_per_request": round(asked / max(1, created["requests"]), 1),
-            "phases": [created, status],
+            "owners_asked_per_request": round(asked / max(1, sum(p["requests"] for p in phases
+                                                                  if p["kind"] == "create")), 1),
+            "phases": phases,
             "host": {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}}
 
 
@@ -228,13 +234,14 @@ def main() -> int:
     ap.add_argument("--creates", type=int)
     ap.add_argument("--statuses", type=int)
     ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the create+status phases (median/spread)")
     ap.add_argument("--no-mqtt", action="store_true", help="skip the broker (owner messages are dropped)")
     a = ap.parse_args()
     devices = a.devices or (1_000 if a.quick else 10_000)
     clips = a.clips or (100_000 if a.quick else 1_000_000)
     creates = a.creates or (200 if a.quick else 1_000)
     statuses = a.statuses or (1_000 if a.quick else 5_000)
-    res = run(devices, clips, creates, statuses, a.workers, not a.no_mqtt)
+    res = run(devices, clips, creates, statuses, a.workers, not a.no_mqtt, a.rounds)
     print(json.dumps(res, indent=2) if a.json else markdown(res))
     return 0
 
