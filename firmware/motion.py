@@ -332,7 +332,7 @@ class MotionDetector:
         w = (np.abs(blocks - med) <= max(0.05, 3.0 * spread)).astype(np.float64)
         A = self._basis
         surf = np.full_like(blocks, med)
-        for _ in range(2):
+        for it in range(2):  # re-weight once, unless the weights did not change
             if w.sum() < 8:
                 break
             Aw = A * w[:, None]
@@ -341,7 +341,13 @@ class MotionDetector:
             except np.linalg.LinAlgError:
                 break
             surf = A @ coef
-            w = (np.abs(blocks - surf) <= max(0.04, 2.5 * _median(np.abs(blocks - surf)[w > 0]))).astype(np.float64)
+            if it == 1:
+                break
+            dev = np.abs(blocks - surf)
+            w_next = (dev <= max(0.04, 2.5 * _median(dev[w > 0]))).astype(np.float64)
+            if np.array_equal(w_next, w):
+                break
+            w = w_next
         coarse = cv2.resize(surf.astype(np.float32).reshape(by, bx), (self._ww, self._wh),
                             interpolation=cv2.INTER_LINEAR)
         # local correction: a median over 5x5 fine blocks follows a porch light's bump
