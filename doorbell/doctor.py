@@ -229,7 +229,7 @@ def check_spool(cfg: "DoorbellConfig", test_bytes: int = SPEED_TEST_BYTES) -> Re
         return Result("spool", FAIL, f"spool {root} cannot be created: {exc.strerror or exc}",
                       f"create it for the service user: install -d -o doorbell -g doorbell -m 750 {root}")
     if not root.is_dir():
-        return Result("spool", FAIL, f"spool {root} is not a directory", f"point spool.dir at a directory")
+        return Result("spool", FAIL, f"spool {root} is not a directory", "point spool.dir at a directory")
     free = shutil.disk_usage(root).free
     need = cfg.retention.min_free_bytes + 64 * 1024 * 1024
     if free < need:

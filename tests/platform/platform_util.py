@@ -1,7 +1,6 @@
 """Helpers for the platform tests (imported by conftest.py and the tests)."""
 from __future__ import annotations
 
-import grp
 import os
 import shutil
 import ssl
@@ -11,13 +10,12 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 import yaml
 
 from doorbell import provision
-from doorbell.embedded import LOOPBACK, MqttProbe, _Server, free_port, port_open
+from doorbell.embedded import LOOPBACK, MqttProbe, _Server, port_open
 
 REPO = Path(__file__).resolve().parents[2]
 DOORBELL = [sys.executable, "-m", "doorbell.cli"]
@@ -108,10 +106,3 @@ def world_traversable_tmp() -> Path:
 
 
 
-
-def has_mosquitto_group() -> bool:
-    try:
-        grp.getgrnam("mosquitto")
-        return True
-    except KeyError:
-        return False

@@ -1,7 +1,6 @@
 """The shipped units pass `systemd-analyze verify` and keep their hardening."""
 from __future__ import annotations
 
-import configparser
 import re
 import shutil
 import subprocess
