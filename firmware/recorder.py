@@ -425,11 +425,17 @@ class ClipRecorder:
             return
         if frame.main is not None:
             self.masker.apply(frame.main)
-        self.store.push(frame)
-        self.stats.frames += 1
-        self._last_frame = frame
+        # Triggers first: the ring still holds the keyframe at or before trigger - pre_roll. Pushing this
+        # (later) frame first could trim it, and a press between two frames would get a frame less pre-roll.
+        pushed = self.store.size is None   # nothing encoded yet: a clip needs at least this frame
+        if pushed:
+            self.store.push(frame)
         for kind, ts, score, clip_id in pending:
             self._apply_trigger(kind, ts, score, clip_id, frame)
+        if not pushed:
+            self.store.push(frame)         # encodes into the ring and, if a clip is open, into its MP4
+        self.stats.frames += 1
+        self._last_frame = frame
         clip = self._active
         if clip is None:
             return

@@ -161,6 +161,17 @@ def test_dropped_frames_keep_real_time(fw_config, bikes_video):
     assert clip.meta.duration_s == pytest.approx(times[-1] + 1 / 25.0, abs=1e-3)
 
 
+def test_a_press_between_two_frames_still_gets_the_full_pre_roll(fw_config, bikes_video):
+    """In real time a press lands between frames; the ring must still reach back pre_roll_s."""
+    for offset in (0.004, 0.02, 0.036):
+        cfg, cam, spool, rec = make(fw_config, bikes_video)
+        for old in spool.pending_clips():
+            spool.delete_clip(old)
+        replay(cam, rec, {150: lambda ts: rec.trigger("ring", ts - offset)})  # between frames 149 and 150
+        [clip] = spool.pending_clips()
+        assert clip.meta.pre_roll_s >= cfg.clips.pre_roll_s - 1e-6, offset
+
+
 def test_privacy_pause_ends_clip_and_forgets_pre_roll(fw_config, bikes_video):
     cfg, cam, spool, rec = make(fw_config, bikes_video)
     marks = {}
