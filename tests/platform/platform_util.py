@@ -102,7 +102,3 @@ def world_traversable_tmp() -> Path:
     d = Path(tempfile.mkdtemp(prefix="doorbell-platform-", dir="/tmp"))
     os.chmod(d, 0o755)
     return d
-
-
-
-
