@@ -33,6 +33,7 @@ import queue
 import signal
 import threading
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, Callable
 
@@ -142,8 +143,8 @@ class FirmwareService:
         self._last_frame_mono = time.monotonic()
         self._first_ts: float | None = None
         self.frames = 0
-        self.rings: list[float] = []
-        self.motion_events: list[DeviceEvent] = []
+        self.rings: deque[float] = deque(maxlen=100)              # recent, for status and tests
+        self.motion_events: deque[DeviceEvent] = deque(maxlen=100)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
