@@ -137,14 +137,17 @@ def _phase(pool: Any, url: str, key: str, kind: str, total: int, workers: int, n
            ids: list[str]) -> dict[str, Any]:
     per = [total // workers + (1 if w < total % workers else 0) for w in range(workers)]
     t0 = time.perf_counter()
+    cpu0 = time.process_time()  # the service runs in this process: its CPU per request resists machine load
     results = pool.map(_worker, [(url, key, kind, per[w], 1000 + w, now, ids) for w in range(workers)])
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - cpu0
     lat = sorted(x for r in results for x in r["lat_ms"])
     def pct(q: float) -> float:
         return lat[min(len(lat) - 1, int(math.ceil(q * len(lat))) - 1)] if lat else float("nan")
     return {"kind": kind, "requests": len(lat), "errors": sum(r["errors"] for r in results),
             "throughput_per_s": len(lat) / wall if wall else 0.0, "p50_ms": pct(0.50), "p99_ms": pct(0.99),
             "mean_ms": statistics.fmean(lat) if lat else float("nan"),
+            "server_cpu_ms_per_req": cpu * 1000 / max(1, len(lat)),
             "ids": [i for r in results for i in r["ids"]]}
 
 
@@ -155,6 +158,7 @@ def run(devices: int, clips: int, creates: int, statuses: int, workers: int, mqt
 
     logging.basicConfig(level=logging.WARNING)
     now = time.time()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="sharing-bench-") as tmp:
         url = f"sqlite:///{tmp}/sharing.db"
         load = bulk_load(url, devices, clips, now)
@@ -205,7 +209,8 @@ def run(devices: int, clips: int, creates: int, statuses: int, workers: int, mqt
             "owners_asked_per_request": round(asked / max(1, sum(p["requests"] for p in phases
                                                                   if p["kind"] == "create")), 1),
             "phases": phases,
-            "host": {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine()}}
+            "host": {"python": platform.python_version(), "cpus": os.cpu_count(), "machine": platform.machine(),
+                     "loadavg_1m_before": round(load_before, 2), "loadavg_1m_after": round(os.getloadavg()[0], 2)}}
 
 
 def markdown(res: dict[str, Any]) -> str:
@@ -213,15 +218,16 @@ def markdown(res: dict[str, Any]) -> str:
              f"{res['workers']} load processes, MQTT bridge {'on' if res['mqtt'] else 'off'}; "
              f"~{res['owners_asked_per_request']} owners asked per request.",
              "",
-             "| operation | requests | errors | throughput (req/s) | p50 (ms) | p99 (ms) |",
-             "|---|---:|---:|---:|---:|---:|"]
+             "| operation | requests | errors | throughput (req/s) | p50 (ms) | p99 (ms) | server CPU (ms/req) |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     names = {"create": "POST /v1/requests (match + publish)", "status": "GET /v1/requests/{id}"}
     for ph in res["phases"]:
         lines.append(f"| {names[ph['kind']]} | {ph['requests']} | {ph['errors']} | {ph['throughput_per_s']:.0f} | "
-                     f"{ph['p50_ms']:.1f} | {ph['p99_ms']:.1f} |")
+                     f"{ph['p50_ms']:.1f} | {ph['p99_ms']:.1f} | {ph['server_cpu_ms_per_req']:.1f} |")
     ld = res["load"]
     lines += ["", f"Bulk load: registry {ld['registry_s']} s, clips {ld['clips_s']} s "
-                  f"({ld['clips_per_s']:,} rows/s)."]
+                  f"({ld['clips_per_s']:,} rows/s). Host: {res['host']['cpus']} CPUs, load average "
+                  f"{res['host']['loadavg_1m_before']} before / {res['host']['loadavg_1m_after']} after."]
     return "\n".join(lines)
 
 

@@ -111,8 +111,9 @@ class SharingCore:
     def __init__(self, db: Database, settings: SharingSection, presigner: Presigner | None,
                  clock: Callable[[], float] | None = None,
                  emit: Callable[[list[Outgoing]], None] | None = None,
-                 transparency_k: int = 5):
+                 transparency_k: int = 5, key_prefix: str = ""):
         self.db = db
+        self.key_prefix = key_prefix  # s3.prefix: a device's objects all live under {prefix}{device_id}/
         self.settings = settings
         self.presigner = presigner
         self.clock = clock or time.time
@@ -454,6 +455,13 @@ class SharingCore:
         if msg.device_id != topic_device:
             log.warning("clip message on %s's topic names device %s; dropped", topic_device, msg.device_id)
             return False
+        own = f"{self.key_prefix}{msg.device_id}/"
+        for key in (msg.key, msg.snapshot_key):
+            if key is not None and (not key.startswith(own) or "/../" in f"/{key}/" or "//" in key):
+                # Otherwise one device could index (and its owner share) another device's object.
+                log.warning("clip %s from %s names object %r outside %s; dropped", msg.clip_id, msg.device_id,
+                            key[:200], own)
+                return False
         with self.db.write() as s:
             if s.get(Device, msg.device_id) is None:
                 log.info("clip %s from unknown device %s ignored (enrol it with 'doorbell sharing device add')",

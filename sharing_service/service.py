@@ -32,7 +32,7 @@ class SharingService:
         presigner = Presigner(cfg.s3) if cfg.s3.access_key_id or cfg.s3.endpoint_url else None
         if presigner is None:
             log.warning("no S3 endpoint/credentials configured: link issuance will fail with 503")
-        self.core = SharingCore(self.db, cfg.sharing, presigner, clock=clock)
+        self.core = SharingCore(self.db, cfg.sharing, presigner, clock=clock, key_prefix=cfg.s3.prefix)
         self.bridge = None
         if mqtt:
             from .bridge import OwnerBridge

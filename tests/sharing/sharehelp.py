@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from cloud_agent.keys import clip_keys
 from doorbell import protocol as p
 from doorbell.config import parse_config
 from doorbell.signing import generate_key, public_key_text
@@ -65,12 +66,13 @@ class Env:
         ts = time.strftime("%Y%m%dT%H%M%S", time.gmtime(started_at))
         clip_id = f"{ts}{int(started_at * 1000) % 1000:03d}Z-{secrets.token_hex(3)}"
         data = body or (b"\x00\x00\x00\x18ftypmp42" + secrets.token_bytes(4000 + self.seq[0]))
-        key = f"clips/{device}/{clip_id}.mp4"
+        keys = clip_keys("", device, clip_id, started_at)  # the agent's bucket layout
+        key = keys.video
         s3c = self.s3.client()
         s3c.put_object(Bucket=self.s3.bucket, Key=key, Body=data)
         snap_key = None
         if snapshot:
-            snap_key = f"clips/{device}/{clip_id}.jpg"
+            snap_key = keys.snapshot
             s3c.put_object(Bucket=self.s3.bucket, Key=snap_key, Body=b"\xff\xd8\xff\xe0" + b"jpeg" * 10)
         if publish:
             msg = p.ClipMessage(clip_id=clip_id, device_id=device, trigger="ring", started_at=started_at,

@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
+from cloud_agent.keys import clip_keys
 from doorbell import protocol as p
 from doorbell.config import CameraSection
 from doorbell.signing import sign_decision
@@ -270,11 +271,14 @@ def test_clip_index_validates_device_and_payload(sharing: Env) -> None:
     good, _ = sharing.put_clip("dev-a", sharing.clock() - 3600, publish=False)
     base = {"clip_id": good, "device_id": "dev-b", "trigger": "ring", "started_at": sharing.clock() - 3600,
             "ended_at": sharing.clock() - 3590, "trigger_at": sharing.clock() - 3596, "pre_roll_s": 4,
-            "key": f"clips/dev-a/{good}.mp4", "sha256": "0" * 64, "size": 10}
+            "key": clip_keys("", "dev-a", good, sharing.clock() - 3600).video, "sha256": "0" * 64, "size": 10}
     admin.pub(p.clips_topic("dev-a"), json.dumps(base))                       # device mismatch
     admin.pub(p.clips_topic("dev-a"), b"\xff not json")                        # garbage
     admin.pub(p.clips_topic("dev-zzz"), json.dumps({**base, "device_id": "dev-zzz"}))  # unknown device
     admin.pub(p.clips_topic("dev-a"), json.dumps({**base, "device_id": "dev-a", "size": 0}))  # invalid
+    for foreign in ("dev-b/2026/01/01/x.mp4", "dev-a/../dev-b/x.mp4", "dev-ab/x.mp4"):  # another device's object
+        admin.pub(p.clips_topic("dev-a"), json.dumps({**base, "device_id": "dev-a", "key": foreign}))
+    admin.pub(p.clips_topic("dev-a"), json.dumps({**base, "device_id": "dev-a", "snapshot_key": "dev-b/s.jpg"}))
     # dev-b cannot publish on dev-a's topic at all (broker ACL): the PUBACK says not authorised.
     rc = sharing.mqtt("dev-b").pub(p.clips_topic("dev-a"), json.dumps(base))
     assert getattr(rc, "is_failure", False)
@@ -289,4 +293,4 @@ def test_clip_index_validates_device_and_payload(sharing: Env) -> None:
     later, _ = sharing.put_clip("dev-a", sharing.clock() - 1800)  # handled after the duplicate (one worker, in order)
     with sharing.core.db.read() as s:
         assert s.query(Clip).count() == 2
-        assert s.get(Clip, good).key == f"clips/dev-a/{good}.mp4"
+        assert s.get(Clip, good).key == base["key"]
