@@ -382,6 +382,7 @@ def create_broker(out: Path, *, hostnames: list[str], ips: list[str], port: int 
         ident = _add_identity(bdir, reg, "service", SERVICE_USER, days=days)
         bdir.save_registry(reg)
         bdir.render_acl(reg)
+    service_bundle(bdir, ident, out=bdir.client_dir(ident.name))
     return bdir, ident
 
 
@@ -652,7 +653,6 @@ def _cmd_broker(args: argparse.Namespace) -> int:
                                     require_client_cert=not args.no_client_certs,
                                     group=default_broker_group() if args.group is None else (args.group or None))
         out = bdir.client_dir(ident.name)
-        service_bundle(bdir, ident, out=out)
     except (ProvisionError, AclError, OSError) as exc:
         return _fail(exc)
     print(f"broker provisioned in {bdir.root}\n"

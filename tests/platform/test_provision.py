@@ -173,3 +173,39 @@ def test_shipped_broker_examples_match_the_generator() -> None:
     from platform_util import REPO
     for name, text in provision.render_examples().items():
         assert (REPO / "config" / "mosquitto" / name).read_text() == text, f"{name} is stale"
+
+
+def test_s3_secret_comes_from_the_environment_never_argv(tmp_path) -> None:
+    bdir, _ = provision.create_broker(tmp_path / "b", hostnames=["mqtt.example.org"], ips=[])
+    provision.add_identity(bdir, "owner", "carol")
+    secret = "s3-secret-value-for-gate-01"
+    r = run_cli("provision", "device", "--broker-dir", str(bdir.root), "--id", "gate", "--owner", "carol",
+                "--s3-access-key-id", "AKGATE01", "--s3-endpoint", "https://s3.example.org",
+                "--s3-prefix-base", "site-7", env={"DOORBELL_S3_SECRET": secret})
+    assert r.returncode == 0, r.stderr
+    assert secret not in r.stdout + r.stderr
+    cfg = load_config(bdir.client_dir("gate") / "device.yaml", env={})
+    assert cfg.s3.access_key_id == "AKGATE01" and cfg.s3.secret_access_key.get_secret_value() == secret
+    assert cfg.s3.prefix == "site-7/devices/gate/" and cfg.mqtt.host == "mqtt.example.org"
+    policy = json.loads(r.stdout)
+    assert policy["Statement"][0]["Resource"] == ["arn:aws:s3:::doorbell-clips/site-7/devices/gate/*"]
+    seaweed = json.loads((bdir.client_dir("gate") / "seaweedfs-identity.json").read_text())
+    assert seaweed["actions"][0] == "Write:doorbell-clips/site-7/devices/gate/*"
+
+
+def test_service_users_and_removal(tmp_path) -> None:
+    bdir, _svc = provision.create_broker(tmp_path / "b", hostnames=["localhost"], ips=["127.0.0.1"])
+    cfg = yaml.safe_load((bdir.client_dir("sharing-service") / "sharing.yaml").read_text())
+    assert cfg["mqtt"]["tls"]["key_file"] == "/run/credentials/doorbell-sharing.service/client.key"
+    r = run_cli("provision", "service", "--broker-dir", str(bdir.root), "--id", "homeassistant", "--role", "ha")
+    assert r.returncode == 0, r.stderr
+    provision.add_identity(bdir, "owner", "dave")
+    provision.add_identity(bdir, "device", "porch", owner="dave")
+    acl = bdir.acl.read_text()
+    assert "user homeassistant" in acl and "user porch" in acl
+    with pytest.raises(provision.ProvisionError, match="still owns porch"):
+        provision.remove_identity(bdir, "dave")
+    provision.remove_identity(bdir, "porch")
+    assert "user porch" not in bdir.acl.read_text()
+    assert "porch:" not in bdir.passwd.read_text()
+    assert "homeassistant:" in bdir.passwd.read_text() and "sharing-service:" in bdir.passwd.read_text()
