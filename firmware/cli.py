@@ -63,6 +63,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.ring_on_stdin:
         def read_stdin() -> None:
             for _line in sys.stdin:
+                while not service.running.wait(0.5):   # a line read during start-up waits, not lost
+                    if service.stopping:
+                        return
                 if service.stopping:
                     return
                 try:

@@ -135,6 +135,7 @@ class FirmwareService:
         self.presses_dir.mkdir(exist_ok=True)
         self._stop = threading.Event()
         self.ended = threading.Event()          # set when a non-looping source ran out
+        self.running = threading.Event()        # set once start() completed (buttons can be pressed)
         self.failed: str | None = None
         self._threads: list[threading.Thread] = []
         self._calls: queue.Queue[Callable[[], None]] = queue.Queue()
@@ -171,6 +172,7 @@ class FirmwareService:
         self.watchdog.start()
         self.notifier.ready(f"{self.camera.backend_name} camera {'up' if self.camera.started else 'DOWN'}, "
                             f"privacy {'on' if self.settings.privacy else 'off'}")
+        self.running.set()
         log.info("firmware running: device %s, spool %s", self.device_id, self.spool.root)
 
     def _start_camera(self) -> None:

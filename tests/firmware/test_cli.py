@@ -111,3 +111,31 @@ def test_simulate_refuses_a_missing_video(tmp_path):
     out = subprocess.run([*DOORBELL, "firmware", "simulate", "--video", str(tmp_path / "none.mp4"),
                           "--spool", str(tmp_path / "s")], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "no such video file" in out.stderr
+
+
+def test_ring_on_stdin_presses_once_per_line(tmp_path):
+    """How the demo rings: one line on the firmware's stdin = one press through the mock GPIO path."""
+    config = write_config(tmp_path, gpio={"pin_factory": "mock", "long_press_s": None, "ring_interval_s": 0.5})
+    proc = subprocess.Popen([*DOORBELL, "firmware", "run", "--config", str(config), "--ring-on-stdin"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    spool = Spool(tmp_path / "spool")
+    try:
+        deadline = time.monotonic() + 30
+        while not (spool.dir("state") / "presses").is_dir() and time.monotonic() < deadline:
+            time.sleep(0.05)                              # the service exists (its presses dir is made)
+        time.sleep(2.0)                                   # imports + pre-roll
+        for _ in range(2):
+            proc.stdin.write("\n")
+            proc.stdin.flush()
+            time.sleep(0.8)
+        deadline = time.monotonic() + 20
+        while len([e for e in spool.pending_events() if e.event.type == "ring"]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rings = [e.event for e in spool.pending_events() if e.event.type == "ring"]
+    assert len(rings) == 2, err[-2000:]
+    assert proc.returncode == 0
