@@ -1,0 +1,420 @@
+"""Every benchmark of the product, one table: ``scripts/bench.sh`` runs this.
+
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only motion,chime,e2e,agent,sharing]
+                                           [--json PATH] [--markdown PATH]
+
+Each component benchmark runs as its own child process with ``--json`` (so a
+crash or a leak in one cannot skew another, and each one's RSS is its own):
+
+- ``motion``: benchmarks/motion.py: our detector, OpenCV MOG2, picamera2's
+  example and a Frigate-style detector on the same 320x240 frames (CPU time
+  per frame, one median per timing run) and their detection quality on the
+  labelled synthetic and real sequences (deterministic: fixed seeds);
+- ``chime``: benchmarks/firmware.py's ``bench_edge_to_chime`` (gpiozero
+  MockFactory, the real DoorbellIO), ``runs`` runs of ``presses`` presses;
+- ``e2e``: benchmarks/e2e.py: firmware, agent, broker and the owner's app as
+  real processes, button edge -> MQTT subscriber and -> ``doorbell owner
+  events --follow``, firmware and agent peak RSS;
+- ``agent``: benchmarks/agent.py, run ``runs`` times: finished clip -> object
+  in the bucket by size, agent vs ``aws s3 cp`` throughput on the same files
+  to the same SeaweedFS, agent peak RSS;
+- ``sharing``: benchmarks/sharing.py ``--rounds``: request create/status
+  throughput and p99 from separate load processes on a 10,000-device,
+  1,000,000-clip index.
+
+Every figure is reported as the median over repeated runs with its min-max
+spread; where a peer exists it was measured in the same run on the same
+input, and ``ratio`` is ours / peer. Targets are DESIGN.md's "Our targets";
+pass/miss is judged on the median (on the ratio for throughput). Prints one
+markdown table and writes the JSON to benchmarks/results/latest.json.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import importlib.util
+import json
+import logging
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+COMPONENTS = ["motion", "chime", "e2e", "sharing", "agent"]  # agent last: its repeats fill the budget
+LIGHTING_ONLY = {"lighting_ramp", "exposure_step", "ir_switch", "noise_only"}
+PEER_NAMES = {"mog2": "OpenCV MOG2", "picamera2": "picamera2 example", "frigate": "Frigate-style"}
+
+log = logging.getLogger("benchmarks.run_all")
+
+
+# ----------------------------------------------------------------------------- figures
+
+
+@dataclass
+class Peer:
+    name: str
+    values: list[float]
+    ratio_values: list[float] = field(default_factory=list)  # ours/peer, pairwise per run
+
+    def summary(self) -> dict[str, Any]:
+        return {"name": self.name, "median": statistics.median(self.values), "min": min(self.values),
+                "max": max(self.values), "values": self.values,
+                "ratio": statistics.median(self.ratio_values) if self.ratio_values else None}
+
+
+@dataclass
+class Figure:
+    """One row: our values over repeated runs, optional peers, optional target."""
+
+    id: str
+    label: str
+    unit: str
+    values: list[float]
+    peers: list[Peer] = field(default_factory=list)
+    target: tuple[str, float] | None = None        # ("<", 5.0), (">=", 0.9), ("==", 0)
+    target_on: str = "median"                       # or "ratio" (ratio against peers[0])
+    runs_note: str = ""                             # what one "run" is
+    detail: str = ""
+
+    def row(self) -> dict[str, Any]:
+        med = statistics.median(self.values)
+        peers = [p.summary() for p in self.peers]
+        judged = peers[0]["ratio"] if self.target_on == "ratio" and peers else med
+        result = None
+        if self.target is not None and judged is not None:
+            op, v = self.target
+            result = "pass" if {"<": judged < v, "<=": judged <= v, ">=": judged >= v, "==": judged == v}[op] else "miss"
+        return {"id": self.id, "label": self.label, "unit": self.unit, "median": med, "min": min(self.values),
+                "max": max(self.values), "runs": len(self.values), "values": self.values,
+                "runs_note": self.runs_note, "peers": peers,
+                "target": None if self.target is None else {"op": self.target[0], "value": self.target[1],
+                                                            "on": self.target_on},
+                "result": result or "info", "detail": self.detail}
+
+
+def motion_figures(r: dict[str, Any]) -> list[Figure]:
+    d = r["detectors"]
+    ours = d["ours"]
+    runs = f"{r['timing_frames']} frames x {r['repeats']} timing runs"
+    cost_peers = []
+    for n in ("mog2", "picamera2", "frigate"):
+        if n in d:
+            pv = d[n]["run_median_us"]
+            cost_peers.append(Peer(PEER_NAMES[n], pv, [a / b for a, b in zip(ours["run_median_us"], pv) if b]))
+    figs = [Figure("motion_cost_us", "motion detection CPU time per 320x240 frame (one thread)", "µs",
+                   ours["run_median_us"], cost_peers, ("<", 1000.0), runs_note=runs,
+                   detail="wall median %.0f µs" % ours["wall_median_us"])]
+
+    def lighting_ft(det: dict[str, Any]) -> int:
+        return sum(v["false_triggers"] for s, v in det["per_sequence"].items()
+                   if s in LIGHTING_ONLY or s.endswith("-still-relit"))
+
+    quality: list[tuple[str, str, str, Callable[[dict[str, Any]], float], tuple[str, float] | None]] = [
+        ("motion_precision", "motion precision (frames, all sequences)", "", lambda x: x["precision"], None),
+        ("motion_recall", "motion recall (frames, all sequences)", "", lambda x: x["recall"], None),
+        ("motion_false_triggers_lighting", "motion false triggers, lighting/noise-only sequences", "events",
+         lighting_ft, ("==", 0)),
+        ("motion_false_triggers_all", "motion false triggers, all sequences", "events",
+         lambda x: x["false_triggers"], None),
+        ("motion_missed_visits", f"motion missed visits (of {ours['visits']})", "visits",
+         lambda x: x["missed_visits"], None),
+    ]
+    nseq = len(r["sequences"])
+    for fid, label, unit, get, target in quality:
+        peers = []
+        for n in ("mog2", "picamera2", "frigate"):
+            if n in d:
+                a, b = get(ours), get(d[n])
+                peers.append(Peer(PEER_NAMES[n], [float(b)], [a / b] if b else []))
+        figs.append(Figure(fid, label, unit, [float(get(ours))], peers, target,
+                           runs_note=f"{nseq} sequences, deterministic"))
+    return figs
+
+
+def chime_figures(r: dict[str, Any]) -> list[Figure]:
+    runs = r["runs"]
+    note = f"{len(runs)} runs x {runs[0]['n']} presses"
+    return [
+        Figure("chime_p50_ms", "button edge -> chime output high, p50 (MockFactory, DoorbellIO)", "ms",
+               [x["p50"] for x in runs], runs_note=note),
+        Figure("chime_p99_ms", "button edge -> chime output high, p99", "ms", [x["p99"] for x in runs],
+               target=("<", 5.0), runs_note=note),
+        Figure("chime_max_ms", "button edge -> chime output high, max", "ms", [x["max"] for x in runs],
+               target=("<", 5.0), runs_note=note),
+    ]
+
+
+def e2e_figures(r: dict[str, Any]) -> list[Figure]:
+    runs = r["runs"]
+    note = f"{len(runs)} runs x {runs[0]['edge_to_mqtt_ms']['n']} presses"
+    pooled = r["edge_to_mqtt_ms"]
+    po = r["edge_to_owner_app_ms"]
+    return [
+        Figure("edge_mqtt_p50_ms", "button edge -> MQTT subscriber, p50 (firmware -> spool -> agent -> broker)", "ms",
+               [x["edge_to_mqtt_ms"]["p50"] for x in runs], runs_note=note),
+        Figure("edge_mqtt_p99_ms", "button edge -> MQTT subscriber, p99", "ms",
+               [x["edge_to_mqtt_ms"]["p99"] for x in runs], target=("<", 50.0), runs_note=note,
+               detail=f"pooled over {pooled['n']}: p50 {pooled['p50']:.1f}, p99 {pooled['p99']:.1f}, "
+                      f"max {pooled['max']:.1f} ms"),
+        Figure("e2e_owner_p50_ms", "ring on the device -> `doorbell owner events --follow`, p50", "ms",
+               [x["edge_to_owner_app_ms"]["p50"] for x in runs], runs_note=note),
+        Figure("e2e_owner_p99_ms", "ring on the device -> `doorbell owner events --follow`, p99", "ms",
+               [x["edge_to_owner_app_ms"]["p99"] for x in runs], runs_note=note,
+               detail=f"pooled over {po['n']}: p50 {po['p50']:.1f}, p99 {po['p99']:.1f}, max {po['max']:.1f} ms"),
+        Figure("firmware_peak_rss_mb", f"firmware peak RSS (VmHWM), synthetic camera {r['camera']} recording",
+               "MB", [r["firmware_rss_mb"]["peak"]], runs_note="1 run (whole e2e benchmark)"),
+        Figure("agent_peak_rss_e2e_mb", "agent peak RSS (VmHWM) while relaying the rings + uploading their clip",
+               "MB", [r["agent_rss_mb"]["peak"]], target=("<", 60.0), runs_note="1 run (whole e2e benchmark)"),
+    ]
+
+
+def agent_figures(runs: list[dict[str, Any]]) -> list[Figure]:
+    note = f"{len(runs)} runs of benchmarks/agent.py"
+    figs = []
+    labels = [row["label"] for row in runs[0]["spool_to_bucket"]]
+    for i, label in enumerate(labels):
+        rows = [r["spool_to_bucket"][i] for r in runs]
+        mb = rows[0]["bytes"] / 2**20
+        slug = label.split()[0].replace(" ", "")
+        figs.append(Figure(f"clip_to_bucket_s_{slug}", f"clip finished -> object in bucket (+ `clips` message), "
+                           f"{label}, {mb:.2f} MB", "s", [x["median_s"] for x in rows], target=("<", 1.5),
+                           runs_note=note + " (each the median of its repeats)",
+                           detail="worst single clip %.3f s" % max(x["max_s"] for x in rows)))
+    t = [r["throughput"] for r in runs]
+    figs.append(Figure("agent_throughput_MBps", f"agent upload throughput, {t[0]['files']} x "
+                       f"{t[0]['bytes'] / t[0]['files'] / 2**20:.0f} MB clips to SeaweedFS", "MB/s",
+                       [x["agent_MBps"] for x in t],
+                       [Peer("`aws s3 cp --recursive`, same files, its CLI start-up excluded",
+                             [x["aws_MBps_minus_startup"] for x in t],
+                             [x["agent_MBps"] / x["aws_MBps_minus_startup"] for x in t])],
+                       (">=", 0.9), target_on="ratio", runs_note=note,
+                       detail="aws wall clock incl. start-up: median %.1f MB/s, ratio %.2fx" % (
+                           statistics.median(x["aws_MBps"] for x in t),
+                           statistics.median(x["agent_MBps"] / x["aws_MBps"] for x in t))))
+    figs.append(Figure("agent_peak_rss_mb", "agent peak RSS (VmHWM) during the uploads", "MB",
+                       [r["agent_peak_rss_mb"] for r in runs], target=("<", 60.0), runs_note=note))
+    return figs
+
+
+def sharing_figures(r: dict[str, Any]) -> list[Figure]:
+    ph = r["phases"]
+    note = (f"{len([p for p in ph if p['kind'] == 'create'])} rounds, {r['devices']:,} devices, "
+            f"{r['clips']:,} clips, {r['workers']} load processes")
+    figs = []
+    for kind, what in (("create", "POST /v1/requests (area+window match, owner messages)"),
+                       ("status", "GET /v1/requests/{id}")):
+        rows = [p for p in ph if p["kind"] == kind]
+        errors = sum(p["errors"] for p in rows)
+        figs.append(Figure(f"sharing_{kind}_rps", f"sharing service {what}, throughput", "req/s",
+                           [p["throughput_per_s"] for p in rows], runs_note=note,
+                           detail=f"{rows[0]['requests']} requests per round, {errors} errors"))
+        figs.append(Figure(f"sharing_{kind}_p99_ms", f"sharing service {what}, p99 latency", "ms",
+                           [p["p99_ms"] for p in rows], runs_note=note,
+                           detail="p50 median %.1f ms" % statistics.median(p["p50_ms"] for p in rows)))
+    return figs
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _child(cmd: list[str], log_path: Path, timeout: float) -> None:
+    t0 = time.perf_counter()
+    with open(log_path, "ab") as fh:
+        fh.write(f"\n$ {' '.join(cmd)}\n".encode())
+        fh.flush()
+        r = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, cwd=ROOT)
+    log.info("%s: exit %d in %.0f s", Path(cmd[1]).name, r.returncode, time.perf_counter() - t0)
+    if r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[1:])} exited {r.returncode} (see {log_path})")
+
+
+def _run_json(cmd: list[str], log_path: Path, timeout: float) -> dict[str, Any]:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as tf:
+        out = Path(tf.name)
+    try:
+        _child(cmd + ["--json", str(out)], log_path, timeout)
+        return json.loads(out.read_text())
+    finally:
+        out.unlink(missing_ok=True)
+
+
+def chime_child(runs: int, presses: int) -> dict[str, Any]:
+    """In a child process: benchmarks/firmware.py's edge->chime, ``runs`` times."""
+    spec = importlib.util.spec_from_file_location("bench_firmware", HERE / "firmware.py")
+    mod = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(mod)
+    return {"runs": [mod.bench_edge_to_chime(presses) for _ in range(runs)]}
+
+
+def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[list[Figure], dict[str, Any]]:
+    """Run one component's benchmark(s) as child processes; ``deadline`` (monotonic) bounds repeats."""
+    py = sys.executable
+    lp = logs / f"{name}.log"
+    if name == "motion":
+        raw = _run_json([py, str(HERE / "motion.py")] + (["--quick"] if quick else []), lp, 900)
+        return motion_figures(raw), raw
+    if name == "chime":
+        raw = _run_json([py, str(HERE / "run_all.py"), "--child", "chime", "--runs", "2" if quick else "3",
+                         "--presses", "200" if quick else "1000"], lp, 300)
+        return chime_figures(raw), raw
+    if name == "e2e":
+        args = ["--presses", "40", "--blocks", "2", "--size", "320x240"] if quick else []
+        raw = _run_json([py, str(HERE / "e2e.py")] + args, lp, 900)
+        return e2e_figures(raw), raw
+    if name == "agent":
+        # up to 3 runs, but never start one that would overrun the whole suite's budget
+        runs: list[dict[str, Any]] = []
+        last = 0.0
+        while len(runs) < (1 if quick else 3):
+            if runs and time.monotonic() + last > deadline:
+                log.warning("agent: stopping after %d run(s) to stay within the time budget", len(runs))
+                break
+            t = time.monotonic()
+            runs.append(_run_json([py, str(HERE / "agent.py")] + (["--quick"] if quick else []), lp, 900))
+            last = time.monotonic() - t
+        return agent_figures(runs), {"runs": runs}
+    if name == "sharing":
+        args = (["--devices", "500", "--clips", "20000", "--creates", "40", "--statuses", "200", "--workers", "2",
+                 "--rounds", "2"] if quick else ["--rounds", "3"])
+        with open(lp, "ab") as fh:
+            fh.write(f"\n$ sharing.py {' '.join(args)} --json\n".encode())
+            fh.flush()
+            r = subprocess.run([py, str(HERE / "sharing.py"), *args, "--json"], stdout=subprocess.PIPE,
+                               stderr=fh, timeout=1200, cwd=ROOT)
+        if r.returncode != 0:
+            raise RuntimeError(f"sharing.py exited {r.returncode} (see {lp})")
+        text = r.stdout.decode()
+        raw = json.loads(text[text.index("{"):])  # --json prints one JSON document
+        return sharing_figures(raw), raw
+    raise ValueError(name)
+
+
+def machine() -> dict[str, Any]:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:") and len(line.split(":", 1)[1].strip()) > len(model):
+                model = line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"cpu": model, "cpus": os.cpu_count(), "machine": platform.machine(),
+            "kernel": platform.release(), "python": platform.python_version()}
+
+
+def fmt(v: float | None, unit: str = "") -> str:
+    if v is None:
+        return "—"
+    a = abs(v)
+    s = f"{v:.0f}" if a >= 100 or float(v).is_integer() else f"{v:.1f}" if a >= 10 else f"{v:.2f}" if a >= 0.1 else f"{v:.3f}"
+    return f"{s} {unit}".strip()
+
+
+def render_markdown(doc: dict[str, Any]) -> str:
+    m = doc["machine"]
+    lines = [f"Benchmarks ({doc['mode']}) on {m['cpu']}, {m['cpus']} CPUs, {m['machine']}, Python {m['python']}; "
+             f"{doc['date']}; load average at start {doc['loadavg_start']}, at end {doc['loadavg_end']}; "
+             f"took {doc['elapsed_s']:.0f} s. Command: `{doc['command']}`.", "",
+             "Median over repeated runs, spread = min-max over those runs; peers measured in the same run on "
+             "the same input; ratio = ours / peer (median of per-run ratios). Pass/miss on the median "
+             "(on the ratio for throughput).", "",
+             "| figure | ours (median) | spread (min-max) | runs | peer (median) | ratio | target | result |",
+             "|---|---:|---:|---|---|---:|---|---|"]
+    for r in doc["figures"]:
+        u = r["unit"]
+        peers = "<br>".join(f"{p['name']}: {fmt(p['median'], u)}" for p in r["peers"]) or "—"
+        ratios = "<br>".join(f"{p['ratio']:.2f}x" if p["ratio"] is not None else "—" for p in r["peers"]) or "—"
+        spread = "—" if r["runs"] == 1 else f"{fmt(r['min'])}-{fmt(r['max'])}"
+        t = r["target"]
+        target = "—" if t is None else (f"ratio {t['op']} {t['value']:g}" if t["on"] == "ratio"
+                                        else f"{t['op']} {fmt(t['value'], u)}")
+        label = r["label"] + (f" ({r['detail']})" if r["detail"] else "")
+        lines.append(f"| {label} | {fmt(r['median'], u)} | {spread} | {r['runs_note'] or r['runs']} | {peers} "
+                     f"| {ratios} | {target} | {r['result']} |")
+    for name, err in doc["errors"].items():
+        lines.append(f"| **{name}: not measured** ({err}) | — | — | — | — | — | — | error |")
+    el = doc.get("elapsed_by_component_s") or {}
+    if el:
+        cpu = doc.get("cpu_by_component_s") or {}
+        lines += ["", "Wall time per component (CPU time of its benchmark process in brackets): " + ", ".join(
+            f"{n} {v:.0f} s ({cpu.get(n, 0):.0f} s)" for n, v in el.items()) + "."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes (a smoke run, a few minutes)")
+    ap.add_argument("--only", default=",".join(COMPONENTS), help=f"comma-separated subset of {COMPONENTS}")
+    ap.add_argument("--json", type=Path, default=RESULTS / "latest.json", help="where to write the JSON")
+    ap.add_argument("--markdown", type=Path, help="also write the table here (default: next to the JSON)")
+    ap.add_argument("--budget-s", type=float, default=840.0,
+                    help="no repeated run is started that would end the suite after this (default 840 s)")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--runs", type=int, default=3, help=argparse.SUPPRESS)
+    ap.add_argument("--presses", type=int, default=1000, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.child == "chime":
+        a.json.write_text(json.dumps(chime_child(a.runs, a.presses)))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="[bench] %(message)s", stream=sys.stderr)
+    names = [n.strip() for n in a.only.split(",") if n.strip()]
+    unknown = set(names) - set(COMPONENTS)
+    if unknown:
+        ap.error(f"unknown component(s) {sorted(unknown)}; choose from {COMPONENTS}")
+    a.json.parent.mkdir(parents=True, exist_ok=True)
+    logs = a.json.parent / "logs"
+    logs.mkdir(exist_ok=True)
+    for n in names:
+        (logs / f"{n}.log").unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    start = time.monotonic()
+    doc: dict[str, Any] = {
+        "mode": "quick" if a.quick else "full",
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": "scripts/bench.sh" + (" --quick" if a.quick else "") + ("" if a.only == ",".join(COMPONENTS)
+                                                                         else f" --only {a.only}"),
+        "machine": machine(), "loadavg_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "figures": [], "errors": {}, "raw": {}, "elapsed_by_component_s": {}, "cpu_by_component_s": {},
+    }
+    for n in names:
+        log.info("running %s%s ...", n, " (quick)" if a.quick else "")
+        c0 = time.perf_counter()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        try:
+            figs, raw = run_component(n, a.quick, logs, start + a.budget_s)
+            doc["figures"] += [f.row() for f in figs]
+            doc["raw"][n] = raw
+        except Exception as exc:  # one broken benchmark must not hide the others' figures
+            log.error("%s failed: %s", n, exc)
+            doc["errors"][n] = str(exc)[:300]
+        doc["elapsed_by_component_s"][n] = round(time.perf_counter() - c0, 1)
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # waited-for children (not their servers)
+        doc["cpu_by_component_s"][n] = round(ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime, 1)
+    doc["elapsed_s"] = time.perf_counter() - t0
+    doc["loadavg_end"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    md = render_markdown(doc)
+    doc["markdown"] = md
+    a.json.write_text(json.dumps(doc, indent=1, default=str))
+    (a.markdown or a.json.with_suffix(".md")).write_text(md + "\n")
+    print(md)
+    log.info("JSON: %s; logs: %s", a.json, logs)
+    return 1 if doc["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
