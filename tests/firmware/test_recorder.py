@@ -224,6 +224,7 @@ def test_packet_ring_waits_for_a_keyframe():
 def test_concurrent_triggers_never_reuse_or_lose_a_clip_id(fw_config, tmp_path):
     """Rings from another thread while frames flow: every id returned names a published clip, none twice."""
     import threading
+    import time
 
     from doorbell.config import ClipsSection
     from firmware.camera.base import Frame
@@ -242,8 +243,6 @@ def test_concurrent_triggers_never_reuse_or_lose_a_clip_id(fw_config, tmp_path):
             if cid:
                 returned.append(cid)
             time.sleep(0.0005 * (1 + len(returned) % 7))
-
-    import time
 
     t = threading.Thread(target=ringer)
     t.start()

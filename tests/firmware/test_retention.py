@@ -1,7 +1,6 @@
 """Retention: age and total-bytes limits hit uploaded clips first; un-uploaded clips go only below the floor."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
