@@ -18,6 +18,7 @@ import logging
 log = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8
+M_MMAP_THRESHOLD = -3
 
 
 def _libc() -> ctypes.CDLL | None:
@@ -29,11 +30,21 @@ def _libc() -> ctypes.CDLL | None:
     return lib if hasattr(lib, "mallopt") and hasattr(lib, "malloc_trim") else None
 
 
-def limit_arenas(n: int = 2) -> bool:
+def limit_arenas(n: int = 2, mmap_threshold: int = 256 * 1024) -> bool:
+    """Cap malloc arenas and pin the mmap threshold.
+
+    A fixed ``M_MMAP_THRESHOLD`` stops glibc from raising it after the first
+    large free, so the 1 MiB buffers botocore reads a part through (checksum,
+    SigV4 payload hash) are mmapped and unmapped again instead of staying in
+    the heap: each concurrent part transfer otherwise leaves ~2.5 MB resident.
+    """
     lib = _libc()
     if lib is None:
         return False
-    return bool(lib.mallopt(M_ARENA_MAX, n))
+    ok = bool(lib.mallopt(M_ARENA_MAX, n))
+    if mmap_threshold:
+        ok = bool(lib.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and ok
+    return ok
 
 
 def trim() -> None:
