@@ -626,7 +626,7 @@ class SeaweedS3(_Server):
         host: str = LOOPBACK,
         volume_size_limit_mb: int = 64,
         max_volumes: int = 16,
-        memory_limit_mb: int | None = 96,
+        memory_limit_mb: int | None = None,
         tls: TlsFiles | None = None,
         executable: str | None = None,
         die_with_parent: bool = True,
@@ -732,8 +732,11 @@ class SeaweedS3(_Server):
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         if self.memory_limit_mb:
-            # A soft limit: Go's GC works harder near it instead of growing the heap.
-            env.setdefault("GOMEMLIMIT", f"{self.memory_limit_mb}MiB")
+            # Go's soft memory limit. Off by default: weed mini's resident set
+            # is ~110 MiB at rest, and any limit near it (96 or even 160 MiB)
+            # keeps the GC marking non-stop: 17-20 % of a core while idle,
+            # against 0.5 % without a limit, for at most 6 MiB less RSS.
+            env["GOMEMLIMIT"] = f"{self.memory_limit_mb}MiB"
         env.pop("AWS_ACCESS_KEY_ID", None)  # never let the caller's env add identities
         env.pop("AWS_SECRET_ACCESS_KEY", None)
         return env
