@@ -183,6 +183,26 @@ ensure_file() {
   return 1
 }
 
+# merge_bundle CURRENT BUNDLE: CURRENT with every key of BUNDLE laid over it (deep), on stdout.
+merge_bundle() {
+  PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" - "$1" "$2" <<'PY'
+import sys, yaml
+def merge(a, b):
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(a.get(k), dict):
+            merge(a[k], v)
+        else:
+            a[k] = v
+    return a
+cur = yaml.safe_load(open(sys.argv[1], encoding="utf-8")) or {}
+new = yaml.safe_load(open(sys.argv[2], encoding="utf-8")) or {}
+sys.stdout.write("# Your settings with the provisioned identity, broker and bucket keys laid over them\n"
+                 "# by scripts/install-pi.sh --bundle (previous version: device.yaml.bak). Every key\n"
+                 "# is documented in /opt/doorbell/src/config/device.yaml.\n")
+sys.stdout.write(yaml.safe_dump(merge(cur, new), sort_keys=False))
+PY
+}
+
 # ---------------------------------------------------------------- 3. code + venv
 CODE_CHANGED=0
 ensure_sysdir "$(R /opt)"
@@ -223,7 +243,19 @@ ensure_dir "$ETC" 750 root "$SVC_GROUP"
 ensure_dir "$ETC/tls" 750 root "$SVC_GROUP"
 CONFIG_CHANGED=0
 if [[ -n "$BUNDLE" ]]; then
-  ensure_file "$BUNDLE/device.yaml" "$ETC/device.yaml" 600 "$SVC_USER" "$SVC_GROUP" && CONFIG_CHANGED=1
+  if [[ -f "$ETC/device.yaml" && -x "$VENV/bin/python" ]] && ! cmp -s "$BUNDLE/device.yaml" "$ETC/device.yaml"; then
+    # Keep the maker's own settings (pins, camera, masks...): the bundle's identity,
+    # broker and bucket keys are laid over the existing file; a copy of it is kept.
+    MERGED=$(mktemp)
+    trap 'rm -f "$MERGED"' EXIT
+    merge_bundle "$ETC/device.yaml" "$BUNDLE/device.yaml" > "$MERGED"
+    if ! cmp -s "$MERGED" "$ETC/device.yaml"; then
+      ensure_file "$ETC/device.yaml" "$ETC/device.yaml.bak" 600 "$SVC_USER" "$SVC_GROUP" || true
+    fi
+    ensure_file "$MERGED" "$ETC/device.yaml" 600 "$SVC_USER" "$SVC_GROUP" && CONFIG_CHANGED=1
+  else
+    ensure_file "$BUNDLE/device.yaml" "$ETC/device.yaml" 600 "$SVC_USER" "$SVC_GROUP" && CONFIG_CHANGED=1
+  fi
   for f in ca.crt client.crt; do
     [[ -f "$BUNDLE/tls/$f" ]] && { ensure_file "$BUNDLE/tls/$f" "$ETC/tls/$f" 644 root root && CONFIG_CHANGED=1; }
   done

@@ -12,6 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from doorbell import provision
 from platform_util import REPO
@@ -115,11 +116,20 @@ def test_install_for_real_then_second_run_is_a_no_op(tmp_path: Path, bundle: Pat
     assert sorted(p.name for p in wants.iterdir()) == ["doorbell-firmware.service"]
     assert "agent stays off" in first.stderr
 
-    # 2. With the provisioned bundle: secrets installed privately, agent enabled, no reinstall of code.
+    # 2. The maker tunes a setting, then installs the provisioned bundle: secrets installed
+    #    privately and laid over the maker's file (the tuning survives), agent enabled, no reinstall.
+    (etc / "device.yaml").write_text((etc / "device.yaml").read_text().replace("button_pin: 17", "button_pin: 5"))
     second = run(src, root, "--bundle", str(bundle))
     assert "pip install" not in second.stdout
-    assert (etc / "device.yaml").read_bytes() == (bundle / "device.yaml").read_bytes()
+    installed = yaml.safe_load((etc / "device.yaml").read_text())
+    provisioned = yaml.safe_load((bundle / "device.yaml").read_text())
+    assert installed["gpio"]["button_pin"] == 5 and installed["camera"]["backend"] == "picamera2"
+    for section in ("device", "mqtt"):
+        assert {k: installed[section][k] for k in provisioned[section]} == provisioned[section]
+    assert installed["s3"]["prefix"] == provisioned["s3"]["prefix"]
+    assert "button_pin: 5" in (etc / "device.yaml.bak").read_text()
     assert owner(etc / "device.yaml") == (0o600, SERVICE_USER, group)
+    assert owner(etc / "device.yaml.bak") == (0o600, SERVICE_USER, group)
     assert owner(etc / "tls" / "client.key") == (0o600, SERVICE_USER, group)
     assert owner(etc / "tls" / "ca.crt") == (0o644, "root", "root")
     assert owner(etc) == (0o750, "root", group)
