@@ -68,6 +68,9 @@ def register(subs: argparse._SubParsersAction) -> None:
     p.add_argument("--summary-json", type=Path, metavar="PATH", help="write every step's outcome here as JSON")
     p.add_argument("--step-timeout", type=float, default=30.0, metavar="S",
                    help="fail a step that takes longer than this (default 30)")
+    p.add_argument("--keep-running", action="store_true",
+                   help="after the story, keep everything running to try `doorbell owner`/`doorbell agency` "
+                        "yourself; Ctrl-C stops it")
     p.set_defaults(func=_cmd_demo)
 
 
@@ -350,17 +353,27 @@ class Demo:
             self._start_services()
             self._story()
             outcome = "ok"
+            if self.args.keep_running:
+                self._keep_running()
         except StepFailed as exc:
+            outcome = "failed"
             ui.line()
             ui.line(f"✗ the demo stopped: {str(exc).splitlines()[0]}")
         except (KeyboardInterrupt, Interrupted):
-            outcome = "interrupted"
             ui.line()
-            ui.line("Interrupted: stopping everything the demo started…")
+            if outcome != "ok":  # with --keep-running, Ctrl-C after the story is the normal end
+                outcome = "interrupted"
+                ui.line("Interrupted: stopping everything the demo started…")
         finally:
-            stopped = self._teardown()
-            self._summary(outcome, stopped)
-            lock.close()
+            # A second Ctrl-C must not cut the clean-up short and leave servers running.
+            old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                stopped = self._teardown()
+                self._summary(outcome, stopped)
+            finally:
+                for sig, handler in old.items():
+                    signal.signal(sig, handler)
+                lock.close()
         if outcome == "interrupted":
             return 130
         return 0 if outcome == "ok" and all(s.ok for s in self.steps) else 1
@@ -643,9 +656,10 @@ class Demo:
             with self.step("The agency files a request (case, legal basis, window, area)") as st:
                 start = clip_a["started_at"] - 600
                 end = time.time()
-                ui.dim(f"doorbell agency request create --case 2026-DEMO-001 --basis 'Warrant 4711' "
-                       f"--attest-not-protest --start {int(start)} --end now --lat {HOME[0]} --lon {HOME[1]} "
-                       "--radius 200 --reason '…'")
+                iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
+                ui.dim(f"(as: doorbell agency request create --case 2026-DEMO-001 --basis 'Search warrant 4711' "
+                       f"--attest-not-protest --start {iso} --end now --lat {HOME[0]} --lon {HOME[1] + 0.001:.3f} "
+                       "--radius 200 --reason '…')")
                 created = api.create_request(case_number="2026-DEMO-001", legal_basis="Search warrant 4711 (AG Mitte)",
                                              attest_not_protest=True, window_start=start, window_end=end,
                                              lat=HOME[0], lon=HOME[1] + 0.001, radius_m=200,
@@ -674,11 +688,9 @@ class Demo:
             days = 7
             with self.step("The owner approves ONE of the two clips (signed with Ed25519)") as st:
                 text = describe_approval(req, chosen, days)
-                if self.interactive:
-                    ui.line()
-                    yes = confirm(text, "Sign and send this approval?", False, ui.out, self.inp)
-                else:
-                    yes = confirm(text, "Sign and send this approval?", True, _Indented(ui.out), self.inp)
+                # the owner app's own confirmation prompt (interactive: you answer it)
+                yes = confirm(text, "Sign and send this approval?", not self.interactive, _Indented(ui.out),
+                              self.inp)
                 if yes:
                     result = self.owner.decide(rid, True, chosen, days, timeout=self.timeout)
                     if not result.ok:
@@ -782,6 +794,30 @@ class Demo:
             st.detail = (f"chain verified locally: {report.checked} entries ({len(own)} about this owner), "
                          f"head #{report.head_seq} {report.head_hash[:16]}…")
             st.data.update(verification=report.as_dict(), kinds=sorted(kinds), own_rows=len(own))
+
+    def _keep_running(self) -> None:
+        """Leave the product up for the newcomer to explore, until Ctrl-C or SIGTERM."""
+        c = self.cfg_files
+        ui = self.ui
+        ui.line()
+        ui.title("Everything is still running. Try, in another terminal:")
+        for cmd in (f"doorbell owner events --follow --config {c['owner']}",
+                    f"doorbell firmware ring --config {c['device']}",
+                    f"doorbell owner clips --config {c['owner']}",
+                    f"doorbell agency request create --config {c['agency']} --case 2026-X-1 --basis 'Warrant 12' "
+                    f"--attest-not-protest --start now-1h --end now --lat {HOME[0]} --lon {HOME[1]} --radius 300 "
+                    "--reason 'Witness search'",
+                    f"doorbell owner requests --config {c['owner']}",
+                    f"doorbell owner approve REQUEST --config {c['owner']}",
+                    f"doorbell agency download REQUEST --out ./evidence --config {c['agency']}",
+                    f"doorbell owner audit --verify --config {c['owner']}"):
+            ui.line(f"  {cmd}")
+        ui.line("Press Ctrl-C to stop everything.")
+        while True:
+            for name, proc in list(self.children.procs.items()):
+                if proc.poll() is not None:
+                    raise StepFailed(f"{name} exited with {proc.returncode}; see {self.workdir / 'logs'}")
+            time.sleep(0.5)
 
     # ---------------------------------------------------------------- teardown and summary
     def _teardown(self) -> list[int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import re
 import sys
@@ -63,7 +64,7 @@ def fmt_ts(ts: float | None) -> str:
     return datetime.fromtimestamp(float(ts)).astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
 
 
-def load_settings(args: argparse.Namespace) -> tuple[str, str]:
+def load_settings(args: argparse.Namespace, needs_key: bool = True) -> tuple[str, str | None]:
     """(sharing URL, API key) from flags, environment and the config file, in that order."""
     import yaml
 
@@ -85,9 +86,9 @@ def load_settings(args: argparse.Namespace) -> tuple[str, str]:
         data = loaded
     url = args.url or os.environ.get(URL_ENV) or data.get("sharing_url") or DEFAULT_URL
     key = args.api_key or os.environ.get(KEY_ENV) or data.get("api_key")
-    if not key:
+    if not key and needs_key:
         raise AgencyCliError(f"no API key: pass --api-key, set ${KEY_ENV}, or put api_key in {path}", EXIT_USAGE)
-    return str(url), str(key)
+    return str(url), (str(key) if key else None)
 
 
 def register(subs: argparse._SubParsersAction) -> None:
@@ -138,13 +139,11 @@ def _run(args: argparse.Namespace, body: Any, needs_key: bool = True) -> int:
 
     import httpx
 
+    if not getattr(args, "verbose", False):  # request lines (with signed URLs) only with -v
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
-        if needs_key:
-            url, key = load_settings(args)
-        else:
-            url = args.url or os.environ.get(URL_ENV) or DEFAULT_URL
-            key = None
-        with AgencyClient(url, key) as api:
+        url, key = load_settings(args, needs_key)
+        with AgencyClient(url, key if needs_key else None) as api:
             return int(body(api, args))
     except AgencyCliError as exc:
         _err(args, str(exc), None)

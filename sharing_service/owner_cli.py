@@ -686,6 +686,8 @@ def _run(args: argparse.Namespace, body: Callable[[OwnerApp, argparse.Namespace]
     """Load the config, connect, run ``body``; OwnerErrors become a message and an exit code."""
     from doorbell.config import ConfigError
 
+    if not getattr(args, "verbose", False):  # request lines (with signed URLs) only with -v
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         cfg = load_owner_config(args.config)
         app = OwnerApp(cfg, connect_timeout=args.timeout)
