@@ -375,7 +375,6 @@ class Mosquitto(_Server):
         self.password_path = self.workdir / "passwd"
         self.acl_path = self.workdir / "acl"
         self.data_dir = self.workdir / "data"
-        self._reloads = 0
 
     # -- files
     def _conf_text(self) -> str:
