@@ -45,6 +45,7 @@ OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
 CHECKS = ("config", "secrets", "camera", "gpio", "spool", "clock", "broker", "bucket")
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 SPEED_TEST_BYTES = 8 * 1024 * 1024
+SERVICE_USER = "doorbell"  # scripts/install-pi.sh creates it
 
 
 @dataclass
@@ -64,7 +65,13 @@ def check_secrets(cfg: "DoorbellConfig", config_path: Path | None) -> list[Resul
     out: list[Result] = []
     problems: list[str] = []
     fixes: list[str] = []
-    me = os.geteuid()
+    allowed = {os.geteuid(), 0}
+    if os.geteuid() == 0:  # run with sudo: the files belong to the service user
+        import pwd
+        try:
+            allowed.add(pwd.getpwnam(SERVICE_USER).pw_uid)
+        except KeyError:
+            pass
 
     def private(path: Path, what: str) -> None:
         try:
@@ -77,9 +84,9 @@ def check_secrets(cfg: "DoorbellConfig", config_path: Path | None) -> list[Resul
         if mode & 0o077:
             problems.append(f"{what} {path} is mode {mode:04o} (readable by others)")
             fixes.append(f"chmod 600 {path}")
-        if st.st_uid not in (me, 0):
-            problems.append(f"{what} {path} is owned by uid {st.st_uid}, not by the user running the service")
-            fixes.append(f"chown {os.getuid()} {path}")
+        if st.st_uid not in allowed:
+            problems.append(f"{what} {path} is owned by uid {st.st_uid}, not by the service user")
+            fixes.append(f"chown {SERVICE_USER}: {path}")
 
     if config_path is not None:
         text = config_path.read_text(encoding="utf-8", errors="replace")

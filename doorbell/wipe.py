@@ -89,7 +89,7 @@ def _shred(path: Path) -> None:
             os.fsync(fh.fileno())
     except OSError:
         pass
-    path.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)  # raises if the directory is not ours: reported, not hidden
 
 
 def _empty_tree(root: Path) -> None:
@@ -117,13 +117,23 @@ def _strip_secrets(path: Path) -> None:
         os.chown(path, st.st_uid, st.st_gid)  # keep the service user as owner
 
 
-def execute(plan: WipePlan) -> None:
+def execute(plan: WipePlan) -> list[str]:
+    """Carry out the plan; returns what could not be erased (each with the reason)."""
+    errors: list[str] = []
+
+    def attempt(what: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except OSError as exc:
+            errors.append(f"{what}: {exc.strerror or exc}")
+
     for tree in plan.trees:
-        _empty_tree(tree)
+        attempt(f"erase {tree}", _empty_tree, tree)
     for f in plan.secret_files:
-        _shred(f)
+        attempt(f"delete {f}", _shred, f)
     if plan.config_file is not None:
-        _strip_secrets(plan.config_file)
+        attempt(f"remove secrets from {plan.config_file}", _strip_secrets, plan.config_file)
+    return errors
 
 
 def cloud_instructions(cfg: "DoorbellConfig") -> str:
@@ -212,7 +222,11 @@ def _cmd(args: argparse.Namespace) -> int:
         if answer != cfg.device.id:
             print("doorbell wipe: not confirmed; nothing erased", file=sys.stderr)
             return 1
-    execute(plan)
-    print(f"erased {files} file(s), {size / 2**20:.1f} MiB on this device")
+    errors = execute(plan)
+    if errors:
+        print("doorbell wipe: could not erase everything:\n  " + "\n  ".join(errors) +
+              "\n  run it as root (sudo), which can write /etc/doorbell", file=sys.stderr)
+    else:
+        print(f"erased {files} file(s), {size / 2**20:.1f} MiB on this device")
     print(cloud_instructions(cfg), end="")
-    return 0
+    return 1 if errors else 0
