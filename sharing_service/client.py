@@ -4,7 +4,7 @@
         req = api.create_request(case_number=..., legal_basis=..., attest_not_protest=True,
                                  window_start=dt0, window_end=dt1, lat=..., lon=..., radius_m=300,
                                  reason=...)
-        api.status(req["id"])            # {"status": "open", "clips_shared": 0, ...}
+        api.status(req["id"])            # {"status": "pending", "clips_shared": 0, ...}
         for clip in api.clips(req["id"])["clips"]:
             data = api.fetch(clip["url"])  # bytes straight from the S3 server (presigned link)
 
@@ -87,7 +87,7 @@ class AgencyClient:
         return self.call("GET", "/v1/requests").json()["requests"]
 
     def status(self, request_id: str) -> dict[str, Any]:
-        """GET /v1/requests/{id}: ``status`` open/closed, ``expires_at``, ``clips_shared``."""
+        """GET /v1/requests/{id}: ``status`` pending/closed, ``expires_at``, ``clips_shared``."""
         return self.call("GET", f"/v1/requests/{request_id}").json()
 
     def clips(self, request_id: str) -> dict[str, Any]:

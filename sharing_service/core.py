@@ -274,7 +274,7 @@ class SharingCore:
             out = [self._request_message(req, agency.name, owner_id, clips) for owner_id, clips in matches.items()]
         log.info("request %s by %s: %d owner(s) asked", rid, agency.name, len(matches))
         self.emit(out)
-        return {"id": rid, "status": "open", "created_at": now, "expires_at": expires}
+        return {"id": rid, "status": "pending", "created_at": now, "expires_at": expires}
 
     def _match(self, s: Session, lat: float, lon: float, radius_m: float, start: float,
                end: float) -> dict[str, list[Clip]]:
@@ -338,7 +338,7 @@ class SharingCore:
                            .where(Grant.request_id == req.id, Grant.state == "active",
                                   Grant.expires_at > now)).scalar_one()
         return {"id": req.id, "case_number": req.case_number,
-                "status": "open" if now < req.expires_at else "closed",
+                "status": "pending" if now < req.expires_at else "closed",
                 "created_at": req.created_at, "expires_at": req.expires_at,
                 "window_start": req.window_start, "window_end": req.window_end, "clips_shared": int(shared)}
 

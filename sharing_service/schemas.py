@@ -41,7 +41,7 @@ class RequestCreate(BaseModel):
 
 class RequestCreated(BaseModel):
     id: str
-    status: Literal["open", "closed"]
+    status: Literal["pending", "closed"]
     created_at: float
     expires_at: float
 
@@ -51,7 +51,7 @@ class RequestStatus(BaseModel):
 
     id: str
     case_number: str
-    status: Literal["open", "closed"] = Field(description="open until expires_at, then closed; depends on time only")
+    status: Literal["pending", "closed"] = Field(description="pending until expires_at, then closed; depends on time only")
     created_at: float
     expires_at: float
     window_start: float

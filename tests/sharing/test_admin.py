@@ -133,3 +133,12 @@ def test_serve_refuses_missing_secrets(tmp_path: Path, capsys: pytest.CaptureFix
     cfg.write_text(yaml.safe_dump({"sharing": {"database_url": f"sqlite:///{tmp_path / 's.db'}"}}))
     assert main(["sharing", "serve", "--config", str(cfg)]) == 2
     assert "mqtt.username" in capsys.readouterr().err
+
+
+def test_published_spec_is_current() -> None:
+    """sharing_service/openapi.json (the published copy) equals what the code generates."""
+    from sharing_service.cli import openapi_spec
+
+    shipped = json.loads((Path(__file__).parents[2] / "sharing_service" / "openapi.json").read_text())
+    assert shipped == json.loads(json.dumps(openapi_spec())), \
+        "regenerate: doorbell sharing openapi > sharing_service/openapi.json"

@@ -71,7 +71,7 @@ def test_happy_path_two_of_three(sharing: Env, three_clips) -> None:
     assert retained(sharing, "owner-a", p.grant_topic("owner-a", result.grant_id), p.GrantState) == grant
 
     status = sharing.agency.status(rid)
-    assert status["clips_shared"] == 2 and status["status"] == "open"
+    assert status["clips_shared"] == 2 and status["status"] == "pending"
     listing = sharing.agency.clips(rid)["clips"]
     assert sorted(c["clip_id"] for c in listing) == chosen
     bodies = dict(three_clips)

@@ -59,7 +59,7 @@ def test_rule3_requests_outside_the_limits_are_refused(sharing: Env, change, cod
 
 def test_rule3_limits_are_inclusive_and_malformed_json_is_400(sharing: Env) -> None:
     body = sharing.request_body(start=sharing.clock() - 13 * 3600, hours=12, radius_m=800)
-    assert sharing.agency.create_request_raw(body)["status"] == "open"
+    assert sharing.agency.create_request_raw(body)["status"] == "pending"
     r = httpx.post(f"{sharing.service.url}/v1/requests", content=b"{not json",
                    headers={"Authorization": f"Bearer {sharing.agency_key}", "Content-Type": "application/json"})
     assert r.status_code in (400, 422) and r.json()["error"]["code"] in ("invalid_json", "invalid_field")
@@ -98,9 +98,9 @@ def test_rule2_no_match_all_denied_and_pending_look_the_same(sharing: Env) -> No
         assert clips == {"request_id": r["id"], "clips": []}
         raw[name] = _status_shape(st)
         text = json.dumps([st, clips])
-        for secret in ("owner-a", "owner-b", "dev-a", "dev-b", "denied", "declin", "pending", "asked"):
+        for secret in ("owner-a", "owner-b", "dev-a", "dev-b", "denied", "declin", "approved", "expired", "asked"):
             assert secret not in text
-    assert raw["none"] == raw["deny"] == raw["pend"] == {"case_number": "2026-000123", "status": "open",
+    assert raw["none"] == raw["deny"] == raw["pend"] == {"case_number": "2026-000123", "status": "pending",
                                                         "clips_shared": 0}
     listed = {r["id"]: _status_shape(r) for r in sharing.agency.requests()}
     assert len(set(json.dumps(v, sort_keys=True) for v in listed.values())) == 1
