@@ -143,6 +143,7 @@ def test_restart_waits_for_its_port_when_something_else_holds_it(tmp_path):
         b.client("dev-a").close()
         b.stop()
         squatter = socket.socket()
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # our port may be in TIME_WAIT
         squatter.bind((b.host, port))
         squatter.listen()
         try:
