@@ -322,6 +322,9 @@ class Demo:
         except StepFailed as exc:
             r.error = str(exc)
             raise
+        except (KeyboardInterrupt, Interrupted):
+            r.error = "interrupted"
+            raise
         except Exception as exc:
             r.error = f"{type(exc).__name__}: {exc}"
             raise StepFailed(r.error) from exc
@@ -851,7 +854,9 @@ class Demo:
         total = time.monotonic() - self.t0
         ok = outcome == "ok" and all(s.ok for s in self.steps)
         self.ui.line()
-        self.ui.line(("✓ every step worked" if ok else "✗ not every step worked")
+        verdict = ("✓ every step worked" if ok else "interrupted" if outcome == "interrupted"
+                   else "✗ not every step worked")
+        self.ui.line(verdict
                      + f" ({sum(s.ok for s in self.steps)}/{len(self.steps)} steps, {total:.1f} s)")
         if self.args.summary_json:
             data = {"ok": ok, "outcome": outcome, "total_s": round(total, 3), "workdir": str(self.workdir),

@@ -3,7 +3,6 @@ sharing service: approve a subset, deny, revoke, verify the audit; the
 confirmation prompt; clip fetches checked by SHA-256; bad arguments."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import queue
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from doorbell import protocol as p
 
-from conftest import ClientEnv, run_cli, run_proc, wait_for
+from clienthelp import ClientEnv, run_cli, run_proc
 
 
 def j(r) -> object:  # type: ignore[no-untyped-def]

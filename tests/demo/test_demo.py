@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 
 DEMO = [sys.executable, "-m", "doorbell.cli", "demo", "--non-interactive"]
 
