@@ -233,6 +233,7 @@ class ClipStore(Protocol):
     def end(self, until_ts: float) -> StoreResult: ...
     def clear(self) -> None: ...
     def set_pre_roll(self, pre_roll_s: float) -> None: ...
+    def finish_pending(self) -> None: ...
     def close(self) -> None: ...
 
 
@@ -300,6 +301,9 @@ class SoftwareClipStore:
     def clear(self) -> None:
         self.ring.clear()
 
+    def finish_pending(self) -> None:
+        """Nothing drains here: :meth:`end` completes the file at once."""
+
     def close(self) -> None:
         if self.writer is not None:
             self.end(self.writer.last_ts or 0.0)
@@ -359,6 +363,7 @@ class ClipRecorder:
         self._active: ActiveClip | None = None
         self._next_id: str | None = None          # id reserved for the clip the next trigger opens
         self._finished_ids: deque[str] = deque(maxlen=64)
+        self._deferred: list[tuple[ActiveClip, StoreResult]] = []
         self._last_frame: Frame | None = None
         self._paused = False
         self._publish_q: queue.Queue = queue.Queue()
@@ -436,6 +441,8 @@ class ClipRecorder:
             self.store.push(frame)         # encodes into the ring and, if a clip is open, into its MP4
         self.stats.frames += 1
         self._last_frame = frame
+        if self._deferred:
+            self._publish_deferred()
         clip = self._active
         if clip is None:
             return
@@ -517,17 +524,28 @@ class ClipRecorder:
     def _finish_clip(self, clip: ActiveClip, now: float, reason: str) -> None:
         self._finished_ids.append(clip.clip_id)
         result = self.store.end(now)
-        log.info("clip %s ends (%s): %d frames", clip.clip_id, reason, result.frames)
+        if result.done.is_set():
+            log.info("clip %s ends (%s): %d frames", clip.clip_id, reason, result.frames)
+        else:
+            log.info("clip %s ends (%s); the camera's buffer is still draining into it", clip.clip_id, reason)
         if self.on_recording:
             self.on_recording(False)
-        if self._publisher is None:
+        if self._publisher is not None:
+            self._publish_q.put((clip, result))
+        elif result.done.is_set():
             self._publish(clip, result)
         else:
-            self._publish_q.put((clip, result))
+            self._deferred.append((clip, result))  # no publisher thread: publish once the store drained it
+
+    def _publish_deferred(self) -> None:
+        while self._deferred and self._deferred[0][1].done.is_set():
+            self._publish(*self._deferred.pop(0))
 
     def flush(self, timeout: float = 30.0) -> None:
         """Finish the open clip now and wait until every finished clip is published."""
         self._finish(self._last_frame.ts if self._last_frame else 0.0, reason="flush")
+        self.store.finish_pending()  # picamera2: no more frames will come to drain the buffer
+        self._publish_deferred()
         if self._publisher is not None:
             done = threading.Event()
             self._publish_q.put(done)

@@ -167,6 +167,30 @@ class Picamera2ClipStore:
         result.frames = output.frames
         result.done.set()
 
+    def finish_pending(self) -> None:
+        """Shutdown: write what is still buffered into the draining clip and finish it now.
+
+        ``CircularOutput2.stop()`` flushes the whole buffer into an open output
+        (documented), so a clip ended just before SIGTERM keeps its post-roll
+        instead of waiting ``buffer_s`` for frames that will never come.
+        """
+        closing, self._closing = self._closing, None
+        if closing is None:
+            return
+        _until, result, output = closing
+        circular = self.camera.circular
+        try:
+            if circular is not None and circular.recording:
+                circular.stop()
+            elif circular is not None:
+                circular.close_output()
+        except Exception as exc:
+            result.error = f"flushing the circular buffer failed: {exc}"
+        result.start_ts = output.first_wall or result.start_ts
+        result.end_ts = (output.last_wall or result.end_ts) + 1.0 / self.camera.fps
+        result.frames = output.frames
+        result.done.set()
+
     def begin(self, path: Path, from_ts: float) -> float:
         from picamera2.outputs import PyavOutput
 
@@ -174,20 +198,32 @@ class Picamera2ClipStore:
             log.warning("new clip while the previous one drains: its last %.1f s go to the new clip", self.buffer_s)
             self._close_now()
         buffer_s = self.buffer_s
+        clock = self.camera.now
 
         class TimedOutput(PyavOutput):
-            """Remembers when the first/last frame it wrote was captured (CircularOutput2 delays by buffer_s)."""
+            """Knows when the frames it wrote were captured.
+
+            The first frame leaves CircularOutput2 when it is ``buffer_s`` old; later
+            ones are placed by their encoder timestamps (µs), which stay correct when
+            ``CircularOutput2.stop()`` flushes the rest of the buffer all at once.
+            """
 
             first_wall: float | None = None
             last_wall: float | None = None
+            first_us: int | None = None
             frames = 0
 
             def outputframe(self, frame, keyframe=True, timestamp=None, packet=None, audio=False):
                 super().outputframe(frame, keyframe, timestamp, packet, audio)
-                wall = time.time() - buffer_s
+                if audio:
+                    return
                 if self.first_wall is None:
-                    self.first_wall = wall
-                self.last_wall = wall
+                    self.first_wall = clock() - buffer_s
+                    self.first_us = timestamp
+                if timestamp is not None and self.first_us is not None:
+                    self.last_wall = self.first_wall + (timestamp - self.first_us) / 1e6
+                else:
+                    self.last_wall = clock() - buffer_s
                 self.frames += 1
 
         output = TimedOutput(str(path), format="mp4")
@@ -209,4 +245,4 @@ class Picamera2ClipStore:
             circular.stop()
 
     def close(self) -> None:
-        self._close_now()
+        self.finish_pending()

@@ -182,3 +182,39 @@ def test_backend_module_imports_without_picamera2_and_fails_clearly(fw_config):
     assert cam.encodes_itself
     with pytest.raises(CameraError, match="python3-picamera2"):
         cam.start()
+
+
+HARNESS = Path(__file__).with_name("picam_outputs_harness.py")
+
+
+def _barcode_index(gray) -> int:
+    return sum(1 << b for b in range(10) if gray[216, 8 + b * 30 + 12] > 128)
+
+
+@pytest.mark.parametrize("stop_frame,last_expected", [(200, 90), (95, 94)],
+                         ids=["drained-while-running", "flushed-at-shutdown"])
+def test_clip_store_on_picamera2s_real_circularoutput2_and_pyavoutput(tmp_path, stop_frame, last_expected):
+    """The backend's CircularOutput2/PyavOutput handling, run on picamera2's own output classes.
+
+    Ring at frame 60 (4.0 s), pre-roll 2 s, post-roll 2 s, keyframes every second, 15 fps:
+    the MP4 must hold frames 30..90 (drained while the camera runs) or 30..94 when the
+    service stops before the buffer drained (CircularOutput2.stop flushes the rest)."""
+    import json
+    import subprocess
+
+    import av
+
+    out = subprocess.run([sys.executable, str(HARNESS), str(tmp_path / "spool"), "60", str(stop_frame)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    with av.open(info["video"]) as c:
+        frames = [(float(f.time), f.to_ndarray(format="gray")) for f in c.decode(video=0)]
+    ids = [_barcode_index(g) for _t, g in frames]
+    assert ids == list(range(30, last_expected + 1))            # contiguous, keyframe-aligned start
+    times = [t for t, _g in frames]
+    assert times[0] == 0.0 and max(abs(b - a - 1 / 15) for a, b in zip(times, times[1:])) < 1e-3
+    meta = info["meta"]
+    assert meta["trigger_at"] - meta["started_at"] == pytest.approx(2.0, abs=1 / 15 + 1e-6)
+    assert meta["ended_at"] == pytest.approx(info["t0"] + (last_expected + 1) / 15, abs=1 / 15 + 1e-6)
+    assert meta["rings"] == [info["trigger_ts"]]
