@@ -218,11 +218,11 @@ def markdown(res: dict[str, Any]) -> str:
              f"{res['workers']} load processes, MQTT bridge {'on' if res['mqtt'] else 'off'}; "
              f"~{res['owners_asked_per_request']} owners asked per request.",
              "",
-             "| operation | requests | errors | throughput (req/s) | p50 (ms) | p99 (ms) | server CPU (ms/req) |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| operation | round | requests | errors | throughput (req/s) | p50 (ms) | p99 (ms) | server CPU (ms/req) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     names = {"create": "POST /v1/requests (match + publish)", "status": "GET /v1/requests/{id}"}
     for ph in res["phases"]:
-        lines.append(f"| {names[ph['kind']]} | {ph['requests']} | {ph['errors']} | {ph['throughput_per_s']:.0f} | "
+        lines.append(f"| {names[ph['kind']]} | {ph.get('round', 0) + 1} | {ph['requests']} | {ph['errors']} | {ph['throughput_per_s']:.0f} | "
                      f"{ph['p50_ms']:.1f} | {ph['p99_ms']:.1f} | {ph['server_cpu_ms_per_req']:.1f} |")
     ld = res["load"]
     lines += ["", f"Bulk load: registry {ld['registry_s']} s, clips {ld['clips_s']} s "
