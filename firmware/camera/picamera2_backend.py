@@ -238,8 +238,8 @@ class Picamera2ClipStore:
         return result
 
     def clear(self) -> None:
-        """Privacy mode: close a draining clip at once (its last buffer_s are lost) and stop buffering."""
-        self._close_now()
+        """Privacy mode: finish a draining clip with everything up to now, then stop buffering."""
+        self.finish_pending()
         circular = self.camera.circular
         if circular is not None and circular.recording:
             circular.stop()
