@@ -5,7 +5,7 @@ SigV4-presigned URLs, which the S3 server itself checks for signature and expiry
 
 For path-style endpoints (every self-hosted S3: SeaweedFS, MinIO, Garage, and the
 config default) links are signed here directly with AWS Signature V4 query
-parameters: botocore's presigner costs 1-3 ms per link through its event system,
+parameters: botocore's presigner costs ~0.5 ms of CPU per link (this one 0.03 ms),
 and one police request carries a snapshot link per matching clip. Other set-ups
 (AWS virtual-host addressing) use boto3. ``tests/sharing`` checks every link
 against a real SeaweedFS, and ``test_presigner_matches_botocore`` checks this
