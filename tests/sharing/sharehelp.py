@@ -1,10 +1,10 @@
-"""Helpers for the sharing tests (imported by conftest and the test modules): the real service (HTTP on a free port, MQTT
-bridge as ``sharing-service``) against the session's real Mosquitto and SeaweedFS.
+"""Helpers for the sharing tests (imported by conftest.py and the test modules).
 
-``sharing`` gives a :class:`Env` with the running service, an enrolled agency
-(API key + :class:`sharing_service.client.AgencyClient`), owners owner-a/owner-b
-with fresh Ed25519 keys, devices dev-a/dev-b ~300 m apart, and helpers to put a
-clip in S3 and announce it as the device would.
+:class:`Env` wraps a running service (HTTP on a free port, MQTT bridge as
+``sharing-service``, real Mosquitto and SeaweedFS) with an enrolled agency (API key
++ :class:`sharing_service.client.AgencyClient`), owners owner-a/owner-b with fresh
+Ed25519 keys, devices dev-a/dev-b ~300 m apart, and helpers to put a clip in S3
+and announce it as the device would.
 """
 from __future__ import annotations
 
@@ -13,12 +13,11 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from cloud_agent.keys import clip_keys
 from doorbell import protocol as p
 from doorbell.config import parse_config
-from doorbell.signing import generate_key, public_key_text
 from sharing_service.client import AgencyClient
 from sharing_service.core import Clock
 from sharing_service.service import SharingService
