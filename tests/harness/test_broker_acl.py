@@ -122,7 +122,8 @@ def test_broker_filters_reads_by_acl(mqtt_client):
     assert svc.expect(protocol.clips_topic("dev-a")).payload == b'{"clip":1}'
     got_svc = {m.topic for m in svc.drain(settle=0.3)}
     assert protocol.events_topic("dev-a") not in got_svc  # the service does not see rings
-    assert owner_b.drain() == []  # nor does another owner see anything of dev-a
+    # nor does another owner see anything of dev-a (retained dev-b state from other tests may arrive)
+    assert [m.topic for m in owner_b.drain() if "/dev-a/" in m.topic] == []
 
 
 def test_added_device_gets_standard_acl_at_runtime(broker, mqtt_client):
