@@ -9,8 +9,9 @@ Detectors, all fed the same 320x240 luma frames on one thread
 - ``mog2``: OpenCV ``createBackgroundSubtractorMOG2`` (shadows off) on the
   320x240 frame, 3x3 opening, motion when the foreground is >= 1 % of the frame.
 - ``picamera2``: picamera2's examples/capture_motion.py: the mean of
-  ``np.square(np.subtract(cur, prev))`` over consecutive uint8 frames (which
-  wraps around modulo 256, as in the example) against its threshold 7.
+  ``np.square(np.subtract(cur, prev))`` over consecutive uint8 frames against
+  its threshold 7. Both operations wrap modulo 256 as in the example, so a
+  difference d counts as d² mod 256.
 - ``frigate``: Frigate's ImprovedMotionDetector steps, re-implemented from
   frigate/motion/improved_motion.py with its defaults: resize to 100 px tall
   (nearest), contrast stretch from a 50-frame history of the 4th/96th
@@ -31,7 +32,8 @@ machine (3 frames, 5 s) to count events: a *false trigger* is an event that
 starts while no visitor is in view, a *missed visit* a sequence with a visitor
 and no event while they are there.
 
-``scripts/bench.sh`` can import ``run_benchmark`` and ``render_markdown``.
+``scripts/bench.sh`` can import ``run_benchmark`` (detector cost and quality),
+``scene_speed`` (synthetic scene render cost) and ``render_markdown``.
 """
 from __future__ import annotations
 
