@@ -369,7 +369,14 @@ class OwnerApp:
         result_topic = p.result_topic(self.owner_id, message.nonce)
         self.subscribe(result_topic)
         self.publish(topic, message.to_json())
-        msg = self.wait_for(result_topic, timeout)
+        try:
+            msg = self.wait_for(result_topic, timeout)
+        except OwnerError:
+            valid = max(0, int(message.expires_at - time.time()))
+            raise OwnerError(f"no answer from the sharing service within {timeout:g} s. The signed message "
+                             f"was delivered to the broker; if the service is only down it may still apply it "
+                             f"when it is back (the signature is valid for {valid} s more): check "
+                             "`doorbell owner grants --all` / `requests` before sending again") from None
         try:
             return p.decode(p.Result, msg.payload, "result")
         except p.ProtocolError as exc:

@@ -162,6 +162,26 @@ def test_refusal_by_the_service_is_reported_with_non_zero_exit(clients: ClientEn
     assert r.code == 1
     assert "refused" in r.err and "signature does not verify" in r.err
 
+    # the service stops answering: a timeout is a failure too, and says what may still happen
+    d = clients.owner("deny", rid, "--yes")
+    assert d.code == 0                                      # (the right key still works)
+    rid2 = clients.file_request(case="2026-000126")
+    reqs = clients.owner("requests", "--json")
+    assert rid2 in reqs.out
+    clients.service.bridge.stop()
+    t = clients.owner("requests", "--timeout", "2")
+    assert t.code == 1 and "timed out after 2 s waiting for the sharing service" in t.err
+    from doorbell.config import load_config
+    from sharing_service.owner_cli import OwnerApp, OwnerError
+
+    with OwnerApp(load_config(clients.owner_config)) as app:  # the app's own decision path
+        try:
+            app.decide(rid2, False, timeout=1.5)
+            raise AssertionError("a decision without an answer must not count as done")
+        except OwnerError as exc:
+            assert "no answer from the sharing service within 1.5 s" in str(exc)
+            assert "may still apply it" in str(exc)
+
 
 def test_clips_list_and_fetch_are_sha256_checked(clients: ClientEnv) -> None:
     c1 = clients.put_clip(time.time() - 600)
