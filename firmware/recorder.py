@@ -153,6 +153,9 @@ class SoftwareEncoder:
         vf.pts = pts
         vf.time_base = TIME_BASE
         self._pending[pts] = ts
+        if len(self._pending) > 256:  # an encoder that swallowed frames must not grow this forever
+            for stale in sorted(self._pending)[:-64]:
+                del self._pending[stale]
         return self._collect(self.ctx.encode(vf))
 
     def flush(self) -> list[EncodedPacket]:
