@@ -356,6 +356,9 @@ def create_broker(out: Path, *, hostnames: list[str], ips: list[str], port: int 
     if bdir.exists():
         raise ProvisionError(f"{bdir.root} already holds a provisioned broker; refusing to overwrite its CA "
                              "(use another --out, or add identities with `provision device/owner`)")
+    if bdir.root.exists() and any(p.name != ".lock" for p in bdir.root.iterdir()):
+        raise ProvisionError(f"{bdir.root} exists and is not empty; give --out a new directory "
+                             "(e.g. /etc/mosquitto/doorbell), its mode and group are set for the broker")
     gid = _group_id(group) if group else None
     with bdir.locked():
         if gid is not None:

@@ -209,3 +209,11 @@ def test_service_users_and_removal(tmp_path) -> None:
     assert "user porch" not in bdir.acl.read_text()
     assert "porch:" not in bdir.passwd.read_text()
     assert "homeassistant:" in bdir.passwd.read_text() and "sharing-service:" in bdir.passwd.read_text()
+
+
+def test_broker_refuses_a_non_empty_directory(tmp_path) -> None:
+    (tmp_path / "mosquitto.conf").write_text("# someone else's file\n")
+    before = tmp_path.stat().st_mode
+    with pytest.raises(provision.ProvisionError, match="not empty"):
+        provision.create_broker(tmp_path, hostnames=["localhost"], ips=[])
+    assert tmp_path.stat().st_mode == before and sorted(p.name for p in tmp_path.iterdir()) == ["mosquitto.conf"]
