@@ -337,8 +337,11 @@ class FirmwareService:
             self.recorder.set_paused(enabled)
         if self.io is not None:
             self.io.set_privacy(enabled)
-        if not enabled and self.detector is not None:
-            self._in_pipeline(self.detector.reset)  # the background is stale after a pause
+        if self.detector is not None:
+            if enabled:
+                self._in_pipeline(lambda: self._end_motion("privacy mode"))
+            else:
+                self._in_pipeline(self.detector.reset)  # the background is stale after a pause
         log.info("privacy mode %s (%s)", "ON" if enabled else "off", source)
         self._event(DeviceEvent(device_id=self.device_id, type="privacy_mode", enabled=enabled, detail=source))
 
@@ -353,7 +356,13 @@ class FirmwareService:
             raise CommandRefused(f"invalid settings: {exc}") from None
         if self.detector is not None:
             detector, section = self.detector, self._detection_section(motion)
-            self._in_pipeline(lambda: detector.configure(section))
+
+            def reconfigure() -> None:
+                if not section.enabled:
+                    self._end_motion("motion detection disabled")
+                detector.configure(section)
+
+            self._in_pipeline(reconfigure)
         if self.recorder is not None:
             self.recorder.set_clips(clips)
         changed = cmd.model_dump(exclude_none=True, exclude={"command_id", "v"})
@@ -471,6 +480,16 @@ class FirmwareService:
             self._event(ev)
         if result.active:
             self.recorder.motion_active(frame.ts, result.score)
+
+    def _end_motion(self, reason: str) -> None:
+        """Pipeline thread: close an open motion event (Home Assistant's sensor must not stay 'on')."""
+        if self.detector is None:
+            return
+        if self.detector.active:
+            ev = DeviceEvent(device_id=self.device_id, type="motion_end", ts=self.camera.now(), detail=reason)
+            self.motion_events.append(ev)
+            self._event(ev)
+        self.detector.reset()
 
     def _serve_snapshots(self, frame: Frame) -> None:
         import cv2

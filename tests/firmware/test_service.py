@@ -204,3 +204,17 @@ def test_bell_rings_while_a_live_camera_is_down(fw_config, mock_pins):
         ring = wait_for(lambda: events(svc.spool, "ring"))[0]
         assert ring.clip_id is None and "camera unavailable" in ring.detail
         assert svc._healthy()                              # no watchdog restart loop over a dead camera
+
+
+def test_privacy_mode_closes_an_open_motion_event(fw_config, mock_pins):
+    """Home Assistant's motion sensor must not stay 'on' when detection stops for privacy."""
+    cfg = fw_config(camera={"source": "walkup", "loop": True}, motion={"record": False, "cooldown_s": 30})
+    with FirmwareService(cfg, realtime=False, pin_factory=mock_pins, retention_interval_s=3600) as svc:
+        wait_for(lambda: events(svc.spool, "motion_start"), timeout=30)
+        assert svc.detector.active
+        svc.set_privacy(True, source="test")
+        end = wait_for(lambda: events(svc.spool, "motion_end"))[0]
+        assert end.detail == "privacy mode"
+        f0 = svc.frames
+        wait_for(lambda: svc.frames > f0 + 50)
+        assert len(events(svc.spool, "motion_start")) == 1     # no detection while private
