@@ -174,7 +174,10 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
             pass
         # the owner's app prints the retained status first: then it is subscribed
         while True:
-            _, _, e = reader.q.get(timeout=max(0.01, deadline - time.monotonic()))
+            try:
+                _, _, e = reader.q.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError("`doorbell owner events --follow` printed nothing within 60 s") from None
             if e.get("kind") == "status":
                 break
 
@@ -199,6 +202,8 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
             press_once()
             time.sleep(gap_s)
         obs.drain()
+        fw_start_mb = vm(fw.pid, "VmRSS") / MB
+        agent_start_mb = vm(children["agent"].pid, "VmRSS") / MB
 
         per = max(1, presses // blocks)
         runs = []
@@ -237,12 +242,20 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
                 break
         out["clips_uploaded"] = clips + sum(1 for m in obs.drain(1.0)
                                             if m.topic == protocol.clips_topic(DEVICE))
-        out["firmware_rss_mb"] = {"samples": [round(x, 1) for x in fw_rss],
+        out["firmware_rss_mb"] = {"after_start": round(fw_start_mb, 1), "samples": [round(x, 1) for x in fw_rss],
                                   "peak": round(vm(fw.pid, "VmHWM") / MB, 1)}
-        out["agent_rss_mb"] = {"now": round(vm(children["agent"].pid, "VmRSS") / MB, 1),
+        out["agent_rss_mb"] = {"after_start": round(agent_start_mb, 1),
+                               "now": round(vm(children["agent"].pid, "VmRSS") / MB, 1),
                                "peak": round(vm(children["agent"].pid, "VmHWM") / MB, 1)}
         out["owner_app_rss_mb"] = round(vm(children["owner"].pid, "VmHWM") / MB, 1)
         out["loadavg"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    except BaseException:
+        for name in ("firmware", "agent", "owner"):  # the work dir goes away below: show why first
+            f = work / f"{name}.log"
+            if f.exists():
+                tail = f.read_text(errors="replace").splitlines()[-15:]
+                print(f"--- {name}.log (last lines)\n" + "\n".join(tail), file=sys.stderr)
+        raise
     finally:
         for name in ("firmware", "owner", "agent"):
             p = children.get(name)

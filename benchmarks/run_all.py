@@ -174,7 +174,8 @@ def e2e_figures(r: dict[str, Any]) -> list[Figure]:
                [x["edge_to_owner_app_ms"]["p99"] for x in runs], runs_note=note,
                detail=f"pooled over {po['n']}: p50 {po['p50']:.1f}, p99 {po['p99']:.1f}, max {po['max']:.1f} ms"),
         Figure("firmware_peak_rss_mb", f"firmware peak RSS (VmHWM), synthetic camera {r['camera']} recording",
-               "MB", [r["firmware_rss_mb"]["peak"]], runs_note="1 run (whole e2e benchmark)"),
+               "MB", [r["firmware_rss_mb"]["peak"]], runs_note="1 run (whole e2e benchmark)",
+               detail="RSS %s MB after start-up" % r["firmware_rss_mb"].get("after_start", "?")),
         Figure("agent_peak_rss_e2e_mb", "agent peak RSS (VmHWM) while relaying the rings + uploading their clip",
                "MB", [r["agent_rss_mb"]["peak"]], target=("<", 60.0), runs_note="1 run (whole e2e benchmark)"),
     ]
@@ -203,6 +204,10 @@ def agent_figures(runs: list[dict[str, Any]]) -> list[Figure]:
                        detail="aws wall clock incl. start-up: median %.1f MB/s, ratio %.2fx" % (
                            statistics.median(x["aws_MBps"] for x in t),
                            statistics.median(x["agent_MBps"] / x["aws_MBps"] for x in t))))
+    figs.append(Figure("agent_ring_leg_p99_ms", "of which: ring event file in the spool -> MQTT subscriber "
+                       "(agent leg only), p99", "ms", [r["ring_ms"]["p99"] for r in runs], runs_note=note,
+                       detail="p50 median %.1f ms, %d rings per run" % (
+                           statistics.median(r["ring_ms"]["p50"] for r in runs), runs[0]["ring_ms"]["n"])))
     figs.append(Figure("agent_peak_rss_mb", "agent peak RSS (VmHWM) during the uploads", "MB",
                        [r["agent_peak_rss_mb"] for r in runs], target=("<", 60.0), runs_note=note))
     return figs
@@ -369,7 +374,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--runs", type=int, default=3, help=argparse.SUPPRESS)
     ap.add_argument("--presses", type=int, default=1000, help=argparse.SUPPRESS)
+    ap.add_argument("--from-json", type=Path, metavar="PATH",
+                    help="re-render the table from a saved run's raw results (measures nothing)")
     a = ap.parse_args(argv)
+    if a.from_json:
+        doc = json.loads(a.from_json.read_text())
+        build = {"motion": motion_figures, "chime": chime_figures, "e2e": e2e_figures, "sharing": sharing_figures,
+                 "agent": lambda raw: agent_figures(raw["runs"])}
+        doc["figures"] = [f.row() for n in COMPONENTS if n in doc["raw"] for f in build[n](doc["raw"][n])]
+        print(render_markdown(doc))
+        return 0
     if a.child == "chime":
         a.json.write_text(json.dumps(chime_child(a.runs, a.presses)))
         return 0

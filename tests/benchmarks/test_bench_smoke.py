@@ -20,7 +20,7 @@ EXPECTED = [
     "chime_p50_ms", "chime_p99_ms", "chime_max_ms",
     "edge_mqtt_p50_ms", "edge_mqtt_p99_ms", "e2e_owner_p50_ms", "e2e_owner_p99_ms",
     "firmware_peak_rss_mb", "agent_peak_rss_e2e_mb",
-    "agent_throughput_MBps", "agent_peak_rss_mb",
+    "agent_throughput_MBps", "agent_peak_rss_mb", "agent_ring_leg_p99_ms",
     "sharing_create_rps", "sharing_create_p99_ms", "sharing_status_rps", "sharing_status_p99_ms",
 ]
 
