@@ -82,7 +82,7 @@ def test_failing_health_check_stops_the_keepalives(notify_socket) -> None:
     with Watchdog(n, check=lambda: healthy["ok"], require_beat=False) as wd:
         assert recv(sock) == ["WATCHDOG=1"]
         healthy["ok"] = False
-        time.sleep(0.3)
+        time.sleep(0.6)
         sent = wd.sent
         time.sleep(0.2)
         assert wd.sent == sent
