@@ -169,3 +169,25 @@ def test_bad_demo_arguments(tmp_path: Path) -> None:
     assert r.returncode == 2 and "no such video file" in r.stderr
     r = subprocess.run([*DEMO, "--camera", "0", "--video", "x.mp4"], capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "not allowed with argument" in r.stderr
+
+
+def test_interactive_demo_owner_says_no_and_nothing_is_shared(tmp_path: Path) -> None:
+    """The interactive story with stdin answers: Enter, Enter (two rings), 'n' at the owner's
+    real confirmation prompt, Enter (deny the second request)."""
+    workdir, summary = tmp_path / "demo", tmp_path / "summary.json"
+    r = subprocess.run([sys.executable, "-m", "doorbell.cli", "demo", "--workdir", str(workdir),
+                        "--summary-json", str(summary)], input="\n\nn\n\n", capture_output=True, text=True,
+                       timeout=240)
+    data = json.loads(summary.read_text())
+    assert r.returncode == 0 and data["ok"], r.stdout[-5000:]
+    assert r.stdout.count("Press Enter to ring the doorbell") == 2
+    assert "Sign and send this approval? [y/N]" in r.stdout
+    approve = next(s for s in data["steps"] if s["name"].startswith("The owner approves"))
+    assert approve["data"]["approved"] is False and "signed denial" in approve["detail"]
+    download = next(s for s in data["steps"] if s["name"].startswith("The agency downloads"))
+    assert download["data"]["downloads"] == [] and download["data"]["status"]["clips_shared"] == 0
+    assert not any(s["name"].startswith("The owner revokes") for s in data["steps"])    # nothing to revoke
+    assert not list((workdir / "downloads").rglob("*.mp4"))
+    audit = data["steps"][-1]["data"]
+    assert audit["verification"]["ok"] and "grant" not in audit["kinds"] and "download" not in audit["kinds"]
+    assert not [p for p in data["pids"] if alive(p)]
