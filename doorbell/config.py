@@ -98,7 +98,8 @@ class GpioSection(Section):
     led_pin: int | str | None = 22
     debounce_s: float = Field(0.03, ge=0, le=1, description="contact must be stable this long")
     ring_interval_s: float = Field(3.0, ge=0, le=60, description="at most one ring per interval")
-    long_press_s: float | None = Field(5.0, gt=0, le=60, description="hold to toggle privacy mode; null disables")
+    # Off by default: the button is outside, so a stranger could otherwise switch recording off.
+    long_press_s: float | None = Field(None, gt=0, le=60, description="hold to toggle privacy mode; null disables")
 
 
 class CameraSection(Section):

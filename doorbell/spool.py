@@ -270,11 +270,14 @@ class Spool:
     def write_command(self, name: str, payload: Message) -> Path:
         """Agent side of the owner-command inbox (the firmware never opens a socket)."""
         body = {"name": name, "payload": payload.model_dump(mode="json", exclude_none=True)}
-        return self._publish_json("commands", getattr(payload, "command_id", secrets.token_hex(8)), body)
+        # Staged inside commands/ (as a dot-file), not tmp/: tmp/ belongs to the firmware, whose
+        # start-up recovery must never race with a command the agent is writing.
+        return self._publish_json("commands", getattr(payload, "command_id", secrets.token_hex(8)), body,
+                                  staging=self.root / "commands")
 
-    def _publish_json(self, sub: str, ident: str, body: dict) -> Path:
+    def _publish_json(self, sub: str, ident: str, body: dict, staging: Path | None = None) -> Path:
         name = f"{time.time_ns():020d}-{ident}.json"
-        tmp = self.root / "tmp" / (name + ".partial")
+        tmp = (staging or self.root / "tmp") / f".{name}.partial"
         _write_synced(tmp, json.dumps(body, separators=(",", ":")).encode())
         target = self.root / sub / name
         os.rename(tmp, target)
@@ -387,6 +390,12 @@ class Spool:
                     path.unlink()
                 report.removed.append(path.name)
                 log.warning("crash leftover %s removed", path.name)
+        for path in (self.root / "commands").glob(".*.partial"):
+            # the agent's half-written command from a crash (a live write takes milliseconds)
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - path.stat().st_mtime > 60:
+                    path.unlink()
+                    report.removed.append(path.name)
         for path in (self.root / "clips").iterdir():
             if not path.is_dir():
                 self.quarantine(path)

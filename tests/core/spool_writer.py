@@ -7,6 +7,7 @@ from doorbell.protocol import DeviceEvent
 from doorbell.spool import Spool
 
 spool = Spool(sys.argv[1])
+print("ready", flush=True)  # imports done: the test kills us at a random point of the loop below
 i = 0
 while True:
     staging = spool.stage_clip()

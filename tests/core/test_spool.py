@@ -126,8 +126,9 @@ def test_kill_9_mid_publish_never_leaves_a_visible_half_item(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     kills = 0
     for _ in range(25):
-        proc = subprocess.Popen([sys.executable, str(writer), str(root)], env=env)
-        time.sleep(0.25 + rng.random() * 0.25)  # interpreter start-up, then a random point in the loop
+        proc = subprocess.Popen([sys.executable, str(writer), str(root)], env=env, stdout=subprocess.PIPE)
+        assert proc.stdout.readline() == b"ready\n"
+        time.sleep(rng.random() * 0.08)  # a random point in the publish loop (a publish takes a few ms)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
@@ -136,3 +137,19 @@ def test_kill_9_mid_publish_never_leaves_a_visible_half_item(tmp_path):
         assert list((root / "tmp").iterdir()) == []
     published = _check_visible_items(root)
     assert kills == 25 and published > 0
+
+
+def test_agent_command_staging_does_not_race_firmware_recovery(tmp_path):
+    """Commands are staged in commands/ as dot-files, so the firmware's recovery of tmp/
+    never removes a command the agent is writing; stale ones (agent crash) are cleaned."""
+    spool = Spool(tmp_path)
+    half = tmp_path / "commands" / ".00000000000000000001-abc.json.partial"
+    half.write_bytes(b'{"name": "privacy"')
+    spool.recover()
+    assert half.exists() and spool.take_commands() == []
+    os.utime(half, (time.time() - 120, time.time() - 120))
+    report = spool.recover()
+    assert not half.exists() and half.name in report.removed
+    spool.write_command("privacy", PrivacyCommand(enabled=False))
+    assert not list((tmp_path / "tmp").iterdir())
+    assert [c.name for c in spool.take_commands()] == ["privacy"]
