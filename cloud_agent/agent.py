@@ -36,7 +36,7 @@ from pydantic import ValidationError
 from doorbell import __version__, protocol
 from doorbell.config import DoorbellConfig
 from doorbell.protocol import DeviceEvent, ProtocolError
-from doorbell.spool import Spool, atomic_write
+from doorbell.spool import SNAPSHOT_FILE, Spool, atomic_write
 
 from .backoff import Backoff
 from .memory import trim
@@ -360,7 +360,12 @@ class Agent:
                 items.append(_Item(key, body["topic"], body["payload"].encode(), False,
                                    on_acked=lambda p=path: self.outbox.done(p), on_refused=drop))
             elif body.get("kind") == "snapshot":
-                jpeg = self._read_snapshot(self.spool.root / "uploaded" / body["clip_id"] / "snapshot.jpg")
+                # written just before mark_uploaded renames the clip: look in both places
+                jpeg = None
+                for sub in ("uploaded", "clips", "uploaded"):
+                    jpeg = self._read_snapshot(self.spool.root / sub / body["clip_id"] / SNAPSHOT_FILE)
+                    if jpeg is not None:
+                        break
                 if jpeg is None:
                     self.outbox.done(path)
                     continue

@@ -90,6 +90,7 @@ class MqttLink:
         self.client.max_inflight_messages_set(64)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
         self._connect_props = Properties(PacketTypes.CONNECT)
@@ -174,6 +175,13 @@ class MqttLink:
         self.connected.set()
         if self._on_state:
             self._on_state(True, "")
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: object) -> None:
+        """TCP or TLS failed before CONNACK (broker down, bad certificate): paho retries with backoff."""
+        self.last_error = f"cannot connect to {self.cfg.mqtt.host}:{self.cfg.mqtt.port}"
+        log.warning("MQTT %s; retrying with backoff", self.last_error)
+        if self._on_state:
+            self._on_state(False, self.last_error)
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: object, _flags: mqtt.DisconnectFlags,
                        reason_code: mqtt.ReasonCode, _props: Properties | None) -> None:

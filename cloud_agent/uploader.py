@@ -187,7 +187,10 @@ class Uploader:
         self._manager = create_transfer_manager(self.client, self.transfer_config)
         self.conditional_writes = conditional_writes
         self._journal_lock = threading.Lock()
+        self._completing = threading.local()
         self.client.meta.events.register("after-call.s3.CreateMultipartUpload", self._on_multipart_created)
+        self.client.meta.events.register("before-call.s3.CompleteMultipartUpload", self._on_multipart_completing)
+        self.client.meta.events.register("after-call.s3.CompleteMultipartUpload", self._on_multipart_completed)
         self._future_lock = threading.Lock()
         self._futures: list[Any] = []
         self._cancelled = threading.Event()
@@ -291,6 +294,21 @@ class Uploader:
             except (KeyError, TypeError):
                 continue
         return n
+
+    def _on_multipart_completing(self, params: dict[str, Any] | None = None, **_kw: Any) -> None:
+        # Remember which upload the CompleteMultipartUpload on this thread finishes.
+        self._completing.upload_id = ((params or {}).get("query_string") or {}).get("uploadId")
+
+    def _on_multipart_completed(self, http_response: Any = None, **_kw: Any) -> None:
+        """A completed upload id must not be aborted later: drop it from the journal."""
+        upload_id = getattr(self._completing, "upload_id", None)
+        if not upload_id or http_response is None or http_response.status_code != 200:
+            return
+        with self._journal_lock:
+            journal = self._read_journal()
+            if journal and journal.get("uploads"):
+                journal["uploads"] = [u for u in journal["uploads"] if u.get("upload_id") != upload_id]
+                self._write_journal(journal)
 
     def _on_multipart_created(self, parsed: dict[str, Any] | None = None, **_kw: Any) -> None:
         """Journal each multipart upload id the moment S3 hands it out (s3transfer keeps it private),

@@ -1,0 +1,78 @@
+"""The agent over TLS to a real Mosquitto TLS listener (certificate checked against the configured CA)."""
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from pathlib import Path
+
+from conftest import wait_for
+
+from doorbell import protocol
+from doorbell.embedded import DoorbellBroker, TlsFiles, mqtt_client
+from doorbell.protocol import DeviceEvent
+
+
+def _self_signed(directory: Path, cn: str = "127.0.0.1") -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_agent_publishes_over_tls_and_refuses_an_unknown_ca(agent_config, tmp_path):
+    from cloud_agent.agent import Agent
+
+    cert, key = _self_signed(tmp_path / "tls")
+    broker = DoorbellBroker(tmp_path / "mqtt-tls", {"dev-a": "owner-a"}, ["owner-a"], admins=["admin"],
+                            tls=TlsFiles(cafile=cert, certfile=cert, keyfile=key))
+    broker.start()
+    try:
+        def cfg(ca: Path):
+            return agent_config("dev-a", mqtt={"host": broker.host, "port": broker.tls_port, "username": "dev-a",
+                                               "password": broker.users["dev-a"], "client_id": "dev-a-tls",
+                                               "tls": {"enabled": True, "ca_file": str(ca)}})
+
+        obs = mqtt_client(broker.host, broker.tls_port, "admin", broker.users["admin"], tls_ca=cert)
+        try:
+            obs.sub(protocol.events_topic("dev-a"))
+            agent = Agent(cfg(cert))
+            agent.start()
+            try:
+                assert agent.link.connected.wait(10)
+                ev = DeviceEvent(device_id="dev-a", type="ring")
+                agent.spool.publish_event(ev)
+                got = protocol.decode(DeviceEvent, obs.expect(protocol.events_topic("dev-a"), wait=10).payload)
+                assert got.event_id == ev.event_id
+            finally:
+                agent.shutdown()
+        finally:
+            obs.close()
+
+        other_ca, _ = _self_signed(tmp_path / "other")
+        impostor_check = Agent(cfg(other_ca))
+        impostor_check.start()
+        try:
+            wait_for(lambda: impostor_check.link.last_error, what="TLS failure reported")
+            assert "cannot connect" in impostor_check.link.last_error
+            assert not impostor_check.link.connected.is_set()
+        finally:
+            impostor_check.shutdown()
+    finally:
+        broker.stop()
