@@ -267,6 +267,16 @@ def test_bad_arguments_give_a_clear_message_and_non_zero_exit(clients: ClientEnv
                   "--url", clients.service.url]), 1, "unauthorized"),
         (run_cli(["agency", "request", "create", "--lat", "x"]), 2, "invalid float value"),
     ]
+    wrong = tmp_path / "wrong-password.yaml"
+    wrong.write_text(clients.owner_config.read_text().replace(clients.broker.users["owner-a"], "not-the-password"))
+    cases.append((run_cli(["owner", "requests", "--config", str(wrong)]), 1, "the broker refused 'owner-a'"))
+    no_tls = tmp_path / "bad-tls.yaml"
+    import yaml
+
+    data = yaml.safe_load(clients.owner_config.read_text())
+    data["mqtt"]["tls"] = {"enabled": True, "ca_file": "/nonexistent/ca.crt"}
+    no_tls.write_text(yaml.safe_dump(data))
+    cases.append((run_cli(["owner", "requests", "--config", str(no_tls)]), 2, "TLS files unusable"))
     for r, code, needle in cases:
         assert r.code == code, (needle, r)
         assert needle in r.err, (needle, r)
