@@ -244,11 +244,16 @@ class SharingCore:
         return start, end
 
     def create_request(self, agency: AgencyInfo, body: RequestCreate) -> dict[str, Any]:
+        """Record a request; owners are matched and asked afterwards (see :meth:`deliver`).
+
+        The answer, and how long it takes, must not depend on how many homes
+        match (rule 2), so matching runs off the request path: ``schedule`` hands
+        the id to the service's matcher thread (without one, it runs inline).
+        """
         now = self.clock()
         start, end = self.check_request(body, now)
         rid = p.new_token()
         expires = now + self.settings.request_ttl_h * 3600
-        out: list[Outgoing] = []
         with self.db.write() as s:
             req = Request(id=rid, agency_id=agency.id, case_number=body.case_number.strip(),
                           legal_basis=body.legal_basis.strip(), reason=body.reason.strip(),
@@ -256,25 +261,53 @@ class SharingCore:
                           lon=body.lon, radius_m=body.radius_m, grant_days=self.settings.grant_default_days,
                           created_at=now, expires_at=expires)
             s.add(req)
-            s.flush()
-            matches = self._match(s, body.lat, body.lon, body.radius_m, start, end)
             audit.append(s, kind="request", actor=f"agency:{agency.name}", subject=rid, ts=now,
                          details={"case_number": req.case_number, "legal_basis": req.legal_basis,
                                   "window": [start, end], "area": [body.lat, body.lon, body.radius_m],
                                   "expires_at": expires})
+        self.schedule(rid)
+        return {"id": rid, "status": "pending", "created_at": now, "expires_at": expires}
+
+    def deliver(self, rid: str) -> int:
+        """Match owners for a recorded request and send each its PoliceRequest; returns owners asked.
+
+        Idempotent: a request is matched once (``matched_at``), so a restart that
+        re-queues unmatched requests never asks anyone twice.
+        """
+        now = self.clock()
+        out: list[Outgoing] = []
+        with self.db.write() as s:
+            req = s.get(Request, rid)
+            if req is None or req.matched_at is not None:
+                return 0
+            agency = s.get(Agency, req.agency_id)
+            agency_name = agency.name if agency else "?"
+            matches = {} if now >= req.expires_at else self._match(s, req.lat, req.lon, req.radius_m,
+                                                                     req.window_start, req.window_end)
             if matches:
                 s.execute(insert(RequestTarget), [{"request_id": rid, "owner_id": o, "state": "pending"}
                                                   for o in matches])
                 s.execute(insert(RequestClip), [{"request_id": rid, "clip_id": c.id, "owner_id": o}
                                                 for o, clips in matches.items() for c in clips])
             audit.append_many(s, [{"kind": "delivery", "actor": "service", "subject": rid, "owner_id": owner_id,
-                                   "ts": now, "details": {"agency": agency.name, "case_number": req.case_number,
+                                   "ts": now, "details": {"agency": agency_name, "case_number": req.case_number,
                                                           "clip_ids": [c.id for c in clips]}}
                                   for owner_id, clips in matches.items()])
-            out = [self._request_message(req, agency.name, owner_id, clips) for owner_id, clips in matches.items()]
-        log.info("request %s by %s: %d owner(s) asked", rid, agency.name, len(matches))
+            req.matched_at = now
+            out = [self._request_message(req, agency_name, owner_id, clips) for owner_id, clips in matches.items()]
+        log.info("request %s by %s: %d owner(s) asked", rid, agency_name, len(matches))
         self.emit(out)
-        return {"id": rid, "status": "pending", "created_at": now, "expires_at": expires}
+        return len(matches)
+
+    def schedule(self, rid: str) -> None:
+        """Replaced by the service with its matcher's queue; inline by default."""
+        self.deliver(rid)
+
+    def undelivered(self) -> list[str]:
+        """Requests recorded but not yet matched (e.g. the process stopped in between)."""
+        with self.db.read() as s:
+            return list(s.execute(select(Request.id).where(Request.matched_at.is_(None))
+                                  .order_by(Request.created_at)).scalars())
 
     def _match(self, s: Session, lat: float, lon: float, radius_m: float, start: float,
                end: float) -> dict[str, list[Clip]]:

@@ -95,6 +95,8 @@ class Request(Base):
     grant_days: Mapped[float] = mapped_column(Float, nullable=False)
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
     expires_at: Mapped[float] = mapped_column(Float, nullable=False)
+    # Set once owners have been matched and asked (matching runs after the HTTP answer).
+    matched_at: Mapped[float | None] = mapped_column(Float)
     __table_args__ = (Index("ix_requests_agency_created", "agency_id", "created_at"),
                       Index("ix_requests_expires", "expires_at"))
 

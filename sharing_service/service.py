@@ -7,6 +7,7 @@ bridge and sweeper beside it (what ``doorbell sharing serve`` does).
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
 import time
@@ -19,6 +20,54 @@ from .db import Database
 from .storage import Presigner
 
 log = logging.getLogger(__name__)
+
+
+class Matcher:
+    """One thread that matches recorded requests to owners and asks them (off the HTTP path)."""
+
+    def __init__(self, core: SharingCore):
+        self.core = core
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="sharing-matcher", daemon=True)
+        self._thread.start()
+        self.core.schedule = self.schedule
+        for rid in self.core.undelivered():  # recorded before a stop: ask their owners now
+            self.schedule(rid)
+
+    def schedule(self, rid: str) -> None:
+        self._queue.put(rid)
+
+    def wait_idle(self, timeout: float = 60.0) -> bool:
+        """True once every scheduled request has been delivered (benchmarks, tests)."""
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self.core.__dict__.pop("schedule", None)  # inline delivery again
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        self._thread = None
+
+    def _run(self) -> None:
+        while True:
+            rid = self._queue.get()
+            try:
+                if rid is None:
+                    return
+                self.core.deliver(rid)
+            except Exception:  # the request stays undelivered and is retried at the next start
+                log.exception("delivering request %s failed", rid)
+            finally:
+                self._queue.task_done()
 
 
 class SharingService:
@@ -38,6 +87,7 @@ class SharingService:
             from .bridge import OwnerBridge
 
             self.bridge = OwnerBridge(self.core, cfg.mqtt, client_id=mqtt_client_id)
+        self.matcher = Matcher(self.core)
         self.sweep_interval_s = sweep_interval_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -88,6 +138,7 @@ class SharingService:
     def _start_side(self) -> None:
         if self.bridge:
             self.bridge.start()
+        self.matcher.start()
         self.core.sweep()
         t = threading.Thread(target=self._sweeper, name="sharing-sweeper", daemon=True)
         t.start()
@@ -124,14 +175,16 @@ class SharingService:
             log.info("sharing service stopped")
 
     def stop(self) -> None:
+        """HTTP first (no new requests), then the matcher (finish deliveries), then MQTT."""
         self._stop.set()
         if self._server is not None:
             self._server.should_exit = True
-        if self.bridge:
-            self.bridge.stop()
         for t in self._threads:
             t.join(timeout=10)
         self._threads.clear()
+        self.matcher.stop()
+        if self.bridge:
+            self.bridge.stop()
         if self._sock is not None:
             self._sock.close()
             self._sock = None

@@ -24,7 +24,7 @@ def cfg_file(tmp_path: Path) -> Path:
 def test_admin_cli_enrols_and_lists(cfg_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = ["--config", str(cfg_file)]
     assert main(["sharing", "migrate", *c]) == 0
-    assert "revision 0001" in capsys.readouterr().out
+    assert "revision 0002" in capsys.readouterr().out
     key = public_key_text(generate_key())
     assert main(["sharing", "owner", "add", "owner-a", "--public-key", key, *c]) == 0
     assert main(["sharing", "owner", "add", "owner-a", "--public-key", key, *c]) == 1       # duplicate
@@ -142,3 +142,22 @@ def test_published_spec_is_current() -> None:
     shipped = json.loads((Path(__file__).parents[2] / "sharing_service" / "openapi.json").read_text())
     assert shipped == json.loads(json.dumps(openapi_spec())), \
         "regenerate: doorbell sharing openapi > sharing_service/openapi.json"
+
+
+def test_upgrade_from_0001_keeps_data(tmp_path: Path) -> None:
+    """A database made by the first release upgrades in place; old requests count as delivered."""
+    from sharing_service.db import Database
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    db = Database(url)
+    db.migrate("0001")
+    with sqlite3.connect(tmp_path / "old.db") as c:
+        c.execute("insert into agencies (name, key_id, key_hash, disabled, created_at) values ('A', 'k', 'h', 0, 1)")
+        c.execute("insert into requests (id, agency_id, case_number, legal_basis, reason, attest_not_protest, "
+                  "window_start, window_end, lat, lon, radius_m, grant_days, created_at, expires_at) "
+                  "values ('r1', 1, 'c', 'b', 'r', 1, 1, 2, 0, 0, 10, 7, 1700000000, 1700003600)")
+    db.migrate()
+    assert db.current_revision() == "0002"
+    with sqlite3.connect(tmp_path / "old.db") as c:
+        assert c.execute("select matched_at from requests where id='r1'").fetchone()[0] == 1700000000
+    db.dispose()

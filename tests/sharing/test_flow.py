@@ -224,3 +224,21 @@ def test_grant_and_request_expiry(sharing: Env, three_clips) -> None:
         g, graw = expect_json(owner, p.grant_topic("owner-a", res.grant_id), p.GrantState)
     assert g.state == "expired"
     assert retained(sharing, "owner-a", p.grant_topic("owner-a", res.grant_id), p.GrantState).state == "expired"
+
+
+def test_requests_recorded_before_a_stop_are_delivered_after_restart(sharing: Env, three_clips) -> None:
+    """Matching runs after the HTTP answer; a request the matcher never reached is not lost."""
+    owner = sharing.owner("owner-a")
+    svc = sharing.service
+    svc.matcher.stop()                     # as if the process died right after answering the agency
+    sharing.core.schedule = lambda rid: None
+    rid = sharing.agency.create_request_raw(sharing.request_body())["id"]
+    assert sharing.core.undelivered() == [rid]
+    with pytest.raises(TimeoutError):
+        owner.expect(p.request_topic("owner-a", rid), wait=0.5)
+    sharing.core.__dict__.pop("schedule")
+    svc.matcher.start()                    # what a restart does: re-queue undelivered requests
+    req, _ = expect_json(owner, p.request_topic("owner-a", rid), p.PoliceRequest)
+    assert sorted(c.clip_id for c in req.clips) == sorted(c for c, _ in three_clips)
+    assert sharing.core.undelivered() == []
+    assert sharing.core.deliver(rid) == 0  # never asks twice
