@@ -18,9 +18,9 @@ crash or a leak in one cannot skew another, and each one's RSS is its own):
 - ``agent``: benchmarks/agent.py, run ``runs`` times: finished clip -> object
   in the bucket by size, agent vs ``aws s3 cp`` throughput on the same files
   to the same SeaweedFS, agent peak RSS;
-- ``sharing``: benchmarks/sharing.py ``--rounds``: request create/status
+- ``sharing``: benchmarks/sharing.py ``--rounds 3``: request create/status
   throughput and p99 from separate load processes on a 10,000-device,
-  1,000,000-clip index.
+  1,000,000-clip index (500 creates + 2,000 status reads per round).
 
 Every figure is reported as the median over repeated runs with its min-max
 spread; where a peer exists it was measured in the same run on the same
@@ -293,7 +293,7 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
         return agent_figures(runs), {"runs": runs}
     if name == "sharing":
         args = (["--devices", "500", "--clips", "20000", "--creates", "40", "--statuses", "200", "--workers", "2",
-                 "--rounds", "2"] if quick else ["--rounds", "3"])
+                 "--rounds", "2"] if quick else ["--rounds", "3", "--creates", "500", "--statuses", "2000"])
         with open(lp, "ab") as fh:
             fh.write(f"\n$ sharing.py {' '.join(args)} --json\n".encode())
             fh.flush()
