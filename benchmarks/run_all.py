@@ -10,8 +10,10 @@ crash or a leak in one cannot skew another, and each one's RSS is its own):
   example and a Frigate-style detector on the same 320x240 frames (CPU time
   per frame, one median per timing run) and their detection quality on the
   labelled synthetic and real sequences (deterministic: fixed seeds);
-- ``chime``: benchmarks/firmware.py's ``bench_edge_to_chime`` (gpiozero
-  MockFactory, the real DoorbellIO), ``runs`` runs of ``presses`` presses;
+- ``firmware``: benchmarks/firmware.py's ``bench_edge_to_chime`` (gpiozero
+  MockFactory, the real DoorbellIO), ``runs`` runs of ``presses`` presses; and
+  the spool's durable event write (``Spool.publish_event``: write, fsync,
+  rename, directory fsync) on this disk, the floor under every ring's path;
 - ``e2e``: benchmarks/e2e.py: firmware, agent, broker and the owner's app as
   real processes, button edge -> MQTT subscriber and -> ``doorbell owner
   events --follow``, firmware and agent peak RSS;
@@ -50,7 +52,7 @@ from typing import Any, Callable
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-COMPONENTS = ["motion", "chime", "e2e", "sharing", "agent"]  # agent last: its repeats fill the budget
+COMPONENTS = ["motion", "firmware", "e2e", "sharing", "agent"]  # agent last: its repeats fill the budget
 LIGHTING_ONLY = {"lighting_ramp", "exposure_step", "ir_switch", "noise_only"}
 PEER_NAMES = {"mog2": "OpenCV MOG2", "picamera2": "picamera2 example", "frigate": "Frigate-style"}
 
@@ -143,9 +145,11 @@ def motion_figures(r: dict[str, Any]) -> list[Figure]:
     return figs
 
 
-def chime_figures(r: dict[str, Any]) -> list[Figure]:
+def firmware_figures(r: dict[str, Any]) -> list[Figure]:
     runs = r["runs"]
     note = f"{len(runs)} runs x {runs[0]['n']} presses"
+    ev = r["event_write"]
+    enote = f"{len(ev)} runs x {ev[0]['n']} events"
     return [
         Figure("chime_p50_ms", "button edge -> chime output high, p50 (MockFactory, DoorbellIO)", "ms",
                [x["p50"] for x in runs], runs_note=note),
@@ -153,6 +157,10 @@ def chime_figures(r: dict[str, Any]) -> list[Figure]:
                target=("<", 5.0), runs_note=note),
         Figure("chime_max_ms", "button edge -> chime output high, max (judged on the worst run)", "ms",
                [x["max"] for x in runs], target=("<", 5.0), target_on="max", runs_note=note),
+        Figure("spool_event_write_p50_ms", "floor under the ring path: spool event write (write, fsync, rename, dir fsync), p50",
+               "ms", [x["p50"] for x in ev], runs_note=enote),
+        Figure("spool_event_write_p99_ms", "floor: spool event write, p99", "ms", [x["p99"] for x in ev],
+               runs_note=enote, detail="max %.1f ms" % max(x["max"] for x in ev)),
     ]
 
 
@@ -255,13 +263,32 @@ def _run_json(cmd: list[str], log_path: Path, timeout: float) -> dict[str, Any]:
         out.unlink(missing_ok=True)
 
 
-def chime_child(runs: int, presses: int) -> dict[str, Any]:
-    """In a child process: benchmarks/firmware.py's edge->chime, ``runs`` times."""
+def event_write(n: int) -> dict[str, float]:
+    """``n`` ring events through ``Spool.publish_event`` (what the firmware does per ring), in ms."""
+    sys.path.insert(0, str(ROOT))
+    from doorbell.protocol import DeviceEvent
+    from doorbell.spool import Spool
+
+    lat = []
+    with tempfile.TemporaryDirectory(prefix="spool-floor-", dir=os.environ.get("BENCH_SPOOL_DIR")) as d:
+        spool = Spool(d)
+        for _ in range(n):
+            ev = DeviceEvent(device_id="bench", type="ring")
+            t = time.perf_counter()
+            spool.publish_event(ev)
+            lat.append((time.perf_counter() - t) * 1000)
+    lat.sort()
+    return {"n": n, "p50": statistics.median(lat), "p99": lat[min(n - 1, round(0.99 * (n - 1)))], "max": lat[-1]}
+
+
+def firmware_child(runs: int, presses: int) -> dict[str, Any]:
+    """In a child process: benchmarks/firmware.py's edge->chime and the spool event write, ``runs`` times."""
     spec = importlib.util.spec_from_file_location("bench_firmware", HERE / "firmware.py")
     mod = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(mod)
-    return {"runs": [mod.bench_edge_to_chime(presses) for _ in range(runs)]}
+    return {"runs": [mod.bench_edge_to_chime(presses) for _ in range(runs)],
+            "event_write": [event_write(min(presses, 300)) for _ in range(runs)]}
 
 
 def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[list[Figure], dict[str, Any]]:
@@ -271,10 +298,10 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
     if name == "motion":
         raw = _run_json([py, str(HERE / "motion.py")] + (["--quick"] if quick else []), lp, 900)
         return motion_figures(raw), raw
-    if name == "chime":
-        raw = _run_json([py, str(HERE / "run_all.py"), "--child", "chime", "--runs", "2" if quick else "3",
+    if name == "firmware":
+        raw = _run_json([py, str(HERE / "run_all.py"), "--child", "firmware", "--runs", "2" if quick else "3",
                          "--presses", "200" if quick else "1000"], lp, 300)
-        return chime_figures(raw), raw
+        return firmware_figures(raw), raw
     if name == "e2e":
         args = ["--presses", "40", "--blocks", "2", "--size", "320x240"] if quick else []
         raw = _run_json([py, str(HERE / "e2e.py")] + args, lp, 900)
@@ -379,13 +406,15 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.from_json:
         doc = json.loads(a.from_json.read_text())
-        build = {"motion": motion_figures, "chime": chime_figures, "e2e": e2e_figures, "sharing": sharing_figures,
+        build = {"motion": motion_figures, "firmware": firmware_figures, "e2e": e2e_figures, "sharing": sharing_figures,
                  "agent": lambda raw: agent_figures(raw["runs"])}
         doc["figures"] = [f.row() for n in COMPONENTS if n in doc["raw"] for f in build[n](doc["raw"][n])]
         print(render_markdown(doc))
         return 0
-    if a.child == "chime":
-        a.json.write_text(json.dumps(chime_child(a.runs, a.presses)))
+    if a.child is not None:
+        if a.child != "firmware":
+            ap.error(f"unknown --child {a.child!r}")
+        a.json.write_text(json.dumps(firmware_child(a.runs, a.presses)))
         return 0
     logging.basicConfig(level=logging.INFO, format="[bench] %(message)s", stream=sys.stderr)
     names = [n.strip() for n in a.only.split(",") if n.strip()]

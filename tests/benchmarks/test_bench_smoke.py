@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 EXPECTED = [
     "motion_cost_us", "motion_precision", "motion_recall", "motion_false_triggers_lighting",
     "motion_false_triggers_all", "motion_missed_visits",
-    "chime_p50_ms", "chime_p99_ms", "chime_max_ms",
+    "chime_p50_ms", "chime_p99_ms", "chime_max_ms", "spool_event_write_p50_ms", "spool_event_write_p99_ms",
     "edge_mqtt_p50_ms", "edge_mqtt_p99_ms", "e2e_owner_p50_ms", "e2e_owner_p99_ms",
     "firmware_peak_rss_mb", "agent_peak_rss_e2e_mb",
     "agent_throughput_MBps", "agent_peak_rss_mb", "agent_ring_leg_p99_ms",
