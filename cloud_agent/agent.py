@@ -25,6 +25,8 @@ from __future__ import annotations
 import json
 import logging
 import signal
+from collections import deque
+from concurrent.futures import Future
 import threading
 import time
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ from .status import OUTBOX_DIR, StatusBoard, StatusWriter
 log = logging.getLogger(__name__)
 
 WINDOW = 64  # QoS 1 messages in flight at once while draining a backlog
+PIPELINE = 2  # clips uploading at once (confirmed strictly in order)
 
 
 class Outbox:
@@ -410,53 +413,100 @@ class Agent:
 
     # ------------------------------------------------------------------ uploader
     def _upload_loop(self) -> None:
+        """Upload pending clips, up to PIPELINE at once, and confirm them strictly in order.
+
+        Overlapping clips keeps the link busy while one clip hashes, HEADs or
+        waits for its last part (the TransferManager still caps parts in flight
+        at ``s3.max_concurrency``). A clip is finalized (outbox, ``uploaded/``)
+        only after every older clip was; on a transient failure everything in
+        flight is dropped and retried from the oldest clip after the backoff,
+        and whatever already reached the bucket is recognised by its hash.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+        from concurrent.futures import TimeoutError as FutureTimeout
+
         from .uploader import LocalCorruption, UploadCancelled, UploadConflict
 
         backoff = Backoff(self.cfg.agent.retry_base_s, self.cfg.agent.retry_max_s)
         recovered = False
-        while not self.stop_event.is_set():
-            try:
-                if not recovered:
-                    n = self.uploader.recover()
-                    recovered = True
-                    if n:
-                        log.info("aborted %d stale multipart upload(s)", n)
-                clips = self.spool.pending_clips()
-                if not clips:
-                    self.clips_wake.wait(self.cfg.agent.poll_s)
-                    self.clips_wake.clear()
+        inflight: deque[tuple[Any, Future[Any]]] = deque()
+        pool = ThreadPoolExecutor(max_workers=PIPELINE, thread_name_prefix="agent-clip")
+
+        def drop_inflight() -> None:
+            for _clip, fut in inflight:
+                try:
+                    fut.result()
+                except Exception:  # noqa: BLE001 - they are retried from scratch anyway
+                    pass
+            inflight.clear()
+
+        try:
+            while not self.stop_event.is_set():
+                clip = None
+                try:
+                    if not recovered:
+                        n = self.uploader.recover()
+                        recovered = True
+                        if n:
+                            log.info("aborted %d stale multipart upload(s)", n)
+                    if len(inflight) < PIPELINE:
+                        busy = {c.clip_id for c, _ in inflight}
+                        for clip in self.spool.pending_clips():
+                            if len(inflight) >= PIPELINE:
+                                break
+                            if clip.clip_id not in busy:
+                                inflight.append((clip, pool.submit(self.uploader.upload_clip, clip)))
+                    if not inflight:
+                        self.clips_wake.wait(self.cfg.agent.poll_s)
+                        self.clips_wake.clear()
+                        continue
+                    clip, fut = inflight[0]
+                    try:
+                        outcome = fut.result(timeout=0.5)
+                    except FutureTimeout:
+                        continue  # meanwhile, look for newly published clips
+                    inflight.popleft()
+                except UploadCancelled:
+                    break
+                except (UploadConflict, LocalCorruption) as exc:
+                    assert clip is not None  # raised by fut.result() of the oldest clip
+                    inflight.popleft()
+                    log.error("quarantining clip %s: %s", clip.clip_id, exc)
+                    self.board.error("upload", f"{clip.clip_id}: {exc}")
+                    self.spool.quarantine(clip.path)
+                    self.board.count("quarantined")
                     continue
-                clip = clips[0]
-                outcome = self.uploader.upload_clip(clip)
-            except UploadCancelled:
-                break
-            except (UploadConflict, LocalCorruption) as exc:
-                log.error("quarantining clip %s: %s", clip.clip_id, exc)
-                self.board.error("upload", f"{clip.clip_id}: {exc}")
-                self.spool.quarantine(clip.path)
-                self.board.count("quarantined")
-                continue
-            except FileNotFoundError as exc:
-                log.warning("clip vanished while uploading (retention?): %s", exc)
-                continue
-            except Exception as exc:  # endpoint down, credentials, network: retry the same clip later
-                delay = backoff.next()
-                log.warning("upload failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
-                self.board.error("upload", f"{type(exc).__name__}: {exc}")
-                self.board.s3(False)
-                self.stop_event.wait(delay)
-                continue
-            backoff.reset()
-            self.board.s3(True)
-            message = clip.meta.to_message(outcome.keys.video, outcome.snapshot_key)
-            self.outbox.put({"kind": "clip", "topic": protocol.clips_topic(self.device_id),
-                             "payload": message.to_json().decode(), "clip_id": clip.clip_id})
-            if outcome.snapshot_key:
-                self.outbox.put({"kind": "snapshot", "clip_id": clip.clip_id})
-            self.spool.mark_uploaded(clip.clip_id)
-            self.board.uploaded(clip.clip_id, outcome.keys.video, outcome.bytes_sent, outcome.seconds,
-                                len(outcome.skipped))
-            log.info("clip %s confirmed in the bucket (%d bytes in %.2fs%s)", clip.clip_id, outcome.bytes_sent,
-                     outcome.seconds, f", {len(outcome.skipped)} already there" if outcome.skipped else "")
-            self.events_wake.set()
-            trim()  # the transfer's buffers are free now; give the pages back
+                except FileNotFoundError as exc:
+                    if clip is not None and inflight and inflight[0][0] is clip:
+                        inflight.popleft()
+                    log.warning("clip vanished while uploading (retention?): %s", exc)
+                    continue
+                except Exception as exc:  # endpoint down, credentials, network: retry in order later
+                    drop_inflight()
+                    delay = backoff.next()
+                    log.warning("upload failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
+                    self.board.error("upload", f"{type(exc).__name__}: {exc}")
+                    self.board.s3(False)
+                    self.stop_event.wait(delay)
+                    continue
+                backoff.reset()
+                self.board.s3(True)
+                self._finalize(clip, outcome)
+        finally:
+            self.uploader.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _finalize(self, clip: Any, outcome: Any) -> None:
+        """The bucket confirmed the clip: queue its announcement, then move it to ``uploaded/``."""
+        message = clip.meta.to_message(outcome.keys.video, outcome.snapshot_key)
+        self.outbox.put({"kind": "clip", "topic": protocol.clips_topic(self.device_id),
+                         "payload": message.to_json().decode(), "clip_id": clip.clip_id})
+        if outcome.snapshot_key:
+            self.outbox.put({"kind": "snapshot", "clip_id": clip.clip_id})
+        self.spool.mark_uploaded(clip.clip_id)
+        self.board.uploaded(clip.clip_id, outcome.keys.video, outcome.bytes_sent, outcome.seconds,
+                            len(outcome.skipped))
+        log.info("clip %s confirmed in the bucket (%d bytes in %.2fs%s)", clip.clip_id, outcome.bytes_sent,
+                 outcome.seconds, f", {len(outcome.skipped)} already there" if outcome.skipped else "")
+        self.events_wake.set()
+        trim()  # the transfer's buffers are free now; give the pages back

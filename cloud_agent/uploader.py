@@ -22,7 +22,8 @@ For each clip the uploader:
    with the local digests. Only then is the clip reported uploaded.
 
 Crash safety: before the first byte goes out the clip is journaled
-(atomically) in ``agent.state_dir``. A retry or a restart that finds the
+(atomically) in ``agent.state_dir/upload-journal/``, with every multipart
+upload id as soon as S3 hands it out. A retry or a restart that finds the
 journal aborts the multipart uploads left under the clip's keys and starts
 again, so a kill -9 mid upload leaves neither a duplicate nor a half object (an
 incomplete multipart upload is invisible until completed). At start-up
@@ -56,7 +57,7 @@ from .keys import ClipKeys, clip_keys, device_prefix
 log = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-JOURNAL_FILE = "upload-journal.json"
+JOURNAL_DIR = "upload-journal"  # one {clip_id}.json per clip being uploaded
 CONTENT_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg", ".json": "application/json"}
 
 
@@ -192,7 +193,7 @@ class Uploader:
         self.client.meta.events.register("before-call.s3.CompleteMultipartUpload", self._on_multipart_completing)
         self.client.meta.events.register("after-call.s3.CompleteMultipartUpload", self._on_multipart_completed)
         self._future_lock = threading.Lock()
-        self._futures: list[Any] = []
+        self._futures: set[Any] = set()
         self._cancelled = threading.Event()
 
     # ------------------------------------------------------------------ public
@@ -207,7 +208,7 @@ class Uploader:
         try:
             return self._upload_clip(clip)
         except (UploadConflict, LocalCorruption):
-            self._clear_journal()  # the clip leaves the queue; nothing of it to resume
+            self._clear_journal(clip.clip_id)  # the clip leaves the queue; nothing of it to resume
             raise
 
     def _upload_clip(self, clip: SpoolClip) -> UploadOutcome:
@@ -221,11 +222,11 @@ class Uploader:
             objects.append(self._prepare(snap, keys.snapshot, meta.snapshot_sha256, None))
             out.snapshot_key = keys.snapshot
         last = self._prepare(clip.meta_file, keys.meta, None, None)
-        journal = self._read_journal()
-        retry = bool(journal) and journal.get("clip_id") in (clip.clip_id, None)
+        journal = self._read_journal(clip.clip_id)
+        retry = journal is not None
         if retry:
             # A previous attempt at this clip failed or was killed: clear its unfinished parts.
-            self._abort_journaled(journal or {})
+            self._abort_journaled(journal)
             self._sweep(keys.video[: -len(".mp4")] + ".")
         if retry or not self.conditional_writes:
             # Without If-None-Match the bucket cannot refuse an overwrite, and after a crash
@@ -237,11 +238,12 @@ class Uploader:
                     log.info("%s already in the bucket with the same sha256; not uploading again", obj.key)
                     obj.skip = True
                     out.skipped.append(obj.key)
-        self._write_journal({"clip_id": clip.clip_id, "key": keys.video, "started": time.time(), "uploads": []})
+        self._write_journal(clip.clip_id, {"clip_id": clip.clip_id, "key": keys.video, "started": time.time(),
+                                           "uploads": []})
         self._transfer([o for o in objects if not o.skip], out)
         if not last.skip:
             self._transfer([last], out)
-        self._clear_journal()
+        self._clear_journal(clip.clip_id)
         out.seconds = time.monotonic() - t0
         return out
 
@@ -262,11 +264,10 @@ class Uploader:
 
     def recover(self) -> int:
         """Start-up: abort what an interrupted run left (it restarts) and sweep stale multipart uploads."""
-        journal = self._read_journal()
         n = 0
-        if journal:
+        for clip_id, journal in self._journals():
             log.warning("previous run was interrupted while uploading %s; restarting that upload",
-                        journal.get("key"))
+                        journal.get("key") or clip_id)
             n += self._abort_journaled(journal)
         return n + self._sweep(None)
 
@@ -305,26 +306,28 @@ class Uploader:
         if not upload_id or http_response is None or http_response.status_code != 200:
             return
         with self._journal_lock:
-            journal = self._read_journal()
-            if journal and journal.get("uploads"):
-                journal["uploads"] = [u for u in journal["uploads"] if u.get("upload_id") != upload_id]
-                self._write_journal(journal)
+            for clip_id, journal in self._journals():
+                ups = journal.get("uploads") or []
+                if any(u.get("upload_id") == upload_id for u in ups):
+                    journal["uploads"] = [u for u in ups if u.get("upload_id") != upload_id]
+                    self._write_journal(clip_id, journal)
 
     def _on_multipart_created(self, parsed: dict[str, Any] | None = None, **_kw: Any) -> None:
         """Journal each multipart upload id the moment S3 hands it out (s3transfer keeps it private),
         so a restart can abort it with ``s3:AbortMultipartUpload`` alone."""
         if not parsed or "UploadId" not in parsed or "Key" not in parsed:
             return
+        clip_id = str(parsed["Key"]).rsplit("/", 1)[-1].rsplit(".", 1)[0]
         with self._journal_lock:
-            journal = self._read_journal() or {}
+            journal = self._read_journal(clip_id) or {"clip_id": clip_id}
             journal.setdefault("uploads", []).append({"key": parsed["Key"], "upload_id": parsed["UploadId"]})
-            self._write_journal(journal)
+            self._write_journal(clip_id, journal)
 
     def cancel(self) -> None:
         """Called from another thread at shutdown: stop the uploads in flight (they will be retried)."""
         self._cancelled.set()
         with self._future_lock:
-            for future in self._futures:
+            for future in list(self._futures):
                 future.cancel()
 
     def close(self) -> None:
@@ -373,7 +376,7 @@ class Uploader:
                 if not self._is_multipart(obj.digest.size):
                     extra["ChecksumSHA256"] = obj.digest.sha256_b64  # the server checks the whole object
                 futures.append(self._manager.upload(str(obj.path), self.bucket, obj.key, extra_args=extra))
-            self._futures = futures
+            self._futures.update(futures)
         try:
             first_error: BaseException | None = None
             for obj, future in zip(objects, futures):
@@ -394,7 +397,7 @@ class Uploader:
                 raise first_error
         finally:
             with self._future_lock:
-                self._futures = []
+                self._futures.difference_update(futures)
         for obj in objects:
             confirmed = self.head(obj.key)
             if confirmed is None:
@@ -428,25 +431,37 @@ class Uploader:
 
     # ------------------------------------------------------------------ journal
     @property
-    def journal_path(self) -> Path:
-        return self.state_dir / JOURNAL_FILE
+    def journal_dir(self) -> Path:
+        return self.state_dir / JOURNAL_DIR
 
-    def _read_journal(self) -> dict[str, Any] | None:
+    def _journal_path(self, clip_id: str) -> Path:
+        return self.journal_dir / f"{clip_id}.json"
+
+    def _read_journal(self, clip_id: str) -> dict[str, Any] | None:
         try:
-            data = json.loads(self.journal_path.read_bytes())
-            return data if isinstance(data, dict) else None
+            data = json.loads(self._journal_path(clip_id).read_bytes())
+            return data if isinstance(data, dict) else {}
         except FileNotFoundError:
             return None
         except (OSError, ValueError):
-            log.warning("unreadable upload journal; treating as interrupted upload")
-            return {"key": None}
+            log.warning("unreadable upload journal of %s; treating it as an interrupted upload", clip_id)
+            return {}
 
-    def _write_journal(self, data: dict[str, Any]) -> None:
-        atomic_write(self.journal_path, json.dumps(data).encode())
+    def _journals(self) -> list[tuple[str, dict[str, Any]]]:
+        out = []
+        for path in sorted(self.journal_dir.glob("*.json")):
+            journal = self._read_journal(path.stem)
+            if journal is not None:
+                out.append((path.stem, journal))
+        return out
 
-    def _clear_journal(self) -> None:
+    def _write_journal(self, clip_id: str, data: dict[str, Any]) -> None:
+        self.journal_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self._journal_path(clip_id), json.dumps(data).encode())
+
+    def _clear_journal(self, clip_id: str) -> None:
         try:
-            self.journal_path.unlink()
+            self._journal_path(clip_id).unlink()
         except FileNotFoundError:
             pass
 
