@@ -18,6 +18,8 @@ command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 if [[ $WANT_TEST == 1 ]]; then
   command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
+  # the sharing service's PostgreSQL tests start their own server from these binaries
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 fi
 if (( ${#need_apt[@]} )); then
   if [[ $(id -u) == 0 ]]; then
