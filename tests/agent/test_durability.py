@@ -204,3 +204,23 @@ def test_already_uploaded_clip_is_not_uploaded_twice(agent_config, start_agent, 
     assert protocol.decode(ClipMessage, msg.payload).clip_id == clip.clip_id
     assert s3.client().head_object(Bucket=s3.bucket, Key=first.keys.video)["LastModified"] == before
     assert agent.board.snapshot()["counters"]["objects_skipped"] == 3
+
+
+def test_clip_corrupted_in_the_spool_is_quarantined_not_uploaded(agent_config, start_agent, s3):
+    cfg = agent_config("dev-a")
+    spool = Spool(cfg.spool.dir)
+    bad = publish_clip(spool, "dev-a", seed=71)
+    good = publish_clip(spool, "dev-a", seed=72)
+    with open(bad.video, "r+b") as fh:  # a flipped byte on the SD card
+        fh.seek(100)
+        b = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([b[0] ^ 0xFF]))
+    agent = start_agent(cfg)
+    wait_for(lambda: [c.clip_id for c in spool.uploaded_clips()] == [good.clip_id], what="good clip uploaded")
+    assert [p.name.split(".")[0] for p in spool.dir("quarantine").iterdir()] == [bad.clip_id]
+    keys = clip_keys("", "dev-a", bad.clip_id, bad.meta.started_at)
+    assert _objects(s3, keys.video[:-4]) == []
+    board = agent.board.snapshot()
+    assert "differs from the recorded" in board["last_error"]["message"]
+    assert board["counters"]["quarantined"] == 1
