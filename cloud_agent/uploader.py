@@ -185,6 +185,8 @@ class Uploader:
             max_bandwidth=s3.max_bandwidth_bps,
             use_threads=True,
         )
+        # Submission threads only queue part tasks; s3transfer's default of 5 just costs memory.
+        self.transfer_config.max_submission_concurrency = 2
         self._manager = create_transfer_manager(self.client, self.transfer_config)
         self.conditional_writes = conditional_writes
         self._journal_lock = threading.Lock()
