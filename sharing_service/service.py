@@ -14,6 +14,7 @@ import time
 from typing import Callable
 
 from doorbell.config import DoorbellConfig
+from doorbell.sdnotify import Notifier, Watchdog
 
 from .core import SharingCore
 from .db import Database
@@ -48,6 +49,10 @@ class Matcher:
                 return False
             time.sleep(0.01)
         return True
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
         if self._thread is None:
@@ -168,11 +173,32 @@ class SharingService:
         self._sock = self._bind()
         self._server = self._make_server()
         log.info("agency API on %s (OpenAPI at /openapi.json)", self.url)
+        notifier = Notifier.from_env()
+        watchdog = Watchdog(notifier, check=self._healthy, require_beat=False)
+        server = self._server
+
+        def announce() -> None:
+            # READY=1 only once uvicorn accepts connections, so dependants never see a refused port
+            while not server.started and not self._stop.wait(0.05):
+                pass
+            if server.started:
+                notifier.ready(f"agency API on {self.url}")
+                watchdog.start()
+
+        threading.Thread(target=announce, name="sharing-sd-notify", daemon=True).start()
         try:
             self._server.run(sockets=[self._sock])
         finally:
+            notifier.stopping()
+            watchdog.stop()
             self.stop()
             log.info("sharing service stopped")
+
+    def _healthy(self) -> bool:
+        """Watchdog check: HTTP still serving and every background thread alive."""
+        server = self._server
+        return (server is not None and server.started and not server.should_exit
+                and all(t.is_alive() for t in self._threads) and self.matcher.alive)
 
     def stop(self) -> None:
         """HTTP first (no new requests), then the matcher (finish deliveries), then MQTT."""

@@ -80,3 +80,14 @@ def test_agent_with_provisioned_bundle_over_tls(fleet: Fleet, tmp_path: Path) ->
         assert b"online" in payloads  # the agent reached the TLS broker with its provisioned identity
     finally:
         owner.close()
+
+
+def test_sharing_service_notifies_ready_feeds_the_watchdog_and_says_stopping(tmp_path: Path) -> None:
+    """Type=notify for doorbell-sharing.service: READY only once HTTP accepts connections."""
+    cfg = tmp_path / "sharing.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "sharing": {"database_url": f"sqlite:///{tmp_path / 'sharing.db'}", "http": {"port": 0}},
+    }))
+    argv = [sys.executable, "-m", "doorbell.cli", "sharing", "serve", "-c", str(cfg), "--no-mqtt"]
+    seen = run_under_fake_systemd(argv, tmp_path)
+    assert {"READY=1", "WATCHDOG=1", "STOPPING=1"} <= seen, seen
