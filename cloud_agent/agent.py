@@ -22,6 +22,7 @@ opens a socket.
 """
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
@@ -134,6 +135,9 @@ class Agent:
             t.start()
         self._status.start()
         trim()  # drop what building the clients left behind
+        # Move the start-up object graph (botocore's models, pydantic's validators) out of the
+        # collector's reach: full collections then skip it, so no GC pause stalls a ring.
+        gc.freeze()
         self.board.set("state", "running")
         self._status.write_now()
         log.info("agent %s started (device %s, spool %s, bucket %s)", __version__, self.device_id,
