@@ -67,7 +67,7 @@ def register(subs: argparse._SubParsersAction) -> None:
     cam.add_argument("--camera", type=int, metavar="N", help="use USB webcam N (OpenCV) as the camera")
     p.add_argument("--summary-json", type=Path, metavar="PATH", help="write every step's outcome here as JSON")
     p.add_argument("--step-timeout", type=float, default=30.0, metavar="S",
-                   help="fail a step that takes longer than this (default 30)")
+                   help="fail a step that takes longer than this (default 30; start-up steps get at least 90)")
     p.add_argument("--keep-running", action="store_true",
                    help="after the story, keep everything running to try `doorbell owner`/`doorbell agency` "
                         "yourself; Ctrl-C stops it")
@@ -293,12 +293,17 @@ class Interrupted(Exception):
 
 
 class Demo:
+    RING_INTERVAL_S = 1.0  # the firmware ignores presses closer together than this (a held/bouncing button)
+
     def __init__(self, args: argparse.Namespace, out: TextIO = sys.stdout, inp: TextIO = sys.stdin):
         self.args = args
         self.ui = Console(out)
         self.inp = inp
         self.interactive = not args.non_interactive
         self.timeout = float(args.step_timeout)
+        # Start-up imports FastAPI, OpenCV, PyAV, boto3 in three processes at once: on a busy
+        # small machine that alone can take tens of seconds, so start-up steps get more room.
+        self.start_timeout = max(90.0, self.timeout)
         self.workdir = (args.workdir or default_workdir()).expanduser().resolve()
         self.steps: list[StepResult] = []
         self.facts: dict[str, Any] = {}
@@ -306,6 +311,7 @@ class Demo:
         self.s3: Any = None
         self.children: Children | None = None
         self.owner: Any = None
+        self.last_press: float | None = None
         self.t0 = time.monotonic()
         self.exe = [sys.executable, "-m", "doorbell.cli"]
 
@@ -419,7 +425,7 @@ class Demo:
             self.tls = TlsFiles(tls_dir / "ca.crt", tls_dir / "server.crt", tls_dir / "server.key")
             self.broker = DoorbellBroker(w / "mosquitto", {DEVICE_ID: OWNER_ID}, [OWNER_ID],
                                          admins=["demo-admin"], service_user="sharing-service", tls=self.tls)
-            self.broker.start(timeout=self.timeout)
+            self.broker.start(timeout=self.start_timeout)
             self.children.extra["mosquitto"] = self.broker.pid
             self.children.record()
             st.detail = (f"mqtts://127.0.0.1:{self.broker.tls_port} (private CA), users: "
@@ -434,7 +440,7 @@ class Demo:
             self.s3.identities["device"] = S3Identity("device", *self.dev_s3,
                                                       [f"Read:{BUCKET}", f"Write:{BUCKET}", f"List:{BUCKET}"])
             self.s3.identities["sharing"] = S3Identity("sharing", *self.svc_s3, [f"Read:{BUCKET}"])
-            self.s3.start(timeout=max(60.0, self.timeout))
+            self.s3.start(timeout=self.start_timeout)
             self.children.extra["seaweedfs"] = self.s3.pid
             self.children.record()
             st.detail = f"{self.s3.endpoint_url}, bucket {BUCKET}; device may write, sharing service only read"
@@ -457,7 +463,7 @@ class Demo:
             "device": {"id": DEVICE_ID, "owner_id": OWNER_ID, "name": "Front door",
                        "latitude": HOME[0], "longitude": HOME[1]},
             "spool": {"dir": str(w / "spool")},
-            "gpio": {"pin_factory": "mock", "long_press_s": None},
+            "gpio": {"pin_factory": "mock", "long_press_s": None, "ring_interval_s": self.RING_INTERVAL_S},
             "camera": cam,
             "motion": {"record": False},
             "clips": {"pre_roll_s": self.pre_roll, "post_roll_s": 2.0, "max_length_s": 6.0},
@@ -526,20 +532,20 @@ class Demo:
             self.agent = self.children.spawn("agent", [*self.exe, "agent", "run", "--config",
                                                        str(self.cfg_files["device"])])
             watch = LogWatch(self.workdir / "logs" / "sharing.log")
-            watch.find(r"MQTT connected", self.timeout, proc, "the sharing service's MQTT connection")
+            watch.find(r"MQTT connected", self.start_timeout, proc, "the sharing service's MQTT connection")
             import httpx
 
             wait_until(lambda: httpx.get(self.sharing_url + "/healthz", timeout=1).status_code == 200,
-                       self.timeout, "the agency API")
+                       self.start_timeout, "the agency API")
             st.detail = f"{self.sharing_url} (pid {proc.pid})"
             st.data.update(url=self.sharing_url, pid=proc.pid)
 
         with self.step("Connect the owner's app (MQTT over TLS as the owner)") as st:
             from sharing_service.owner_cli import OwnerApp
 
-            self.owner = OwnerApp(load_config(self.cfg_files["owner"]), connect_timeout=self.timeout).connect()
+            self.owner = OwnerApp(load_config(self.cfg_files["owner"]), connect_timeout=self.start_timeout).connect()
             self.owner.watch([DEVICE_ID])
-            wait_until(lambda: self.owner.rpc("clips", {"limit": 1}, timeout=2) is not None, self.timeout,
+            wait_until(lambda: self.owner.rpc("clips", {"limit": 1}, timeout=2) is not None, self.start_timeout,
                        "an RPC answer from the service")
             st.detail = "subscribed to the doorbell's events; the service answers the owner's RPC calls"
 
@@ -547,21 +553,23 @@ class Demo:
             cam = self.args.video or (f"USB camera {self.args.camera}" if self.args.camera is not None
                                       else "synthetic porch scene")
             self.fw_log = LogWatch(self.workdir / "logs" / "firmware.log")
-            self.fw_log.find(r"firmware running", self.timeout, self.fw, "the firmware to start")
+            self.fw_log.find(r"firmware running", self.start_timeout, self.fw, "the firmware to start")
             self.fw_ready = time.monotonic()
             st.detail = f"{cam}, pre-roll {self.pre_roll:g} s (pid {self.fw.pid})"
 
         with self.step("Start the cloud agent (spool -> S3 + MQTT)") as st:
             agent = self.agent
             self._wait_event(lambda e: e["kind"] == "status" and e["status"] == "online", "the doorbell online",
-                             agent)
+                             agent, timeout=self.start_timeout)
             st.detail = f"the owner's app sees {DEVICE_ID} online (pid {agent.pid})"
 
     # ---------------------------------------------------------------- helpers
-    def _wait_event(self, pred: Callable[[dict[str, Any]], bool], what: str, proc: Any = None) -> dict[str, Any]:
+    def _wait_event(self, pred: Callable[[dict[str, Any]], bool], what: str, proc: Any = None,
+                    timeout: float | None = None) -> dict[str, Any]:
         from sharing_service.owner_cli import describe_event
 
-        deadline = time.monotonic() + self.timeout
+        timeout = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             msg = self.owner.next_message(min(0.5, max(0.0, deadline - time.monotonic())))
             if proc is not None and proc.poll() is not None:
@@ -571,12 +579,14 @@ class Demo:
             e = describe_event(msg.topic, msg.payload)
             if e is not None and pred(e):
                 return e
-        raise StepFailed(f"timed out after {self.timeout:g} s waiting for {what}")
+        raise StepFailed(f"timed out after {timeout:g} s waiting for {what}")
 
     def _ring(self) -> float:
         if self.fw.poll() is not None:
             raise StepFailed(f"the firmware exited with {self.fw.returncode}")
-        wait = self.pre_roll + 0.3 - (time.monotonic() - self.fw_ready)
+        wait = self.pre_roll + 1.0 - (time.monotonic() - self.fw_ready)
+        if self.last_press is not None:  # a press within the ring interval would be (rightly) ignored
+            wait = max(wait, self.RING_INTERVAL_S + 0.5 - (time.monotonic() - self.last_press))
         if wait > 0:
             time.sleep(wait)  # let the pre-roll buffer fill so the clip shows the seconds before the press
         self.fw_log.mark()
@@ -584,6 +594,7 @@ class Demo:
         assert self.fw.stdin is not None
         self.fw.stdin.write(b"\n")
         self.fw.stdin.flush()
+        self.last_press = time.monotonic()
         return t
 
     def _bucket_object(self, clip_id: str) -> dict[str, Any] | None:
