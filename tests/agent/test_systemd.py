@@ -1,0 +1,46 @@
+"""`doorbell agent run` under a (simulated) systemd: sd_notify READY/WATCHDOG/STOPPING over a real socket."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from conftest import write_config_file
+
+
+def test_agent_notifies_ready_feeds_watchdog_and_stops_cleanly(agent_config, tmp_path):
+    cfg = agent_config("dev-a")
+    cfg_file = write_config_file(cfg, tmp_path / "agent.yaml")
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    sock.settimeout(0.5)
+    env = {**os.environ, "NOTIFY_SOCKET": sock_path, "WATCHDOG_USEC": "1000000"}  # ping every 0.5 s
+    proc = subprocess.Popen([sys.executable, "-m", "doorbell.cli", "agent", "run", "--config", str(cfg_file)],
+                            env=env, stdout=open(tmp_path / "agent.log", "wb"), stderr=subprocess.STDOUT)
+    seen: list[str] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not ("READY=1" in seen and seen.count("WATCHDOG=1") >= 2):
+            try:
+                seen += sock.recv(4096).decode().splitlines()
+            except socket.timeout:
+                pass
+        assert "READY=1" in seen, seen
+        assert seen.count("WATCHDOG=1") >= 2, seen
+        assert any(line.startswith("STATUS=mqtt up") for line in seen), seen
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        while True:
+            try:
+                seen += sock.recv(4096).decode().splitlines()
+            except socket.timeout:
+                break
+        assert "STOPPING=1" in seen
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        sock.close()
