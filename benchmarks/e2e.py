@@ -80,6 +80,38 @@ def summarize(values: list[float]) -> dict[str, float]:
     return {"n": len(values), "p50": statistics.median(values), "p99": pct(values, 99), "max": max(values)}
 
 
+class SpoolWatch:
+    """Stamps each event file's arrival in spool/events/ (inotify), to split the path in two legs:
+    the firmware's (edge -> durable event file) and the agent's (file -> broker -> subscriber)."""
+
+    def __init__(self, events_dir: Path):
+        from inotify_simple import INotify, flags
+
+        self.seen: dict[str, float] = {}
+        self._ino = INotify()
+        self._ino.add_watch(str(events_dir), flags.MOVED_TO)
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, name="spool-watch", daemon=True)
+        self._t.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for ev in self._ino.read(timeout=200):
+                if ev.name.endswith(".json") and "-" in ev.name:
+                    self.seen[ev.name.split("-", 1)[1][:-5]] = time.time()  # <ns>-<event_id>.json
+
+    def wait(self, event_id: str, timeout: float = 5.0) -> float | None:
+        deadline = time.monotonic() + timeout
+        while event_id not in self.seen and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return self.seen.pop(event_id, None)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(2)
+        self._ino.close()
+
+
 class LineReader:
     """Reads a child's stdout on a thread, stamping each JSON line with its arrival time."""
 
@@ -161,6 +193,9 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
         obs.sub(protocol.status_topic(DEVICE))
         obs.sub(protocol.clips_topic(DEVICE))
 
+        from doorbell.spool import Spool
+
+        watch = SpoolWatch(Spool(work / "spool").dir("events"))  # the same layout the firmware will use
         children["agent"] = subprocess.Popen([*exe, "agent", "run", "--config", str(dev_cfg)],
                                              stdout=logs["agent"], stderr=subprocess.STDOUT)
         children["owner"] = subprocess.Popen([*exe, "owner", "events", "--follow", "--json", "--config", str(own_cfg)],
@@ -183,8 +218,8 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
 
         fw = children["firmware"]
 
-        def press_once() -> tuple[float, float, float, float, float]:
-            """One press; returns (sent wall, edge wall, mqtt arrival wall, owner arrival wall, sent mono)."""
+        def press_once() -> tuple[float, float, float, float, float | None]:
+            """One press; returns wall times: sent, edge, MQTT arrival, owner app arrival, event file in spool."""
             t_mono, t_wall = time.monotonic(), time.time()
             fw.stdin.write(b"\n")
             fw.stdin.flush()
@@ -195,7 +230,8 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
                 if ev.type == "ring":
                     break
             owner_mono, owner_wall = reader.wait_event(ev.event_id, timeout=10)
-            return t_wall, ev.ts, arrived, owner_wall, t_mono
+            filed = watch.wait(ev.event_id, timeout=1.0)
+            return t_wall, ev.ts, arrived, owner_wall, filed
 
         # warm-up: the firmware's camera, encoder and first clip are up, every path has run once
         for _ in range(5):
@@ -209,10 +245,15 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
         runs = []
         edge_mqtt_all, edge_owner_all, sent_mqtt_all, sent_owner_all = [], [], [], []
         fw_rss = []
+        edge_file: list[float] = []
+        file_mqtt: list[float] = []
         for b in range(blocks):
-            e_m, e_o, s_m, s_o = [], [], [], []
+            e_m, e_o, s_m, s_o, ef, fm = [], [], [], [], [], []
             for _ in range(per):
-                sent, edge, at_mqtt, at_owner, _ = press_once()
+                sent, edge, at_mqtt, at_owner, filed = press_once()
+                if filed is not None:
+                    ef.append((filed - edge) * 1000)
+                    fm.append((at_mqtt - filed) * 1000)
                 e_m.append((at_mqtt - edge) * 1000)
                 e_o.append((at_owner - edge) * 1000)
                 s_m.append((at_mqtt - sent) * 1000)
@@ -221,6 +262,10 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
             fw_rss.append(vm(fw.pid, "VmRSS") / MB)
             runs.append({"edge_to_mqtt_ms": summarize(e_m), "edge_to_owner_app_ms": summarize(e_o),
                          "sent_to_mqtt_ms": summarize(s_m), "sent_to_owner_app_ms": summarize(s_o)})
+            if ef:
+                runs[-1].update(edge_to_spool_file_ms=summarize(ef), spool_file_to_mqtt_ms=summarize(fm))
+            edge_file += ef
+            file_mqtt += fm
             edge_mqtt_all += e_m
             edge_owner_all += e_o
             sent_mqtt_all += s_m
@@ -230,6 +275,10 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
         out["edge_to_owner_app_ms"] = summarize(edge_owner_all)
         out["sent_to_mqtt_ms"] = summarize(sent_mqtt_all)
         out["sent_to_owner_app_ms"] = summarize(sent_owner_all)
+        if edge_file:  # the two legs (inotify may miss none, but never fail the run on it)
+            out["edge_to_spool_file_ms"] = summarize(edge_file)
+            out["spool_file_to_mqtt_ms"] = summarize(file_mqtt)
+        watch.close()
         # let the ring clip finish and reach the bucket, so both processes have done all their work
         clips = 0
         deadline = time.monotonic() + device["clips"]["post_roll_s"] + 60
@@ -289,6 +338,11 @@ def render_markdown(r: dict[str, Any]) -> str:
         per = [run[k]["p99"] for run in r["runs"]]
         lines.append(f"| {label} | {s['p50']:.2f} | {s['p99']:.2f} | {s['max']:.2f} | "
                      f"{min(per):.2f}-{max(per):.2f} |")
+    for k, label in (("edge_to_spool_file_ms", "leg 1: button edge -> event file in spool/events (firmware)"),
+                     ("spool_file_to_mqtt_ms", "leg 2: event file -> MQTT subscriber (agent, broker)")):
+        if k in r:
+            s = r[k]
+            lines.append(f"| {label} | {s['p50']:.2f} | {s['p99']:.2f} | {s['max']:.2f} | |")
     lines += ["", f"Peak RSS: firmware {r['firmware_rss_mb']['peak']} MB, agent {r['agent_rss_mb']['peak']} MB, "
                   f"owner app {r['owner_app_rss_mb']} MB; ring clips in the bucket {r['clips_uploaded']}."]
     return "\n".join(lines)

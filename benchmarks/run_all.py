@@ -169,13 +169,22 @@ def e2e_figures(r: dict[str, Any]) -> list[Figure]:
     note = f"{len(runs)} runs x {runs[0]['edge_to_mqtt_ms']['n']} presses"
     pooled = r["edge_to_mqtt_ms"]
     po = r["edge_to_owner_app_ms"]
-    return [
+    figs = [
         Figure("edge_mqtt_p50_ms", "button edge -> MQTT subscriber, p50 (firmware -> spool -> agent -> broker)", "ms",
                [x["edge_to_mqtt_ms"]["p50"] for x in runs], runs_note=note),
         Figure("edge_mqtt_p99_ms", "button edge -> MQTT subscriber, p99", "ms",
                [x["edge_to_mqtt_ms"]["p99"] for x in runs], target=("<", 50.0), runs_note=note,
                detail=f"pooled over {pooled['n']}: p50 {pooled['p50']:.1f}, p99 {pooled['p99']:.1f}, "
                       f"max {pooled['max']:.1f} ms"),
+    ]
+    for key, fid, label in (("edge_to_spool_file_ms", "leg_firmware_p99_ms",
+                             "of which leg 1: button edge -> event file in spool/events (firmware), p99"),
+                            ("spool_file_to_mqtt_ms", "leg_agent_p99_ms",
+                             "of which leg 2: event file -> MQTT subscriber (agent, broker), p99")):
+        if all(key in x for x in runs):
+            figs.append(Figure(fid, label, "ms", [x[key]["p99"] for x in runs], runs_note=note,
+                               detail="p50 median %.1f ms" % statistics.median(x[key]["p50"] for x in runs)))
+    figs += [
         Figure("e2e_owner_p50_ms", "ring on the device -> `doorbell owner events --follow`, p50", "ms",
                [x["edge_to_owner_app_ms"]["p50"] for x in runs], runs_note=note),
         Figure("e2e_owner_p99_ms", "ring on the device -> `doorbell owner events --follow`, p99", "ms",
@@ -187,6 +196,7 @@ def e2e_figures(r: dict[str, Any]) -> list[Figure]:
         Figure("agent_peak_rss_e2e_mb", "agent peak RSS (VmHWM) while relaying the rings + uploading their clip",
                "MB", [r["agent_rss_mb"]["peak"]], target=("<", 60.0), runs_note="1 run (whole e2e benchmark)"),
     ]
+    return figs
 
 
 def agent_figures(runs: list[dict[str, Any]]) -> list[Figure]:
@@ -351,6 +361,19 @@ def machine() -> dict[str, Any]:
             "kernel": platform.release(), "python": platform.python_version()}
 
 
+def code_version() -> dict[str, Any]:
+    """The commit measured, and the product files that differed from it (others may be mid-edit)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=ROOT, timeout=10).stdout.strip()
+        st = subprocess.run(["git", "status", "--porcelain", "--", "doorbell", "firmware", "cloud_agent",
+                             "sharing_service", "benchmarks"], capture_output=True, text=True, cwd=ROOT,
+                            timeout=10).stdout
+        return {"commit": commit or None, "uncommitted": [ln[3:] for ln in st.splitlines() if ln.strip()]}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "uncommitted": []}
+
+
 def fmt(v: float | None, unit: str = "") -> str:
     if v is None:
         return "—"
@@ -359,11 +382,18 @@ def fmt(v: float | None, unit: str = "") -> str:
     return f"{s} {unit}".strip()
 
 
+def _code_note(code: dict[str, Any] | None) -> str:
+    if not code or not code.get("commit"):
+        return ""
+    dirty = code.get("uncommitted") or []
+    return f" Code: {code['commit']}" + (f" plus uncommitted changes in {', '.join(dirty)}." if dirty else ".")
+
+
 def render_markdown(doc: dict[str, Any]) -> str:
     m = doc["machine"]
     lines = [f"Benchmarks ({doc['mode']}) on {m['cpu']}, {m['cpus']} CPUs, {m['machine']}, Python {m['python']}; "
              f"{doc['date']}; load average at start {doc['loadavg_start']}, at end {doc['loadavg_end']}; "
-             f"took {doc['elapsed_s']:.0f} s. Command: `{doc['command']}`.", "",
+             f"took {doc['elapsed_s']:.0f} s. Command: `{doc['command']}`." + _code_note(doc.get("code")), "",
              "Median over repeated runs, spread = min-max over those runs; peers measured in the same run on "
              "the same input; ratio = ours / peer (median of per-run ratios). Pass/miss on the median "
              "(on the ratio for throughput).", "",
@@ -433,7 +463,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "scripts/bench.sh" + (" --quick" if a.quick else "") + ("" if a.only == ",".join(COMPONENTS)
                                                                          else f" --only {a.only}"),
-        "machine": machine(), "loadavg_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "machine": machine(), "code": code_version(), "loadavg_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "figures": [], "errors": {}, "raw": {}, "elapsed_by_component_s": {}, "cpu_by_component_s": {},
     }
     for n in names:
