@@ -56,6 +56,14 @@ def recorded_pids(workdir: Path) -> list[int]:
         return []
 
 
+def log_tails(workdir: Path, lines: int = 25) -> str:
+    """The end of every child's log, for a failure message."""
+    out = []
+    for f in sorted((workdir / "logs").glob("*.log")):
+        out.append(f"--- {f.name}\n" + "\n".join(f.read_text(errors="replace").splitlines()[-lines:]))
+    return "\n".join(out)
+
+
 def test_demo_runs_every_step_and_leaves_nothing_running(tmp_path: Path) -> None:
     workdir, summary = tmp_path / "demo", tmp_path / "summary.json"
     r = subprocess.run([*DEMO, "--workdir", str(workdir), "--summary-json", str(summary)],
@@ -63,7 +71,8 @@ def test_demo_runs_every_step_and_leaves_nothing_running(tmp_path: Path) -> None
     print(r.stdout[-6000:], r.stderr[-3000:])
     data = json.loads(summary.read_text())
     steps = data["steps"]
-    assert [s["name"] for s in steps] and all(s["ok"] for s in steps), [s for s in steps if not s["ok"]]
+    assert [s["name"] for s in steps] and all(s["ok"] for s in steps), \
+        ([s for s in steps if not s["ok"]], log_tails(workdir))
     assert len(steps) == len(EXPECTED_STEPS)
     for s, want in zip(steps, EXPECTED_STEPS):
         assert s["name"].startswith(want), (s["name"], want)
@@ -159,7 +168,7 @@ def test_sigterm_stops_everything_and_the_next_run_starts_clean(tmp_path: Path) 
     sleeper.poll()
     assert sleeper.returncode is not None, "the leftover process was not stopped"
     data = json.loads(summary.read_text())
-    assert r.returncode == 0 and data["ok"], r.stdout[-4000:]
+    assert r.returncode == 0 and data["ok"], (r.stdout[-4000:], log_tails(workdir))
     assert data["steps"][0]["data"]["leftovers_killed"] == [f"agent (pid {sleeper.pid})"]
     assert not (workdir / "spool" / "stale-marker").exists()
 
@@ -179,7 +188,7 @@ def test_interactive_demo_owner_says_no_and_nothing_is_shared(tmp_path: Path) ->
                         "--summary-json", str(summary)], input="\n\nn\n\n", capture_output=True, text=True,
                        timeout=240)
     data = json.loads(summary.read_text())
-    assert r.returncode == 0 and data["ok"], r.stdout[-5000:]
+    assert r.returncode == 0 and data["ok"], (r.stdout[-5000:], log_tails(workdir))
     assert r.stdout.count("Press Enter to ring the doorbell") == 2
     assert "Sign and send this approval? [y/N]" in r.stdout
     approve = next(s for s in data["steps"] if s["name"].startswith("The owner approves"))
