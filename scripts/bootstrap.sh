@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install what this checkout needs into a project venv (.venv), idempotently.
-#   scripts/bootstrap.sh            # demo/dev: Pi + cloud + owner extras
+#   scripts/bootstrap.sh            # demo/dev: Pi + cloud + owner + demo extras
 #   scripts/bootstrap.sh --test     # also the test tools (real servers, clients)
 # Debian packages (mosquitto, mosquitto-clients) are installed with apt-get when
 # running as root and missing; otherwise we say what to install and stop.
@@ -44,7 +44,7 @@ if [[ ! -x .venv/bin/python ]]; then
   fi
 fi
 
-extras="pi,cloud,owner"
+extras="pi,cloud,owner,demo"
 [[ $WANT_TEST == 1 ]] && extras="$extras,test"
 stamp=".venv/.installed-$(cat setup.py | sha256sum | cut -c1-16)-${extras//,/-}"
 if [[ ! -e "$stamp" ]]; then

@@ -31,7 +31,7 @@ def register(subs: argparse._SubParsersAction) -> None:
     own = ss.add_parser("owner", help="enrol and list owners").add_subparsers(dest="owner_cmd", required=True)
     a = own.add_parser("add", parents=[common], help="enrol an owner with its Ed25519 public key")
     a.add_argument("owner_id")
-    a.add_argument("--public-key", required=True, help="ed25519:<base64url> (doorbell owner keygen prints it)")
+    a.add_argument("--public-key", required=True, help="ed25519:<base64url> (doorbell owner keys init prints it)")
     a.set_defaults(func=_owner_add)
     k = own.add_parser("set-key", parents=[common], help="rotate an owner's public key (audited)")
     k.add_argument("owner_id")
