@@ -53,6 +53,7 @@ from doorbell.config import S3Section
 from doorbell.spool import SpoolClip, atomic_write
 
 from .keys import ClipKeys, clip_keys, device_prefix
+from .memory import shrink_botocore_buffers
 
 log = logging.getLogger(__name__)
 
@@ -111,11 +112,11 @@ class UploadOutcome:
     seconds: float = 0.0
 
 
-def digest_file(path: Path, part_size: int, block: int = 1 << 20) -> FileDigest:
+def digest_file(path: Path, part_size: int, block: int = 256 * 1024) -> FileDigest:
     """Whole-file SHA-256 and per-part SHA-256 digests in a single read.
 
     Reads ``block`` bytes at a time (not a whole part) so hashing a clip never
-    holds more than 1 MiB of it in memory: RSS matters on a Pi Zero.
+    holds more than 256 KiB of it in memory: RSS matters on a Pi Zero.
     """
     whole = hashlib.sha256()
     parts: list[bytes] = []
@@ -158,6 +159,7 @@ class Uploader:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.bucket = s3.bucket
+        shrink_botocore_buffers()
         self.client = client or _lean_session().client(
             "s3",
             endpoint_url=s3.endpoint_url,
