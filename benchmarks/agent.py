@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         broker.start()
         s3.start(timeout=60)
+        # SeaweedFS allocates its first volume on the first write (up to ~1 s); do that here so
+        # the first measured clip times the agent, not the fresh server.
+        s3.client().put_object(Bucket=s3.bucket, Key="benchmark-warm-up", Body=b"x")
         cfg = parse_config({
             "device": {"id": DEVICE, "owner_id": "owner-bench"},
             "spool": {"dir": str(work / "spool")},
