@@ -619,12 +619,13 @@ class Demo:
             st.detail = f"button pressed at {fmt_time(t)}"
             st.data["pressed_at"] = t
         with self.step("The chime rings and recording starts (firmware)") as st:
+            self.fw_log.find(r"chime on \(ring \d+", self.timeout, self.fw, "the chime")
             m = self.fw_log.find(r"clip (\S+) started \(ring at [0-9.]+, pre-roll ([0-9.]+) s\)", self.timeout,
                                  self.fw, "the ring to be handled")
             if self.interactive:
                 self.ui.out.write("\a")
             clip_id, pre = m.group(1), float(m.group(2))
-            st.detail = f"chime pulsed on the GPIO callback; clip {clip_id} opened with {pre:.1f} s before the press"
+            st.detail = f"chime pulsed (GPIO chime pin on); clip {clip_id} opened with {pre:.1f} s before the press"
             st.data.update(clip_id=clip_id, pre_roll_s=pre)
         with self.step("The owner's app gets the ring") as st:
             e = self._wait_event(lambda e: e["kind"] == "event" and e["type"] == "ring" and e.get("clip_id") == clip_id,

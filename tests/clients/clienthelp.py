@@ -102,6 +102,8 @@ class ClientEnv:
         assert r.code == 0, r
         import json
 
+        # owners are asked off the HTTP path (sharing_service.service.Matcher): wait until they were
+        assert self.service.matcher.wait_idle(timeout=30)
         return json.loads(r.out)["id"]
 
 
