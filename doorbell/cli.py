@@ -18,6 +18,7 @@ from .config import ConfigError
 SUBCOMMANDS: list[tuple[str, str, str]] = [
     ("config", "doorbell.config_cli", ""),
     ("firmware", "firmware.cli", "pi"),
+    ("motion", "firmware.motion_cli", "pi"),
     ("agent", "cloud_agent.cli", "pi"),
     ("sharing", "sharing_service.cli", "cloud"),
     ("owner", "sharing_service.owner_cli", "owner"),
