@@ -125,7 +125,6 @@ class Agent:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        self.link.start()
         self._threads = [
             threading.Thread(target=self._guard(self._watch), name="agent-watch", daemon=True),
             threading.Thread(target=self._guard(self._publish_loop), name="agent-publish", daemon=True),
@@ -133,6 +132,7 @@ class Agent:
         ]
         for t in self._threads:
             t.start()
+        self.link.start()  # after the workers, so nothing announced "online" before it is served
         self._status.start()
         trim()  # drop what building the clients left behind
         # Move the start-up object graph (botocore's models, pydantic's validators) out of the
@@ -262,6 +262,9 @@ class Agent:
         for name, wake in (("clips", self.clips_wake), ("events", self.events_wake),
                            ("snapshots", self.events_wake)):
             wakes[ino.add_watch(str(self.spool.dir(name)), mask)] = wake
+        # Files that arrived before the watches existed raised no event: rescan once now.
+        self.events_wake.set()
+        self.clips_wake.set()
         try:
             while not self.stop_event.is_set():
                 for ev in ino.read(timeout=500):
