@@ -176,6 +176,10 @@ class Uploader:
                 response_checksum_validation="when_supported",
             ),
         )
+        # Per-part SHA-256 values we already computed while hashing the file: handing them to
+        # UploadPart spares botocore hashing every byte again (the server still verifies them).
+        self._part_sums: dict[str, tuple[str, ...]] = {}
+        self.client.meta.events.register("before-parameter-build.s3.UploadPart", self._add_part_checksum)
         if conditional_writes:
             # s3transfer does not pass IfNoneMatch through, so add it on the wire.
             for op in ("PutObject", "CompleteMultipartUpload"):
@@ -300,6 +304,14 @@ class Uploader:
                 continue
         return n
 
+    def _add_part_checksum(self, params: dict[str, Any] | None = None, **_kw: Any) -> None:
+        if not params or "ChecksumSHA256" in params:
+            return
+        sums = self._part_sums.get(params.get("Key", ""))
+        number = params.get("PartNumber")
+        if sums and isinstance(number, int) and 1 <= number <= len(sums):
+            params["ChecksumSHA256"] = sums[number - 1]
+
     def _on_multipart_completing(self, params: dict[str, Any] | None = None, **_kw: Any) -> None:
         # Remember which upload the CompleteMultipartUpload on this thread finishes.
         self._completing.upload_id = ((params or {}).get("query_string") or {}).get("uploadId")
@@ -379,6 +391,8 @@ class Uploader:
                 }
                 if not self._is_multipart(obj.digest.size):
                     extra["ChecksumSHA256"] = obj.digest.sha256_b64  # the server checks the whole object
+                else:
+                    self._part_sums[obj.key] = tuple(base64.b64encode(d).decode() for d in obj.digest.part_digests)
                 futures.append(self._manager.upload(str(obj.path), self.bucket, obj.key, extra_args=extra))
             self._futures.update(futures)
         try:
@@ -402,6 +416,8 @@ class Uploader:
         finally:
             with self._future_lock:
                 self._futures.difference_update(futures)
+            for obj in objects:
+                self._part_sums.pop(obj.key, None)
         for obj in objects:
             confirmed = self.head(obj.key)
             if confirmed is None:
