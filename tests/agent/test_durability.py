@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from agent_media import publish_clip
-from conftest import wait_for, write_config_file
+from agent_helpers import wait_for, write_config_file
 
 from doorbell import protocol
 from doorbell.protocol import ClipMessage, DeviceEvent
@@ -203,7 +203,7 @@ def test_already_uploaded_clip_is_not_uploaded_twice(agent_config, start_agent, 
     msg = obs.expect(protocol.clips_topic("dev-a"), wait=15)
     assert protocol.decode(ClipMessage, msg.payload).clip_id == clip.clip_id
     assert s3.client().head_object(Bucket=s3.bucket, Key=first.keys.video)["LastModified"] == before
-    assert agent.board.snapshot()["counters"]["objects_skipped"] == 3
+    wait_for(lambda: agent.board.snapshot()["counters"]["objects_skipped"] == 3, what="3 objects skipped")
 
 
 def test_clip_corrupted_in_the_spool_is_quarantined_not_uploaded(agent_config, start_agent, s3):

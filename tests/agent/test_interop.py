@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import pytest
 from agent_media import publish_clip
-from conftest import wait_for, write_config_file
+from agent_helpers import wait_for, write_config_file
 
 from doorbell import protocol
 from doorbell.protocol import ClipMessage, DeviceEvent

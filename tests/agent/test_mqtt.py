@@ -6,9 +6,8 @@ import logging
 import time
 
 import jinja2
-import paho.mqtt.client as mqtt
 import pytest
-from conftest import expect_kind, wait_for
+from agent_helpers import expect_kind, wait_for
 
 from doorbell import protocol
 from doorbell.protocol import DeviceEvent
@@ -113,7 +112,7 @@ def test_device_cannot_publish_under_another_devices_prefix(broker, mqtt_client)
 
 def test_home_assistant_discovery_and_reannounce(agent_config, start_agent, mqtt_client, clean_broker):
     ha = mqtt_client("admin")
-    agent = start_agent(agent_config("dev-a"))
+    start_agent(agent_config("dev-a"))
     topic = protocol.ha_discovery_topic("dev-a")
     ha.sub(topic)
     msg = ha.expect(topic)

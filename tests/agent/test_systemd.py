@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from conftest import write_config_file
+from agent_helpers import write_config_file
 
 
 def test_agent_notifies_ready_feeds_watchdog_and_stops_cleanly(agent_config, tmp_path):

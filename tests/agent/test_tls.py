@@ -5,7 +5,7 @@ import datetime
 import ipaddress
 from pathlib import Path
 
-from conftest import wait_for
+from agent_helpers import wait_for
 
 from doorbell import protocol
 from doorbell.embedded import DoorbellBroker, TlsFiles, mqtt_client

@@ -5,7 +5,7 @@ import hashlib
 import json
 
 from agent_media import publish_clip
-from conftest import wait_for
+from agent_helpers import wait_for
 
 from doorbell import protocol
 from doorbell.protocol import ClipMessage
