@@ -52,7 +52,7 @@ from s3transfer.utils import ChunksizeAdjuster
 from doorbell.config import S3Section
 from doorbell.spool import SpoolClip, atomic_write
 
-from .keys import ClipKeys, clip_keys, device_prefix
+from doorbell.bucket import ClipKeys, clip_keys, device_prefix
 from .memory import shrink_botocore_buffers
 
 log = logging.getLogger(__name__)

@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from .bucket import device_prefix
+
 if TYPE_CHECKING:
     from .config import DoorbellConfig
 
@@ -411,7 +413,7 @@ def check_bucket(cfg: "DoorbellConfig", timeout: float = 10.0) -> Result:
         aws_secret_access_key=s.secret_access_key.get_secret_value(),
         config=Config(connect_timeout=timeout, read_timeout=timeout, retries={"max_attempts": 1},
                       s3={"addressing_style": s.addressing_style}))
-    where = f"s3://{s.bucket}/{s.prefix} at {s.endpoint_url or 'AWS'}"
+    where = f"s3://{s.bucket}/{device_prefix(s.prefix, cfg.device.id)} at {s.endpoint_url or 'AWS'}"
 
     def explain(exc: ClientError) -> Result:
         code = exc.response.get("Error", {}).get("Code", "?")
@@ -440,7 +442,7 @@ def check_bucket(cfg: "DoorbellConfig", timeout: float = 10.0) -> Result:
         return Result("bucket", FAIL, f"{where}: {exc}", "check the s3 section")
     # HEAD on the bucket needs s3:ListBucket without a prefix condition, which a
     # device key scoped to its prefix lacks: prove the one permission it needs instead.
-    key = f"{s.prefix}.doctor-probe"
+    key = f"{device_prefix(s.prefix, cfg.device.id)}.doctor-probe"
     try:
         client.put_object(Bucket=s.bucket, Key=key, Body=b"doorbell doctor write probe\n")
         return Result("bucket", OK, f"{where}: reachable, this key may write its prefix (bucket HEAD not allowed: fine)")

@@ -38,6 +38,8 @@ from typing import Any, Iterator
 
 import yaml
 
+from .bucket import device_prefix
+
 log = logging.getLogger(__name__)
 
 REGISTRY_VERSION = 1
@@ -515,8 +517,9 @@ def device_bundle(bdir: BrokerDir, ident: Identity, *, owner: str, out: Path, na
     """Write a device's bundle (device.yaml, tls/, s3-policy.json); return the S3 policy."""
     reg = bdir.load_registry()
     base = prefix_base.strip("/")
-    prefix = f"{base + '/' if base else ''}devices/{ident.name}/"
-    s3: dict[str, Any] = {"endpoint_url": endpoint_url, "region": region, "bucket": bucket, "prefix": prefix}
+    fleet_prefix = f"{base + '/' if base else ''}devices/"  # s3.prefix: the same on every host
+    prefix = device_prefix(fleet_prefix, ident.name)       # what this device may write
+    s3: dict[str, Any] = {"endpoint_url": endpoint_url, "region": region, "bucket": bucket, "prefix": fleet_prefix}
     if s3_access_key_id:
         s3["access_key_id"] = s3_access_key_id
     if s3_secret:

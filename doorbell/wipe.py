@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .bucket import device_prefix
+
 if TYPE_CHECKING:
     from .config import DoorbellConfig
 
@@ -149,9 +151,9 @@ def cloud_instructions(cfg: "DoorbellConfig") -> str:
               f"{cfg.agent.home_assistant.discovery_prefix}/device/{dev}/config"]
     lines = [
         "Copies outside this device (this command cannot erase them):",
-        f"  1. Clips in the bucket, under s3://{s3.bucket}/{s3.prefix} — the bucket operator (or you, with an",
+        f"  1. Clips in the bucket, under s3://{s3.bucket}/{device_prefix(s3.prefix, dev)} — the bucket operator (or you, with an",
         "     account allowed to delete there; this device's own key cannot) runs:",
-        f"       aws s3 rm --recursive s3://{s3.bucket}/{s3.prefix}{endpoint}",
+        f"       aws s3 rm --recursive s3://{s3.bucket}/{device_prefix(s3.prefix, dev)}{endpoint}",
         "     Object-locked or versioned buckets also need the old versions removed once the lock allows it.",
         "  2. Retained messages on the broker (last snapshot, status, Home Assistant discovery), as an",
         "     account allowed to write them:",

@@ -25,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from doorbell import protocol as p
+from doorbell.bucket import device_prefix
 from doorbell.config import SharingSection
 from doorbell.signing import SignatureError, parse_public_key, verify
 
@@ -488,7 +489,7 @@ class SharingCore:
         if msg.device_id != topic_device:
             log.warning("clip message on %s's topic names device %s; dropped", topic_device, msg.device_id)
             return False
-        own = f"{self.key_prefix}{msg.device_id}/"
+        own = device_prefix(self.key_prefix, msg.device_id)
         for key in (msg.key, msg.snapshot_key):
             if key is not None and (not key.startswith(own) or "/../" in f"/{key}/" or "//" in key):
                 # Otherwise one device could index (and its owner share) another device's object.

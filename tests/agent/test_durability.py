@@ -17,7 +17,7 @@ from doorbell import protocol
 from doorbell.protocol import ClipMessage, DeviceEvent
 from doorbell.spool import Spool
 
-from cloud_agent.keys import clip_keys, device_prefix
+from doorbell.bucket import clip_keys, device_prefix
 from cloud_agent.status import read_status
 
 MULTIPART = {"multipart_threshold_mb": 5, "multipart_chunk_mb": 5, "max_concurrency": 2}

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from cloud_agent.backoff import Backoff
-from cloud_agent.keys import clip_keys, device_prefix
+from doorbell.bucket import clip_keys, device_prefix
 
 CLIP = "20261123T235959123Z-1a2b3c"
 
@@ -22,9 +22,7 @@ def test_layout_is_prefix_device_utc_date_clip_id():
     assert clip_keys("", "dev-a", CLIP, started + 2).video.startswith("dev-a/2026/11/24/")  # UTC day, not local
 
 
-def test_provisioned_prefix_already_naming_the_device_is_not_doubled():
-    assert device_prefix("devices/dev-a/", "dev-a") == "devices/dev-a/"
-    assert device_prefix("dev-a/", "dev-a") == "dev-a/"
+def test_device_prefix_is_fleet_prefix_plus_device():
     assert device_prefix("devices/", "dev-a") == "devices/dev-a/"
     assert device_prefix("x/not-dev-a/", "dev-a") == "x/not-dev-a/dev-a/"
 

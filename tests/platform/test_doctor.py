@@ -36,7 +36,7 @@ def write_config(tmp_path: Path, broker, s3) -> Callable[..., Path]:
             "mqtt": {"host": broker.host, "port": broker.port, "username": "dev-a",
                      "password": broker.users["dev-a"]},
             "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key,
-                   "secret_access_key": s3.secret_key, "prefix": "devices/dev-a/"},
+                   "secret_access_key": s3.secret_key, "prefix": "devices/"},
             "retention": {"min_free_bytes": 1024 * 1024},
         }
         if edit:

@@ -114,7 +114,7 @@ def test_bundle_files_are_private_and_config_is_valid(fleet: Fleet) -> None:
     cfg.require("mqtt.password", "mqtt.username")
     assert cfg.device.id == "dev-a" and cfg.device.owner_id == "owner-a"
     assert cfg.mqtt.tls.enabled and cfg.mqtt.port == fleet.port
-    assert cfg.s3.prefix == "devices/dev-a/"
+    assert cfg.s3.prefix == "devices/"  # the fleet prefix; the policy scopes devices/dev-a/
     r = run_cli("config", "check", "-q", "-c", str(b / "device.yaml"), "--require", "mqtt.password")
     assert r.returncode == 0, r.stderr
 
@@ -186,7 +186,7 @@ def test_s3_secret_comes_from_the_environment_never_argv(tmp_path) -> None:
     assert secret not in r.stdout + r.stderr
     cfg = load_config(bdir.client_dir("gate") / "device.yaml", env={})
     assert cfg.s3.access_key_id == "AKGATE01" and cfg.s3.secret_access_key.get_secret_value() == secret
-    assert cfg.s3.prefix == "site-7/devices/gate/" and cfg.mqtt.host == "mqtt.example.org"
+    assert cfg.s3.prefix == "site-7/devices/" and cfg.mqtt.host == "mqtt.example.org"
     policy = json.loads(r.stdout)
     assert policy["Statement"][0]["Resource"] == ["arn:aws:s3:::doorbell-clips/site-7/devices/gate/*"]
     seaweed = json.loads((bdir.client_dir("gate") / "seaweedfs-identity.json").read_text())

@@ -45,7 +45,7 @@ def device(tmp_path: Path) -> Path:
         "mqtt": {"host": "mqtt.example.org", "port": 8883, "username": "dev-a", "password": "Zq8vK2mN5xR7tY1w",
                  "tls": {"enabled": True, "ca_file": str(tls / "ca.crt"), "cert_file": str(tls / "client.crt"),
                          "key_file": str(tls / "client.key")}},
-        "s3": {"bucket": "doorbell-clips", "prefix": "devices/dev-a/", "endpoint_url": "https://s3.example.org",
+        "s3": {"bucket": "doorbell-clips", "prefix": "devices/", "endpoint_url": "https://s3.example.org",
                "access_key_id": "AKDEVA0001", "secret_access_key": "s3-secret-for-dev-a-0001"},
     }
     path = tmp_path / "device.yaml"

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from cloud_agent.keys import clip_keys
+from doorbell.bucket import clip_keys
 from doorbell import protocol as p
 from doorbell.config import parse_config
 from sharing_service.client import AgencyClient

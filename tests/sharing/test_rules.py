@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import httpx
 import pytest
 
-from cloud_agent.keys import clip_keys
+from doorbell.bucket import clip_keys
 from doorbell import protocol as p
 from doorbell.config import CameraSection
 from doorbell.signing import sign_decision

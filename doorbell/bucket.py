@@ -1,12 +1,14 @@
-"""Where a clip lives in the bucket: one function, so every reader agrees.
+"""Where a clip lives in the bucket: one place, so every reader and writer agrees.
 
-Layout (documented in docs/agent.md)::
+The agent writes these keys, the sharing service only indexes clips whose keys lie
+under the announcing device's prefix, provisioning scopes each device's S3 policy
+to :func:`device_prefix`, and ``doorbell wipe``/``doctor`` name that prefix.
+``s3.prefix`` is the *fleet* prefix, the same on every host (``devices/`` from
+``doorbell provision``; empty by default). Layout (see docs/agent.md)::
 
     {s3.prefix}{device_id}/{YYYY}/{MM}/{DD}/{clip_id}.mp4    the clip
     {s3.prefix}{device_id}/{YYYY}/{MM}/{DD}/{clip_id}.jpg    its snapshot (if any)
     {s3.prefix}{device_id}/{YYYY}/{MM}/{DD}/{clip_id}.json   its meta.json, uploaded last
-
-(``{device_id}/`` is not added again when ``s3.prefix`` already ends with it.)
 
 The date is the clip's ``started_at`` in UTC, so a clip never moves between
 days when the Pi's time zone changes, and a per-device, per-day prefix makes
@@ -15,12 +17,11 @@ lifecycle rules and listings cheap. ``s3.prefix`` is used verbatim: end it with
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import re
-
-from doorbell.protocol import CLIP_ID_PATTERN, ID_PATTERN
+from .protocol import CLIP_ID_PATTERN, ID_PATTERN
 
 _CLIP_RE = re.compile(CLIP_ID_PATTERN)
 _DEV_RE = re.compile(ID_PATTERN)
@@ -40,16 +41,9 @@ class ClipKeys:
 
 
 def device_prefix(prefix: str, device_id: str) -> str:
-    """``{prefix}{device_id}/``: everything this device ever writes is below it.
-
-    A prefix that already ends in ``{device_id}/`` (what ``doorbell provision
-    device`` writes: ``devices/{id}/``, matching the device's S3 policy) is used
-    as it is, so the id does not appear twice.
-    """
+    """``{prefix}{device_id}/``: everything this device ever writes is below it."""
     if not _DEV_RE.match(device_id):
         raise ValueError(f"invalid device id {device_id!r}")
-    if prefix == f"{device_id}/" or prefix.endswith(f"/{device_id}/"):
-        return prefix
     return f"{prefix}{device_id}/"
 
 
