@@ -24,6 +24,8 @@ def _run(args: argparse.Namespace) -> int:
     from doorbell.config import load_config
 
     cfg = load_config(args.config)
+    # Fail at start-up, naming the key, rather than retrying forever without credentials.
+    cfg.require("mqtt.username", "mqtt.password", "s3.access_key_id", "s3.secret_access_key")
     if not args.verbose:
         logging.getLogger().setLevel(cfg.logging.level)
     logging.getLogger("botocore").setLevel(logging.WARNING)

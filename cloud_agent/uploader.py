@@ -188,7 +188,7 @@ class Uploader:
             multipart_threshold=s3.multipart_threshold_mb * MiB,
             multipart_chunksize=s3.multipart_chunk_mb * MiB,
             max_concurrency=s3.max_concurrency,
-            max_bandwidth=s3.max_bandwidth_bps,
+            max_bandwidth=s3.max_upload_bytes_per_s,
             use_threads=True,
         )
         # Submission threads only queue part tasks; s3transfer's default of 5 just costs memory.

@@ -188,7 +188,7 @@ class S3Section(Section):
     multipart_threshold_mb: int = Field(8, ge=5, le=5120)
     multipart_chunk_mb: int = Field(8, ge=5, le=5120)
     max_concurrency: int = Field(4, ge=1, le=64)
-    max_bandwidth_bps: int | None = Field(None, ge=10_000, description="optional upload cap")
+    max_upload_bytes_per_s: int | None = Field(None, ge=10_000, description="optional upload cap, bytes per second")
 
 
 class HomeAssistantSection(Section):

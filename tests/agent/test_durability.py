@@ -52,7 +52,7 @@ def _objects(s3, prefix: str) -> list[str]:
 def test_broker_restart_and_bucket_outage_deliver_everything_once(agent_config, start_agent, mqtt_client,
                                                                   broker, s3):
     obs = _observer(mqtt_client, "outage")
-    cfg = agent_config("dev-a", s3={**MULTIPART, "max_bandwidth_bps": 4_000_000})
+    cfg = agent_config("dev-a", s3={**MULTIPART, "max_upload_bytes_per_s": 4_000_000})
     agent = start_agent(cfg)
     events: list[DeviceEvent] = []
     clips = []
@@ -123,7 +123,7 @@ def _spawn_agent(cfg_file: Path, log_file: Path) -> subprocess.Popen:
 
 def test_kill_9_mid_multipart_completes_after_restart_without_duplicate(agent_config, mqtt_client, s3, tmp_path):
     obs = _observer(mqtt_client, "kill9")
-    cfg = agent_config("dev-a", s3={**MULTIPART, "max_bandwidth_bps": 3_000_000})
+    cfg = agent_config("dev-a", s3={**MULTIPART, "max_upload_bytes_per_s": 3_000_000})
     cfg_file = write_config_file(cfg, tmp_path / "agent.yaml")
     spool = Spool(cfg.spool.dir)
     clip = publish_clip(spool, "dev-a", noise_bytes=14 * 1024 * 1024, seed=9)

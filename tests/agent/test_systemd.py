@@ -44,3 +44,19 @@ def test_agent_notifies_ready_feeds_watchdog_and_stops_cleanly(agent_config, tmp
         if proc.poll() is None:
             proc.kill()
         sock.close()
+
+
+def test_agent_refuses_to_start_without_credentials(tmp_path):
+    """No retry loop on a missing secret: exit 2 at start-up naming each missing key."""
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "device.yaml"
+    cfg.write_text(f"device: {{id: dev-a}}\nspool: {{dir: {tmp_path / 'spool'}}}\n"
+                   f"agent: {{state_dir: {tmp_path / 'agent'}}}\nmqtt: {{username: dev-a}}\n")
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("DOORBELL__")}
+    r = subprocess.run([sys.executable, "-m", "doorbell.cli", "agent", "run", "-c", str(cfg)],
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 2
+    for key in ("mqtt.password", "s3.access_key_id", "s3.secret_access_key"):
+        assert f"{cfg}: {key}: required secret is missing" in r.stderr, r.stderr
