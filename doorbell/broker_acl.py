@@ -28,7 +28,8 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Iterable, Literal, Mapping
+from typing import Literal
+from collections.abc import Iterable, Mapping
 
 from .protocol import PREFIX
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from .protocol import CLIP_ID_PATTERN, ID_PATTERN
 
@@ -51,6 +51,6 @@ def clip_keys(prefix: str, device_id: str, clip_id: str, started_at: float) -> C
     """Object keys of a clip (see the module docstring for the layout)."""
     if not _CLIP_RE.match(clip_id):
         raise ValueError(f"invalid clip id {clip_id!r}")
-    day = datetime.fromtimestamp(started_at, tz=timezone.utc)
+    day = datetime.fromtimestamp(started_at, tz=UTC)
     base = f"{device_prefix(prefix, device_id)}{day:%Y/%m/%d}/{clip_id}"
     return ClipKeys(video=base + ".mp4", snapshot=base + ".jpg", meta=base + ".json")

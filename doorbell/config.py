@@ -15,7 +15,8 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
+from collections.abc import Mapping
 
 import yaml
 from pydantic import (

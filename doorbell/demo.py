@@ -37,7 +37,8 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import Any, TextIO
+from collections.abc import Callable, Iterator
 
 DEVICE_ID = "front-door"
 OWNER_ID = "demo-owner"

@@ -34,7 +34,8 @@ import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 import yaml
 
@@ -82,7 +83,7 @@ def write_file(path: Path, data: bytes | str, mode: int, gid: int | None = None)
 # --------------------------------------------------------------------------- PKI
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def new_key():

@@ -29,9 +29,9 @@ import secrets
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Iterator
+from collections.abc import Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -52,7 +52,7 @@ class SpoolError(Exception):
 def new_clip_id(ts: float | None = None) -> str:
     """Time-sortable, unique clip id such as ``20261123T212719123Z-1a2b3c``."""
     t = time.time() if ts is None else ts
-    dt = datetime.fromtimestamp(t, tz=timezone.utc)
+    dt = datetime.fromtimestamp(t, tz=UTC)
     return f"{dt:%Y%m%dT%H%M%S}{dt.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from pydantic import ValidationError
 

@@ -21,7 +21,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Literal
+from typing import Literal
+from collections.abc import Callable
 
 from doorbell.config import GpioSection
 

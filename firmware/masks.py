@@ -7,7 +7,7 @@ the decoded clip instead of letting the neighbour's window bleed back in.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

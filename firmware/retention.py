@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from doorbell.config import RetentionSection
 from doorbell.protocol import DeviceEvent

@@ -35,7 +35,8 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from doorbell.config import DoorbellConfig, MotionSection
 from doorbell.protocol import BBox, DeviceEvent, PrivacyCommand, SettingsCommand, SnapshotCommand

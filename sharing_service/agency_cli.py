@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +43,11 @@ def parse_time(text: str, now: float | None = None) -> datetime:
     t = time.time() if now is None else now
     s = text.strip()
     if s == "now":
-        return datetime.fromtimestamp(t, timezone.utc)
+        return datetime.fromtimestamp(t, UTC)
     m = _REL.match(s)
     if m:
         unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return datetime.fromtimestamp(t - float(m.group(1)) * unit, timezone.utc)
+        return datetime.fromtimestamp(t - float(m.group(1)) * unit, UTC)
     try:
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:

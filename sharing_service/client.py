@@ -15,7 +15,7 @@ Every non-2xx answer raises :class:`ApiError` with the service's machine-readabl
 from __future__ import annotations
 
 import hashlib
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,7 @@ def _time(value: datetime | float | int | str) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, (int, float)):
-        value = datetime.fromtimestamp(value, timezone.utc)
+        value = datetime.fromtimestamp(value, UTC)
     if value.tzinfo is None:
         raise ValueError("datetimes need a time zone")
     return value.isoformat()

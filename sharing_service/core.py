@@ -17,8 +17,9 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from datetime import datetime, UTC
+from typing import Any
+from collections.abc import Callable, Iterable
 
 from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
@@ -105,7 +106,7 @@ def hash_secret(secret: str) -> str:
 
 
 def month_of(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m")
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m")
 
 
 class SharingCore:
@@ -449,8 +450,8 @@ class SharingCore:
         last_settled = None
         for rid, agency_id, created in reqs:
             m = month_of(created)
-            dt = datetime.fromtimestamp(created, timezone.utc)
-            nxt = datetime(dt.year + (dt.month == 12), dt.month % 12 + 1, 1, tzinfo=timezone.utc)
+            dt = datetime.fromtimestamp(created, UTC)
+            nxt = datetime(dt.year + (dt.month == 12), dt.month % 12 + 1, 1, tzinfo=UTC)
             if calendar.timegm(nxt.timetuple()) + ttl > now:
                 continue  # not settled yet
             month_key[rid] = (agency_id, m)

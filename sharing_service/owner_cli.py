@@ -37,9 +37,10 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, UTC
 from pathlib import Path
-from typing import Any, Callable, Iterable, TextIO
+from typing import Any, TextIO
+from collections.abc import Callable, Iterable
 
 log = logging.getLogger(__name__)
 
@@ -505,9 +506,8 @@ def clip_id_time(clip_id: str) -> float | None:
     """Start time encoded in a clip id (``20261123T212719123Z-1a2b3c``), or None."""
     try:
         dt = datetime.strptime(clip_id[:18], "%Y%m%dT%H%M%S%f")
-        from datetime import timezone
 
-        return dt.replace(tzinfo=timezone.utc).timestamp()
+        return dt.replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
 

@@ -11,7 +11,7 @@ import queue
 import socket
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from doorbell.config import DoorbellConfig
 from doorbell.sdnotify import Notifier, Watchdog

@@ -20,7 +20,8 @@ import importlib.metadata
 import logging
 import secrets
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 

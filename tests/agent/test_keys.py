@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import random
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import pytest
 
@@ -13,7 +13,7 @@ CLIP = "20261123T235959123Z-1a2b3c"
 
 
 def test_layout_is_prefix_device_utc_date_clip_id():
-    started = datetime(2026, 11, 23, 23, 59, 59, tzinfo=timezone.utc).timestamp()
+    started = datetime(2026, 11, 23, 23, 59, 59, tzinfo=UTC).timestamp()
     k = clip_keys("clips/", "dev-a", CLIP, started)
     assert k.video == f"clips/dev-a/2026/11/23/{CLIP}.mp4"
     assert k.snapshot == f"clips/dev-a/2026/11/23/{CLIP}.jpg"

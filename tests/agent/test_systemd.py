@@ -27,7 +27,7 @@ def test_agent_notifies_ready_feeds_watchdog_and_stops_cleanly(agent_config, tmp
         while time.monotonic() < deadline and not ("READY=1" in seen and seen.count("WATCHDOG=1") >= 2):
             try:
                 seen += sock.recv(4096).decode().splitlines()
-            except socket.timeout:
+            except TimeoutError:
                 pass
         assert "READY=1" in seen, seen
         assert seen.count("WATCHDOG=1") >= 2, seen
@@ -37,7 +37,7 @@ def test_agent_notifies_ready_feeds_watchdog_and_stops_cleanly(agent_config, tmp
         while True:
             try:
                 seen += sock.recv(4096).decode().splitlines()
-            except socket.timeout:
+            except TimeoutError:
                 break
         assert "STOPPING=1" in seen
     finally:

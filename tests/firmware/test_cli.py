@@ -39,7 +39,7 @@ def recv_until(sock: socket.socket, needle: str, timeout: float = 20.0) -> list[
         sock.settimeout(max(0.05, deadline - time.monotonic()))
         try:
             msg = sock.recv(4096).decode()
-        except socket.timeout:
+        except TimeoutError:
             break
         got.append(msg)
         if needle in msg:

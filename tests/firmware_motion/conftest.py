@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import av
 import cv2

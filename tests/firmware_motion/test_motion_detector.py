@@ -4,14 +4,14 @@ honoured, the state machine confirms and cools down as configured."""
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from doorbell.config import MotionSection, Polygon
 from firmware.motion import MotionDetector, MotionResult
-from firmware.scene import REGIONS, Truth
+from firmware.scene import REGIONS
 
 FPS = 15.0
 WALKUPS = ["walkup", "walkup_far", "walkup_right", "walkup_close", "walkup_lean", "walkup_cloud",

@@ -3,7 +3,7 @@ and served by the real Mosquitto with exactly the generated mosquitto.conf."""
 from __future__ import annotations
 
 import shutil
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -19,7 +19,8 @@ def _clean_env() -> dict[str, str]:
 
 
 def check(path: Path, *require: str, env: dict[str, str] | None = None):
-    import subprocess, sys
+    import subprocess
+    import sys
     args = [sys.executable, "-m", "doorbell.cli", "config", "check", "-q", "-c", str(path)]
     for key in require:
         args += ["--require", key]

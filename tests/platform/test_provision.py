@@ -145,7 +145,8 @@ def test_rotation_revokes_the_old_password_after_reload(fleet: Fleet) -> None:
                 "--owner", "owner-a", "--rotate", "--config-dir", str(fleet.bundle("dev-a")))
     assert r.returncode == 0, r.stderr
     json.loads(r.stdout)  # stdout is exactly the policy JSON, pipeable into a file
-    import os, signal
+    import os
+    import signal
     os.kill(fleet.server.pid, signal.SIGHUP)  # what `systemctl reload mosquitto` does
     deadline = time.monotonic() + 15
     while True:

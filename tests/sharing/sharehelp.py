@@ -13,7 +13,8 @@ import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from doorbell.bucket import clip_keys
 from doorbell import protocol as p
