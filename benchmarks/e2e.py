@@ -220,7 +220,7 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
 
         def press_once() -> tuple[float, float, float, float, float | None]:
             """One press; returns wall times: sent, edge, MQTT arrival, owner app arrival, event file in spool."""
-            t_mono, t_wall = time.monotonic(), time.time()
+            t_wall = time.time()
             fw.stdin.write(b"\n")
             fw.stdin.flush()
             while True:
@@ -247,7 +247,7 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
         fw_rss = []
         edge_file: list[float] = []
         file_mqtt: list[float] = []
-        for b in range(blocks):
+        for _block in range(blocks):
             e_m, e_o, s_m, s_o, ef, fm = [], [], [], [], [], []
             for _ in range(per):
                 sent, edge, at_mqtt, at_owner, filed = press_once()

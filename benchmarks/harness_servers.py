@@ -45,9 +45,9 @@ def bench_mosquitto(runs: int, idle_s: float) -> dict[str, list[float]]:
             out["start"].append(_timed(b.start))
             c = None
 
-            def connect() -> None:
+            def connect(broker: DoorbellBroker = b) -> None:
                 nonlocal c
-                c = b.client("dev-a")
+                c = broker.client("dev-a")
 
             out["connect"].append(_timed(connect))
             c.close()

@@ -45,9 +45,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -465,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.monotonic()
     doc: dict[str, Any] = {
         "mode": "quick" if a.quick else "full",
-        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "command": "scripts/bench.sh" + (" --quick" if a.quick else "") + ("" if a.only == ",".join(COMPONENTS)
                                                                          else f" --only {a.only}"),
         "machine": machine(), "code": code_version(), "loadavg_start": " ".join(f"{x:.1f}" for x in os.getloadavg()),

@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +77,7 @@ def bulk_load(url: str, devices: int, clips: int, now: float, seed: int = 1) -> 
         for i in range(devices):
             for _ in range(per):
                 start = now - rnd.uniform(0, 30 * DAY)
-                ts = datetime.fromtimestamp(start, timezone.utc)
+                ts = datetime.fromtimestamp(start, UTC)
                 cid = ts.strftime("%Y%m%dT%H%M%S") + f"{ts.microsecond // 1000:03d}Z-{n:06x}"
                 batch.append({"id": cid, "device_id": f"d{i:06d}", "trigger": "motion", "started_at": start,
                               "ended_at": start + rnd.uniform(8, 60), "key": f"clips/d{i:06d}/{cid}.mp4",
@@ -113,8 +113,8 @@ def _worker(args: tuple[str, str, str, int, int, float, list[str]]) -> dict[str,
                 hours = rnd.uniform(2, 12)
                 end = now - rnd.uniform(0.1, 29) * DAY
                 body = {"case_number": f"B-{seed}-{i}", "legal_basis": "warrant", "attest_not_protest": True,
-                        "window_start": datetime.fromtimestamp(end - hours * 3600, timezone.utc).isoformat(),
-                        "window_end": datetime.fromtimestamp(end, timezone.utc).isoformat(),
+                        "window_start": datetime.fromtimestamp(end - hours * 3600, UTC).isoformat(),
+                        "window_end": datetime.fromtimestamp(end, UTC).isoformat(),
                         "lat": lat, "lon": lon, "radius_m": rnd.uniform(200, 800), "reason": "benchmark"}
                 t = time.perf_counter()
                 r = c.post("/v1/requests", json=body)
