@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 from collections.abc import Iterable, Mapping
 
+from .fileio import atomic_write
 from .protocol import PREFIX
 
 Access = Literal["read", "write", "readwrite"]
@@ -245,37 +246,12 @@ def write_password_file(path: str | os.PathLike[str], users: Mapping[str, str],
     writes); Mosquitto 2.x reads the count from each entry, so a production
     broker may use more (each CONNECT then costs proportionally more CPU).
     """
-    target = Path(path)
-    text = render_password_file(users, iterations)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(path, render_password_file(users, iterations), mode=0o600)
 
 
 def write_acl_file(path: str | os.PathLike[str], acl_text: str) -> Path:
     """Write an ACL file atomically (mode 0640)."""
-    target = Path(path)
-    tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(acl_text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write(path, acl_text, mode=0o640)
 
 
 def generate_password(nbytes: int = 24) -> str:

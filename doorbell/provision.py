@@ -30,7 +30,6 @@ import ipaddress
 import json
 import logging
 import os
-import secrets
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from collections.abc import Iterator
 import yaml
 
 from .bucket import device_prefix
+from .fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +63,7 @@ def write_file(path: Path, data: bytes | str, mode: int, gid: int | None = None)
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if gid is not None:
-            os.chown(tmp, -1, gid)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, data, mode=mode, gid=gid)
 
 
 # --------------------------------------------------------------------------- PKI

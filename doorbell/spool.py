@@ -35,6 +35,7 @@ from collections.abc import Iterator
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .fileio import atomic_write, fsync_dir  # noqa: F401  (re-exported for spool users)
 from .protocol import CLIP_ID_PATTERN, ClipMessage, DeviceEvent, Message, Trigger
 
 log = logging.getLogger(__name__)
@@ -144,14 +145,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_synced(path: Path, data: bytes) -> None:
     with open(path, "wb") as fh:
         fh.write(data)
@@ -159,19 +152,6 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def atomic_write(path: Path, data: bytes, tmp_dir: Path | None = None) -> None:
-    """Write ``data`` to ``path`` so readers see the old file or the new one, never a mix."""
-    path = Path(path)
-    tmp_dir = tmp_dir or path.parent
-    tmp = tmp_dir / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        _write_synced(tmp, data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-    fsync_dir(path.parent)
 
 
 class ClipStaging:
