@@ -55,7 +55,7 @@ def test_device_scoped_s3_credentials_are_enough(agent_config, start_agent, obse
 
     ak, sk = "AKDEVA" + secrets.token_hex(6).upper(), secrets.token_urlsafe(30)
     s3.add_identity("dev-a-scoped", ak, sk, seaweedfs_device_actions(s3.bucket, "devices/dev-a/"))
-    cfg = agent_config("dev-a", s3_identity=(ak, sk), s3={"prefix": "devices/dev-a/"})
+    cfg = agent_config("dev-a", s3_identity=(ak, sk), s3={"prefix": "devices/"})  # fleet prefix, as provisioned
     obs = observer("dev-a")
     agent = start_agent(cfg)
     clip = publish_clip(agent.spool, "dev-a", seed=61)
