@@ -56,7 +56,8 @@ setup(
                                     "cloud_agent", "cloud_agent.*",
                                     "sharing_service", "sharing_service.*"]),
     include_package_data=True,
-    package_data={"sharing_service": ["migrations/*.py", "migrations/*.mako", "migrations/versions/*.py", "openapi.json"]},
+    package_data={"sharing_service": ["migrations/*.py", "migrations/*.mako", "migrations/versions/*.py",
+                                      "openapi.json"]},
     install_requires=CORE,
     extras_require={
         "pi": PI,

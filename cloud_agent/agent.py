@@ -222,7 +222,8 @@ class Agent:
                                                 self.ha.discovery_prefix, sw_version=__version__)
         self.link.publish(protocol.ha_discovery_topic(self.device_id, self.ha.discovery_prefix),
                           json.dumps(payload, separators=(",", ":")).encode(), retain=True)
-        log.info("announced to Home Assistant under %s", protocol.ha_discovery_topic(self.device_id, self.ha.discovery_prefix))
+        log.info("announced to Home Assistant under %s",
+                 protocol.ha_discovery_topic(self.device_id, self.ha.discovery_prefix))
 
     def _on_message(self, topic: str, payload: bytes) -> None:
         if self.ha.enabled and topic == protocol.ha_status_topic(self.ha.discovery_prefix):

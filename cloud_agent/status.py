@@ -202,7 +202,8 @@ def render_status(status: dict[str, Any] | None, queue: dict[str, int], now: flo
         stale = now - status.get("updated_at", 0) > 10
         state = "running" if running and not stale else ("not responding" if running else "stopped")
         lines.append(f"agent:        {state} (pid {status.get('pid')}, device {status.get('device_id')}, "
-                     f"started {_ago(status.get('started_at'), now)}, status written {_ago(status.get('updated_at'), now)})")
+                     f"started {_ago(status.get('started_at'), now)}, "
+                     f"status written {_ago(status.get('updated_at'), now)})")
         m = status.get("mqtt", {})
         conn = "connected" if m.get("connected") and running else "disconnected"
         lines.append(f"mqtt:         {conn} since {_ago(m.get('since'), now)}"
@@ -225,7 +226,8 @@ def render_status(status: dict[str, Any] | None, queue: dict[str, int], now: flo
         else:
             lines.append("last upload:  none yet")
         err = status.get("last_error")
-        lines.append(f"last error:   {err['where']}: {err['message']} ({_ago(err['at'], now)})" if err else "last error:   none")
+        lines.append(f"last error:   {err['where']}: {err['message']} ({_ago(err['at'], now)})" if err
+                     else "last error:   none")
         c = status.get("counters", {})
         lines.append("totals:       " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in c.items()))
     return "\n".join(lines)

@@ -372,7 +372,8 @@ class Uploader:
         size = path.stat().st_size
         digest = digest_file(path, self._part_size(size))
         if want_sha is not None and digest.sha256_hex != want_sha:
-            raise LocalCorruption(f"{path}: sha256 {digest.sha256_hex[:12]}… differs from the recorded {want_sha[:12]}…")
+            raise LocalCorruption(f"{path}: sha256 {digest.sha256_hex[:12]}… "
+                                  f"differs from the recorded {want_sha[:12]}…")
         if want_size is not None and digest.size != want_size:
             raise LocalCorruption(f"{path}: {digest.size} bytes, metadata says {want_size}")
         return _Object(path, key, digest)
@@ -440,7 +441,8 @@ class Uploader:
         meta_sha = (head.get("Metadata") or {}).get("sha256")
         if meta_sha != digest.sha256_hex or int(head.get("ContentLength", -1)) != digest.size:
             raise UploadConflict(
-                f"s3://{self.bucket}/{key} exists with sha256={meta_sha or 'unknown'} size={head.get('ContentLength')}, "
+                f"s3://{self.bucket}/{key} exists with sha256={meta_sha or 'unknown'} "
+                f"size={head.get('ContentLength')}, "
                 f"local file has sha256={digest.sha256_hex} size={digest.size}; refusing to overwrite")
         server = head.get("ChecksumSHA256")
         if server is None or not strict:

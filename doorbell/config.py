@@ -204,7 +204,8 @@ class AgentSection(Section):
     poll_s: float = Field(1.0, gt=0, le=60, description="fallback rescan when inotify is unavailable")
     late_after_s: float = Field(30.0, gt=0, description="events older than this are flagged late")
     session_expiry_s: int = Field(86400, ge=0, le=30 * 86400,
-                                  description="how long the broker keeps the agent's session (subscriptions, queued commands)")
+                                  description="how long the broker keeps the agent's session "
+                                  "(subscriptions, queued commands)")
     conditional_writes: bool = Field(True, description="send If-None-Match: * so the bucket refuses overwrites; "
                                      "turn off only for S3 servers without conditional writes")
     home_assistant: HomeAssistantSection = Field(default_factory=HomeAssistantSection)

@@ -283,7 +283,8 @@ def wait_until(pred: Callable[[], Any], timeout: float, what: str, interval: flo
         except Exception as exc:  # the thing is not up yet: keep trying until the deadline
             last = exc
         if time.monotonic() > deadline:
-            raise StepFailed(f"timed out after {timeout:g} s waiting for {what}" + (f" (last error: {last})" if last else ""))
+            raise StepFailed(f"timed out after {timeout:g} s waiting for {what}"
+                             + (f" (last error: {last})" if last else ""))
         time.sleep(interval)
 
 
@@ -395,7 +396,7 @@ class Demo:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             fh.close()
-            raise SystemExit(f"doorbell demo: another demo is running in {self.workdir} (use --workdir)")
+            raise SystemExit(f"doorbell demo: another demo is running in {self.workdir} (use --workdir)") from None
         return fh
 
     def _prepare(self) -> None:
@@ -638,7 +639,8 @@ class Demo:
             st.detail = f"{latency * 1000:.0f} ms from the press to the owner's app"
             st.data.update(event=e, latency_s=latency)
         with self.step("The clip lands in the bucket and in the owner's clip list") as st:
-            self.fw_log.find(rf"clip {re.escape(clip_id)} ready for upload", self.timeout, self.fw, "the clip to finish")
+            self.fw_log.find(rf"clip {re.escape(clip_id)} ready for upload", self.timeout, self.fw,
+                             "the clip to finish")
             clip = wait_until(lambda: next((c for c in self.owner.clips(limit=10) if c["clip_id"] == clip_id), None),
                               self.timeout, f"clip {clip_id} to be uploaded and indexed", interval=0.3)
             obj = self._bucket_object(clip_id)
@@ -745,7 +747,8 @@ class Demo:
                 except ApiError as exc:
                     if exc.status != 404:
                         raise StepFailed(f"unexpected answer {exc.status} {exc.code}") from None
-                    st.detail = f"{clip_b['clip_id']}: HTTP 404 {exc.code} (same answer as for a clip that does not exist)"
+                    st.detail = (f"{clip_b['clip_id']}: HTTP 404 {exc.code} "
+                                 "(same answer as for a clip that does not exist)")
                     st.data.update(refused=exc.code)
 
             if self.facts.get("grant_id"):

@@ -136,7 +136,8 @@ def _cert_expiry(label: str, path: Path) -> list[Result]:
         return [Result("secrets", FAIL, f"{label} {path} is not a PEM certificate", "reinstall it from the bundle")]
     left = cert.not_valid_after_utc.timestamp() - time.time()
     if left < 0:
-        return [Result("secrets", FAIL, f"{label} {path} expired", "issue a new one: doorbell provision device --rotate")]
+        return [Result("secrets", FAIL, f"{label} {path} expired",
+                       "issue a new one: doorbell provision device --rotate")]
     if left < 30 * 86400:
         return [Result("secrets", WARN, f"{label} {path} expires in {left / 86400:.0f} days",
                        "rotate it: doorbell provision device --rotate")]
@@ -178,11 +179,13 @@ def check_camera(cfg: "DoorbellConfig", frames: int = 3, timeout: float = 10.0) 
                 got += 1
                 size = frame.lores.shape
         if got < frames:
-            return Result("camera", FAIL, f"{backend} camera opened but delivered {got}/{frames} frames in {timeout:.0f} s",
+            return Result("camera", FAIL,
+                          f"{backend} camera opened but delivered {got}/{frames} frames in {timeout:.0f} s",
                           "check the camera is not used by another process (the firmware?) and its cable/stream")
         return Result("camera", OK, f"{backend} camera streaming ({got} frames, lores {size[1]}x{size[0]})")
     except Exception as exc:  # any backend failure is a finding, not a crash of the doctor
-        return Result("camera", FAIL, f"{backend} camera failed while streaming: {exc}", "check the camera and its source")
+        return Result("camera", FAIL, f"{backend} camera failed while streaming: {exc}",
+                      "check the camera and its source")
     finally:
         try:
             cam.stop()
@@ -327,7 +330,8 @@ def check_broker(cfg: "DoorbellConfig", timeout: float = 8.0) -> Result:
     m = cfg.mqtt
     if m.username is None or m.password is None:
         return Result("broker", FAIL, "no broker credentials in the config (mqtt.username / mqtt.password)",
-                      "install the provisioned bundle: doorbell provision device ...; scripts/install-pi.sh --bundle DIR")
+                      "install the provisioned bundle: doorbell provision device ...; "
+                      "scripts/install-pi.sh --bundle DIR")
     if m.username != cfg.device.id:
         return Result("broker", FAIL, f"mqtt.username {m.username!r} differs from device.id {cfg.device.id!r}: the "
                       "broker's ACL lets a device write only under its own id, so every publish would be refused",
@@ -380,7 +384,8 @@ def check_broker(cfg: "DoorbellConfig", timeout: float = 8.0) -> Result:
         if not done.wait(timeout):
             if "connect" not in state:
                 return Result("broker", FAIL, f"no answer from {where} within {timeout:.0f} s (TLS or firewall?)",
-                              "check the port is the broker's listener (TLS vs plain) and that a firewall lets it through")
+                              "check the port is the broker's listener (TLS vs plain) "
+                              "and that a firewall lets it through")
             return Result("broker", FAIL, f"connected to {where} but the subscription was not answered",
                           "check the broker's log")
         reason = state["connect"]
@@ -390,7 +395,8 @@ def check_broker(cfg: "DoorbellConfig", timeout: float = 8.0) -> Result:
                           "`doorbell provision device --rotate` and reload Mosquitto")
         granted = state.get("suback", [])
         if not granted or any(r.is_failure for r in granted):
-            return Result("broker", FAIL, f"connected as {m.username!r}, but the ACL refuses this device its command topics",
+            return Result("broker", FAIL,
+                          f"connected as {m.username!r}, but the ACL refuses this device its command topics",
                           "re-render the ACL from the registry (doorbell provision ...) and reload Mosquitto")
         return Result("broker", OK, f"connected to {where} as {m.username!r}; command topics allowed")
     finally:
@@ -446,7 +452,8 @@ def check_bucket(cfg: "DoorbellConfig", timeout: float = 10.0) -> Result:
     key = f"{device_prefix(s.prefix, cfg.device.id)}.doctor-probe"
     try:
         client.put_object(Bucket=s.bucket, Key=key, Body=b"doorbell doctor write probe\n")
-        return Result("bucket", OK, f"{where}: reachable, this key may write its prefix (bucket HEAD not allowed: fine)")
+        return Result("bucket", OK,
+                      f"{where}: reachable, this key may write its prefix (bucket HEAD not allowed: fine)")
     except ClientError as exc:
         return explain(exc)
     except BotoCoreError as exc:

@@ -293,7 +293,8 @@ class _Server:
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"
-        return f"<{type(self).__name__} {getattr(self, 'host', '?')}:{getattr(self, 'port', '?')} {state} {self.workdir}>"
+        return (f"<{type(self).__name__} {getattr(self, 'host', '?')}:{getattr(self, 'port', '?')} "
+                f"{state} {self.workdir}>")
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
@@ -827,7 +828,8 @@ class SeaweedS3(_Server):
                         continue
                     except ClientError as exc2:
                         last = exc2
-                        if exc2.response.get("Error", {}).get("Code") in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        code = exc2.response.get("Error", {}).get("Code")
+                        if code in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                             pending.pop(0)
                             continue
             except EndpointConnectionError as exc:

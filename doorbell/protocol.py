@@ -478,14 +478,18 @@ def ha_discovery_payload(device_id: str, name: str, discovery_prefix: str = "hom
                 "event_types": ["ring"],
                 # Non-ring events must render empty: HA ignores an empty result (debug log)
                 # but warns on JSON without event_type. Extra keys become event attributes.
-                "value_template": "{% if value_json.type == 'ring' %}{{ {'event_type': 'ring', 'late': value_json.late | default(false), 'ts': value_json.ts} | tojson }}{% endif %}",
+                "value_template": "{% if value_json.type == 'ring' %}"
+                                  "{{ {'event_type': 'ring', 'late': value_json.late | default(false), "
+                                  "'ts': value_json.ts} | tojson }}"
+                                  "{% endif %}",
             },
             f"{device_id}_motion": {
                 "p": "binary_sensor", "name": "Motion", "device_class": "motion",
                 "unique_id": f"{device_id}_motion", "state_topic": ev,
                 # Other event types render empty, which HA ignores; `this.state` would render
                 # HA's lowercase 'on'/'off', which matches neither payload and is logged.
-                "value_template": "{% if value_json.type == 'motion_start' %}ON{% elif value_json.type == 'motion_end' %}OFF{% endif %}",
+                "value_template": "{% if value_json.type == 'motion_start' %}ON"
+                                  "{% elif value_json.type == 'motion_end' %}OFF{% endif %}",
                 "payload_on": "ON", "payload_off": "OFF",
             },
             f"{device_id}_snapshot": {

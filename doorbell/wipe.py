@@ -151,7 +151,8 @@ def cloud_instructions(cfg: "DoorbellConfig") -> str:
               f"{cfg.agent.home_assistant.discovery_prefix}/device/{dev}/config"]
     lines = [
         "Copies outside this device (this command cannot erase them):",
-        f"  1. Clips in the bucket, under s3://{s3.bucket}/{device_prefix(s3.prefix, dev)} — the bucket operator (or you, with an",
+        f"  1. Clips in the bucket, under s3://{s3.bucket}/{device_prefix(s3.prefix, dev)} "
+        "— the bucket operator (or you, with an",
         "     account allowed to delete there; this device's own key cannot) runs:",
         f"       aws s3 rm --recursive s3://{s3.bucket}/{device_prefix(s3.prefix, dev)}{endpoint}",
         "     Object-locked or versioned buckets also need the old versions removed once the lock allows it.",

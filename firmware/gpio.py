@@ -143,7 +143,8 @@ class DoorbellIO:
         except Exception:  # the chime already rang; a consumer bug must not kill the GPIO thread
             log.exception("ring callback failed")
         if self.chime is not None:
-            log.info("chime on (ring %d, %s)", self.rings, self.cfg.chime_kind)  # logged after the work, off the latency path
+            # logged after the work, off the latency path
+            log.info("chime on (ring %d, %s)", self.rings, self.cfg.chime_kind)
 
     def _chime_start(self, now: float) -> None:
         if self.chime is None:

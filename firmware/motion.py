@@ -156,7 +156,8 @@ class MotionDetector:
         # least threshold from a sensor noise model (one grey level at the analysis
         # scale), so cells that just turned dark (IR switch) are not noise-triggered
         # before their own noise estimate catches up
-        self._dark_thr = (_NOISE_K * _MIN_NOISE_LEVELS / (np.arange(256, dtype=np.float32) + _LOG_OFFSET)).astype(np.float32)
+        self._dark_thr = (_NOISE_K * _MIN_NOISE_LEVELS
+                          / (np.arange(256, dtype=np.float32) + _LOG_OFFSET)).astype(np.float32)
         bx, by = _BLOCKS
         # quadratic surface basis at block centres, and the block -> grid interpolation
         u = (np.arange(bx) + 0.5) / bx - 0.5

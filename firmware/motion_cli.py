@@ -99,7 +99,8 @@ def _scan(args: argparse.Namespace) -> int:
         cfg.motion.sensitivity = args.sensitivity
     try:
         count = 0
-        for count, event in enumerate(scan_events(args.video, cfg), start=1):
+        for event in scan_events(args.video, cfg):
+            count += 1
             if args.json:
                 print(json.dumps(event), flush=True)
             else:

@@ -424,7 +424,8 @@ def _person_sprites(rng: np.random.Generator, hs: int, kind: str) -> Sprites:
         a = 0.0 if k == _N_POSES else math.radians(24.0) * math.sin(2 * math.pi * k / _N_POSES)
         lab = np.zeros((s, ws), np.uint8)
 
-        def limb(x0: float, y0: float, length: float, ang: float, width: float, val: int) -> tuple[int, int]:
+        def limb(x0: float, y0: float, length: float, ang: float, width: float, val: int,
+                 lab: np.ndarray = lab) -> tuple[int, int]:
             x1 = x0 + length * math.sin(ang)
             y1 = y0 + length * math.cos(ang)
             cv2.line(lab, (int(x0), int(y0)), (int(x1), int(y1)), val, max(1, int(width)))
@@ -631,7 +632,8 @@ class PorchScene:
         return (int(min(xs) * self.width), int(min(ys) * self.height),
                 int(math.ceil(max(xs) * self.width)), int(math.ceil(max(ys) * self.height)))
 
-    def _shade(self, img: np.ndarray, light: bool, ir: bool, region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    def _shade(self, img: np.ndarray, light: bool, ir: bool,
+               region: tuple[int, int, int, int] | None = None) -> np.ndarray:
         """Apply the porch light and/or IR mode to float BGR (whole frame or a region)."""
         out = img
         if region is not None:
@@ -681,7 +683,8 @@ class PorchScene:
             self._lut_cache[key] = lut
         return lut
 
-    def _make_noise(self, rng: np.random.Generator, bg: np.ndarray, gray: bool) -> tuple[np.ndarray, np.ndarray, int] | None:
+    def _make_noise(self, rng: np.random.Generator, bg: np.ndarray,
+                    gray: bool) -> tuple[np.ndarray, np.ndarray, int] | None:
         """A flat noise field (positive and negative parts, uint8) slightly longer
         than a frame; each frame uses it at a random offset, so noise differs
         frame to frame without generating millions of normals per frame."""

@@ -93,7 +93,8 @@ def load_settings(args: argparse.Namespace, needs_key: bool = True) -> tuple[str
 
 def register(subs: argparse._SubParsersAction) -> None:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--url", metavar="URL", help=f"sharing service (default ${URL_ENV}, the config, or {DEFAULT_URL})")
+    common.add_argument("--url", metavar="URL",
+                        help=f"sharing service (default ${URL_ENV}, the config, or {DEFAULT_URL})")
     common.add_argument("--api-key", metavar="KEY", help=f"agency API key (default ${KEY_ENV} or the config)")
     common.add_argument("--config", "-c", metavar="FILE", help=f"agency config YAML (default {DEFAULT_CONFIG})")
     common.add_argument("--json", action="store_true", help="machine-readable output")
@@ -108,7 +109,8 @@ def register(subs: argparse._SubParsersAction) -> None:
     c.add_argument("--basis", required=True, help="legal basis (statute, warrant, ...)")
     c.add_argument("--attest-not-protest", action="store_true",
                    help="attest that this request does not target lawful protest (required)")
-    c.add_argument("--start", required=True, help="window start: ISO 8601 time (e.g. 2026-11-23T18:00+01:00), 'now', or 'now-2h'")
+    c.add_argument("--start", required=True,
+                   help="window start: ISO 8601 time (e.g. 2026-11-23T18:00+01:00), 'now', or 'now-2h'")
     c.add_argument("--end", required=True, help="window end (at most 12 h after the start)")
     c.add_argument("--lat", type=float, required=True, help="centre latitude")
     c.add_argument("--lon", type=float, required=True, help="centre longitude")

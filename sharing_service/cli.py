@@ -149,7 +149,8 @@ def openapi_spec() -> dict[str, Any]:
 
 
 def _owner_add(args: argparse.Namespace) -> int:
-    return _run(lambda: (_core(args).add_owner(args.owner_id, args.public_key), print(f"owner {args.owner_id} enrolled")))
+    return _run(lambda: (_core(args).add_owner(args.owner_id, args.public_key),
+                         print(f"owner {args.owner_id} enrolled")))
 
 
 def _owner_set_key(args: argparse.Namespace) -> int:

@@ -995,13 +995,15 @@ def audit_summary(row: dict[str, Any]) -> str:
         d = {}
     kind = row["kind"]
     if kind == "delivery":
-        return f"request from {d.get('agency')} (case {d.get('case_number')}) offered you {len(d.get('clip_ids') or [])} clip(s)"
+        return (f"request from {d.get('agency')} (case {d.get('case_number')}) "
+                f"offered you {len(d.get('clip_ids') or [])} clip(s)")
     if kind == "decision":
         if d.get("decision") == "approve":
             return f"you approved {len(d.get('clip_ids') or [])} clip(s) for {d.get('grant_days')} day(s)"
         return "you denied the request"
     if kind == "grant":
-        return f"grant for {d.get('agency')}: {len(d.get('clip_ids') or [])} clip(s) until {fmt_time(d.get('expires_at'))}"
+        return (f"grant for {d.get('agency')}: {len(d.get('clip_ids') or [])} clip(s) "
+                f"until {fmt_time(d.get('expires_at'))}")
     if kind == "link_issued":
         return f"{row['actor']} got a download link for clip {row['subject']}"
     if kind == "download":

@@ -51,7 +51,8 @@ class RequestStatus(BaseModel):
 
     id: str
     case_number: str
-    status: Literal["pending", "closed"] = Field(description="pending until expires_at, then closed; depends on time only")
+    status: Literal["pending", "closed"] = Field(
+        description="pending until expires_at, then closed; depends on time only")
     created_at: float
     expires_at: float
     window_start: float
@@ -91,5 +92,6 @@ class TransparencyRow(BaseModel):
 
 class Transparency(BaseModel):
     suppressed_below: int
-    published_through: str | None = Field(description="last month included; months appear once every request in them has closed")
+    published_through: str | None = Field(
+        description="last month included; months appear once every request in them has closed")
     rows: list[TransparencyRow]

@@ -65,7 +65,8 @@ def test_aws_cli_lists_and_downloads_uploaded_objects(agent_config, start_agent,
     key = protocol.decode(ClipMessage, obs.expect(protocol.clips_topic("dev-a"), wait=20).payload).key
     aws = str(Path(sys.executable).parent / "aws")
     env = {**os.environ, "AWS_ACCESS_KEY_ID": s3.access_key, "AWS_SECRET_ACCESS_KEY": s3.secret_key,
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/dev/null", "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": "/dev/null",
+           "AWS_SHARED_CREDENTIALS_FILE": "/dev/null"}
     day = key.rsplit("/", 1)[0] + "/"
     ls = subprocess.run([aws, "s3", "ls", f"s3://{s3.bucket}/{day}", "--endpoint-url", s3.endpoint_url],
                         env=env, capture_output=True, text=True, timeout=60)

@@ -13,7 +13,8 @@ VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "signing_v1.jso
 KEY = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(VECTORS["private_key_seed_hex"]))
 
 
-@pytest.mark.parametrize("vec", VECTORS["vectors"], ids=lambda v: v["message"]["type"] + "-" + v["message"].get("decision", ""))
+@pytest.mark.parametrize("vec", VECTORS["vectors"],
+                         ids=lambda v: v["message"]["type"] + "-" + v["message"].get("decision", ""))
 def test_vectors_reproduce_exactly(vec):
     model = Decision if vec["message"]["type"] == "decision" else Revoke
     msg = model.model_validate(vec["message"])

@@ -82,7 +82,7 @@ def test_demo_runs_every_step_and_leaves_nothing_running(tmp_path: Path) -> None
     by = {s["n"]: s for s in steps}
     # the rings: two clips, each with pre-roll, seen by the owner, in the bucket with the announced hash
     clips = []
-    for ring, chime, event, bucket in ((9, 10, 11, 12), (13, 14, 15, 16)):
+    for _ring, chime, event, bucket in ((9, 10, 11, 12), (13, 14, 15, 16)):
         assert by[chime]["data"]["pre_roll_s"] >= 1.5
         assert by[event]["data"]["event"]["type"] == "ring"
         assert by[event]["data"]["event"]["device_id"] == "front-door"

@@ -167,7 +167,8 @@ def test_a_press_between_two_frames_still_gets_the_full_pre_roll(fw_config, bike
         cfg, cam, spool, rec = make(fw_config, bikes_video)
         for old in spool.pending_clips():
             spool.delete_clip(old)
-        replay(cam, rec, {150: lambda ts: rec.trigger("ring", ts - offset)})  # between frames 149 and 150
+        # between frames 149 and 150
+        replay(cam, rec, {150: lambda ts, rec=rec, offset=offset: rec.trigger("ring", ts - offset)})
         [clip] = spool.pending_clips()
         assert clip.meta.pre_roll_s >= cfg.clips.pre_roll_s - 1e-6, offset
 

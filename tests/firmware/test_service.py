@@ -153,7 +153,7 @@ def test_settings_are_validated_applied_and_persisted(fw_config, mock_pins):
         assert svc.recorder.clips.post_roll_s == 3.0
         assert svc.thread_alive()
     res = {r["command_id"]: r for r in results(spool)}
-    for name, payload in bad:
+    for _name, payload in bad:
         r = res[payload["command_id"]]
         assert r["ok"] is False and r["detail"], r
     assert "sensitivity" in res["bad-range"]["detail"]

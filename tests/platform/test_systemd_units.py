@@ -83,8 +83,8 @@ def test_firmware_never_touches_the_network_and_sees_only_camera_and_gpio() -> N
     assert s["RestrictAddressFamilies"] == ["AF_UNIX"]
     assert s["PrivateNetwork"] == ["yes"] and s["IPAddressDeny"] == ["any"]
     allowed = {v.split()[0] for v in s["DeviceAllow"]}
-    assert allowed <= {"char-video4linux", "char-media", "char-dma_heap", "char-vchiq", "char-vcsm-cma", "char-gpiochip",
-                       "char-bcm2835-gpiomem", "char-rpi-gpiomem"}
+    assert allowed <= {"char-video4linux", "char-media", "char-dma_heap", "char-vchiq", "char-vcsm-cma",
+                       "char-gpiochip", "char-bcm2835-gpiomem", "char-rpi-gpiomem"}
     assert s["SupplementaryGroups"] == ["gpio video"]
 
 

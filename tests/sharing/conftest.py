@@ -110,9 +110,9 @@ class PostgresServer:
             try:
                 psycopg.connect(f"postgresql://doorbell@127.0.0.1:{self.port}/postgres", connect_timeout=1).close()
                 return url
-            except psycopg.OperationalError:
+            except psycopg.OperationalError as exc:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError((self.dir / "pg.log").read_text(errors="replace")[-2000:])
+                    raise RuntimeError((self.dir / "pg.log").read_text(errors="replace")[-2000:]) from exc
                 time.sleep(0.1)
 
     def stop(self) -> None:

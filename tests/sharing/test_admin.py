@@ -99,7 +99,8 @@ def test_serve_command_runs_and_stops_cleanly(tmp_path: Path, broker, s3) -> Non
     port = free_port()
     cfg = tmp_path / "sharing.yaml"
     cfg.write_text(yaml.safe_dump({
-        "sharing": {"database_url": f"sqlite:///{tmp_path / 'sharing.db'}", "http": {"host": "127.0.0.1", "port": port}},
+        "sharing": {"database_url": f"sqlite:///{tmp_path / 'sharing.db'}",
+                    "http": {"host": "127.0.0.1", "port": port}},
         "mqtt": {"host": broker.host, "port": broker.port, "username": "sharing-service", "client_id": "serve-test"},
         "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key},
     }))
@@ -115,7 +116,8 @@ def test_serve_command_runs_and_stops_cleanly(tmp_path: Path, broker, s3) -> Non
                     break
             except httpx.HTTPError:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode() if proc.stdout else ""
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                proc.stdout.read().decode() if proc.stdout else "")
             time.sleep(0.1)
         assert httpx.get(f"http://127.0.0.1:{port}/openapi.json").json()["info"]["title"].startswith("Doorbell")
         proc.send_signal(signal.SIGTERM)

@@ -1,7 +1,7 @@
 """Initial schema: registry, clip index, requests, grants, nonces, hash-chained audit.
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-23 21:38:13.424455
 """
 from alembic import op
