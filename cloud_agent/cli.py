@@ -24,8 +24,13 @@ def _run(args: argparse.Namespace) -> int:
     from doorbell.config import load_config
 
     cfg = load_config(args.config)
-    # Fail at start-up, naming the key, rather than retrying forever without credentials.
-    cfg.require("mqtt.username", "mqtt.password", "s3.access_key_id", "s3.secret_access_key")
+    # Fail at start-up, naming the key, rather than retrying forever without broker credentials.
+    cfg.require("mqtt.username", "mqtt.password")
+    if cfg.s3.access_key_id is None or cfg.s3.secret_access_key is None:
+        # Rings still reach the owner; clips wait safely in the spool until the operator adds a key.
+        logging.getLogger("cloud_agent").warning(
+            "%s: no bucket credentials (s3.access_key_id / s3.secret_access_key): clips stay queued "
+            "in the spool until they are set", cfg.source)
     if not args.verbose:
         logging.getLogger().setLevel(cfg.logging.level)
     logging.getLogger("botocore").setLevel(logging.WARNING)

@@ -47,7 +47,7 @@ def test_agent_notifies_ready_feeds_watchdog_and_stops_cleanly(agent_config, tmp
 
 
 def test_agent_refuses_to_start_without_credentials(tmp_path):
-    """No retry loop on a missing secret: exit 2 at start-up naming each missing key."""
+    """No retry loop on a missing broker secret: exit 2 at start-up naming the key."""
     import subprocess
     import sys
 
@@ -58,5 +58,6 @@ def test_agent_refuses_to_start_without_credentials(tmp_path):
     r = subprocess.run([sys.executable, "-m", "doorbell.cli", "agent", "run", "-c", str(cfg)],
                        capture_output=True, text=True, timeout=60, env=env)
     assert r.returncode == 2
-    for key in ("mqtt.password", "s3.access_key_id", "s3.secret_access_key"):
-        assert f"{cfg}: {key}: required secret is missing" in r.stderr, r.stderr
+    assert f"{cfg}: mqtt.password: required secret is missing" in r.stderr, r.stderr
+    # bucket credentials may come later (the operator adds the key): not a start-up failure
+    assert "s3.access_key_id: required" not in r.stderr
