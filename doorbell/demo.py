@@ -164,11 +164,11 @@ class Children:
 
     def spawn(self, name: str, argv: list[str], stdin: bool = False, env: dict[str, str] | None = None
               ) -> subprocess.Popen[bytes]:
-        from .embedded import _pdeathsig_prefix
+        from .embedded import pdeathsig_prefix
 
         log = open(self.log_dir / f"{name}.log", "ab")
         try:
-            proc = subprocess.Popen(_pdeathsig_prefix() + argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+            proc = subprocess.Popen(pdeathsig_prefix() + argv, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
                                     env=env)
         finally:

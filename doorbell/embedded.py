@@ -18,6 +18,8 @@ log files in ``workdir``.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import atexit
 import json
 import logging
@@ -87,7 +89,7 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "(no log)"
 
 
-def _pdeathsig_prefix() -> list[str]:
+def pdeathsig_prefix() -> list[str]:
     """``setpriv --pdeathsig TERM --`` (util-linux) if available: the child dies with
     the thread that started it. Done with a tool rather than a ``preexec_fn``,
     which can deadlock when other threads (paho's network loops) are running."""
@@ -97,7 +99,7 @@ def _pdeathsig_prefix() -> list[str]:
     return [tool, "--pdeathsig", "TERM", "--"] if tool else []
 
 
-class _Server:
+class ServerProcess(ABC):
     """One child process with a log file: start/stop by PID, context manager, atexit."""
 
     name = "server"
@@ -115,19 +117,21 @@ class _Server:
         self.last_start_s: float | None = None
 
     # subclasses provide these
+    @abstractmethod
     def _command(self) -> list[str]:
-        raise NotImplementedError
+        """The server's command line."""
 
     def _env(self) -> dict[str, str] | None:
         return None
 
+    @abstractmethod
     def _wait_ready(self, deadline: float) -> None:
-        raise NotImplementedError
+        """Return once the server answers; raise if it cannot by ``deadline``."""
 
-    def _prepare(self, first: bool) -> None:
+    def _prepare(self, first: bool) -> None:  # noqa: B027  (optional hook: most servers need nothing)
         """Write config files (and pick ports when ``first``)."""
 
-    def _after_stop(self) -> None:
+    def _after_stop(self) -> None:  # noqa: B027  (optional hook)
         """Clean up what the server leaves outside workdir."""
 
     @property
@@ -148,7 +152,7 @@ class _Server:
             # thread: PDEATHSIG fires when the *thread* that forked it exits.
             tie = self.die_with_parent and threading.current_thread() is threading.main_thread()
             self._proc = subprocess.Popen(
-                (_pdeathsig_prefix() if tie else []) + self._command(),
+                (pdeathsig_prefix() if tie else []) + self._command(),
                 cwd=self.workdir,
                 stdin=subprocess.DEVNULL,
                 stdout=logf,
@@ -162,7 +166,7 @@ class _Server:
             atexit.register(self._atexit_stop)
             self._atexit_registered = True
 
-    def start(self, timeout: float = 20.0) -> "_Server":
+    def start(self, timeout: float = 20.0) -> "ServerProcess":
         """Start the server and wait until it serves; no-op if already running.
 
         If a port turns out to be taken (another process got it between our
@@ -172,7 +176,7 @@ class _Server:
         with self._lock:
             return self._start_locked(timeout)
 
-    def _start_locked(self, timeout: float) -> "_Server":
+    def _start_locked(self, timeout: float) -> "ServerProcess":
         if self.running:
             return self
         first = not self._prepared
@@ -270,13 +274,13 @@ class _Server:
                 proc.wait(5)
             self._after_stop()
 
-    def restart(self, timeout: float = 20.0) -> "_Server":
+    def restart(self, timeout: float = 20.0) -> "ServerProcess":
         """Stop and start again on the same ports with the same data."""
         with self._lock:
             self.stop()
             return self.start(timeout)
 
-    def ensure_running(self) -> "_Server":
+    def ensure_running(self) -> "ServerProcess":
         """Start again if a test (or a crash) stopped it."""
         if not self.running:
             return self.start()
@@ -315,7 +319,6 @@ class _Server:
 # Public name for subclassing (a server process of your own with the same
 # start/stop/atexit/PDEATHSIG handling): override _command, _wait_ready and
 # optionally _prepare, _env, _after_stop.
-ServerProcess = _Server
 
 
 # ------------------------------------------------------------------------ Mosquitto
@@ -329,7 +332,7 @@ class TlsFiles:
     keyfile: Path
 
 
-class Mosquitto(_Server):
+class Mosquitto(ServerProcess):
     """A real Mosquitto broker on loopback with a password file and an ACL.
 
     ``users`` maps username to plain password (hashed into ``passwd``);
@@ -604,7 +607,7 @@ _WEED_PORTS = (
 )
 
 
-class SeaweedS3(_Server):
+class SeaweedS3(ServerProcess):
     """SeaweedFS ``weed mini`` on loopback as an S3 endpoint with SigV4 auth on.
 
     Every port (master, volume, filer, S3, admin, and their gRPC ports) is

@@ -168,4 +168,4 @@ class Camera(ABC):
 
     def clip_store(self, **kwargs: Any):
         """Backends with their own encoder return their clip store; others have none."""
-        raise NotImplementedError(f"{self.backend_name} does not encode; use the PyAV recorder")
+        raise TypeError(f"the {self.backend_name} camera does not encode itself; use the PyAV recorder")

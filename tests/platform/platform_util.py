@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from doorbell import provision
-from doorbell.embedded import LOOPBACK, MqttProbe, _Server, port_open
+from doorbell.embedded import LOOPBACK, MqttProbe, ServerProcess, port_open
 
 REPO = Path(__file__).resolve().parents[2]
 DOORBELL = [sys.executable, "-m", "doorbell.cli"]
@@ -32,7 +32,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = N
     return proc
 
 
-class ProvisionedMosquitto(_Server):
+class ProvisionedMosquitto(ServerProcess):
     """/usr/sbin/mosquitto run with a provisioned mosquitto.conf, unmodified."""
 
     name = "mosquitto-provisioned"
