@@ -3,17 +3,8 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from collections.abc import Callable
 
-
-def wait_for(pred: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from polling import wait_for  # noqa: F401  (re-exported: the agent tests import it from here)
 
 
 def expect_kind(client: Any, topic: str, wait: float = 10.0, retained: bool | None = None) -> Any:

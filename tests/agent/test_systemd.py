@@ -24,7 +24,11 @@ def test_agent_notifies_ready_feeds_watchdog_and_stops_cleanly(agent_config, tmp
     seen: list[str] = []
     try:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not ("READY=1" in seen and seen.count("WATCHDOG=1") >= 2):
+        def done() -> bool:
+            return ("READY=1" in seen and seen.count("WATCHDOG=1") >= 2
+                    and any(line.startswith("STATUS=mqtt up") for line in seen))
+
+        while time.monotonic() < deadline and not done():
             try:
                 seen += sock.recv(4096).decode().splitlines()
             except TimeoutError:

@@ -18,20 +18,12 @@ from typing import Any
 from collections.abc import Callable
 
 from doorbell import protocol as p
+from polling import wait_for
 
 HOME_A = (52.5200, 13.4050)
 HOME_B = (52.5227, 13.4050)   # ~300 m north of A
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def iso(ts: float) -> str:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import cv2
 import numpy as np
@@ -13,16 +12,9 @@ from doorbell.spool import Spool
 from firmware.service import FirmwareService, request_press
 
 from fw_helpers import decode_frames
+from polling import wait_for
 
 
-def wait_for(pred, timeout=20.0, step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = pred()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not met in time")
 
 
 def events(spool: Spool, kind: str | None = None):

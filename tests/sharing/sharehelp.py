@@ -22,21 +22,13 @@ from doorbell.config import parse_config
 from sharing_service.client import AgencyClient
 from sharing_service.core import Clock
 from sharing_service.service import SharingService
+from polling import wait_for
 
 HOME_A = (52.5200, 13.4050)
 HOME_B = (52.5227, 13.4050)   # ~300 m north of A
 FAR = (52.6000, 13.4050)      # ~9 km away
 
 
-def wait_for(pred: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = pred()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 @dataclass
