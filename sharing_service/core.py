@@ -542,21 +542,26 @@ class SharingCore:
 
     def handle_decision(self, topic_owner: str, topic_rid: str, payload: bytes) -> list[Outgoing]:
         """Verify a signed decision and turn an approval into a grant."""
+        return self._handle_signed(p.Decision, "decision", topic_owner, topic_rid, payload, self._decide)
+
+    def _handle_signed(self, model: type[p.SignedMessage], kind: str, topic_owner: str, topic_ref: str,
+                       payload: bytes, apply: Callable[..., list[Outgoing]]) -> list[Outgoing]:
+        """The envelope every signed owner message shares: decode or refuse, apply in one
+        transaction, refuse a nonce that raced in twice, then publish the outcome."""
         now = self.clock()
         try:
-            msg = p.decode(p.Decision, payload, "decision")
+            msg = p.decode(model, payload, kind)
         except p.ProtocolError as exc:
             with self.db.write() as s:
-                out = self._refuse(s, topic_owner, topic_rid, str(exc), topic_rid)
+                out = self._refuse(s, topic_owner, topic_ref, str(exc), topic_ref)
             self.emit(out)
             return out
-        ref = msg.nonce
         try:
             with self.db.write() as s:
-                out = self._decide(s, topic_owner, topic_rid, msg, now)
+                out = apply(s, topic_owner, topic_ref, msg, now)
         except IntegrityError:  # the same nonce raced in twice
             with self.db.write() as s:
-                out = self._refuse(s, topic_owner, ref, "replayed message (nonce already used)", topic_rid)
+                out = self._refuse(s, topic_owner, msg.nonce, "replayed message (nonce already used)", topic_ref)
         self.emit(out)
         return out
 
@@ -633,22 +638,7 @@ class SharingCore:
 
     def handle_revoke(self, topic_owner: str, topic_gid: str, payload: bytes) -> list[Outgoing]:
         """A signed revoke ends a grant at once: the next link or download fails."""
-        now = self.clock()
-        try:
-            msg = p.decode(p.Revoke, payload, "revoke")
-        except p.ProtocolError as exc:
-            with self.db.write() as s:
-                out = self._refuse(s, topic_owner, topic_gid, str(exc), topic_gid)
-            self.emit(out)
-            return out
-        try:
-            with self.db.write() as s:
-                out = self._revoke(s, topic_owner, topic_gid, msg, now)
-        except IntegrityError:
-            with self.db.write() as s:
-                out = self._refuse(s, topic_owner, msg.nonce, "replayed message (nonce already used)", topic_gid)
-        self.emit(out)
-        return out
+        return self._handle_signed(p.Revoke, "revoke", topic_owner, topic_gid, payload, self._revoke)
 
     def _revoke(self, s: Session, owner_id: str, topic_gid: str, msg: p.Revoke, now: float) -> list[Outgoing]:
         ref = msg.nonce
