@@ -688,8 +688,11 @@ class Demo:
                 self.facts["request_id"] = rid
 
             with self.step("The owner's app shows the request with the matching clips") as st:
+                # The service lists the request as soon as it is recorded; wait for the retained
+                # request itself (clip times, snapshot links), which it publishes a moment later.
                 req = wait_until(lambda: next((r for r in self.owner.pending_requests(self.timeout)
-                                               if r["request_id"] == rid), None),
+                                               if r["request_id"] == rid
+                                               and all("started_at" in c for c in r["clips"])), None),
                                  self.timeout, "the request at the owner", interval=0.3)
                 offered = sorted(c["clip_id"] for c in req["clips"])
                 if offered != sorted(self.facts["clips"]):

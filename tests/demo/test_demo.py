@@ -168,7 +168,8 @@ def test_sigterm_stops_everything_and_the_next_run_starts_clean(tmp_path: Path) 
     sleeper.poll()
     assert sleeper.returncode is not None, "the leftover process was not stopped"
     data = json.loads(summary.read_text())
-    assert r.returncode == 0 and data["ok"], (r.stdout[-4000:], log_tails(workdir))
+    failed = [st for st in data["steps"] if not st.get("ok", True)]
+    assert r.returncode == 0 and data["ok"], (failed, r.stdout[-4000:], log_tails(workdir))
     assert data["steps"][0]["data"]["leftovers_killed"] == [f"agent (pid {sleeper.pid})"]
     assert not (workdir / "spool" / "stale-marker").exists()
 
