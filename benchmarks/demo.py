@@ -1,6 +1,6 @@
 """How long the unattended demo takes, step by step, and ring -> owner latency.
 
-Runs ``doorbell demo --non-interactive`` (a real process, real servers) N times
+Runs ``doorbell-demo --non-interactive`` (a real process, real servers) N times
 in a scratch work directory and prints a table of each step's seconds (median
 and worst) from ``--summary-json``. Run:
 
@@ -28,7 +28,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="doorbell-demo-bench-") as tmp:
         for i in range(args.runs):
             summary = Path(tmp) / f"run{i}.json"
-            cmd = [sys.executable, "-m", "doorbell.cli", "demo", "--non-interactive", "--workdir",
+            cmd = [sys.executable, "-m", "doorbell.sandbox.demo", "--non-interactive", "--workdir",
                    str(Path(tmp) / "work"), "--summary-json", str(summary)]
             if args.video:
                 cmd += ["--video", args.video]
@@ -47,7 +47,7 @@ def main() -> int:
                     latencies.append(s["data"]["latency_s"] * 1000)
                 if "ring_to_bucket_s" in s["data"]:
                     to_bucket.append(s["data"]["ring_to_bucket_s"])
-    print(f"doorbell demo --non-interactive, {args.runs} run(s)")
+    print(f"doorbell-demo --non-interactive, {args.runs} run(s)")
     print(f"{'step':<66} {'median s':>9} {'max s':>7}")
     for name, xs in per_step.items():
         print(f"{name:<66} {statistics.median(xs):>9.2f} {max(xs):>7.2f}")

@@ -4,7 +4,7 @@
 
 Every part is the real product, each in its own process, on loopback:
 
-- Mosquitto and SeaweedFS (``doorbell.embedded``);
+- Mosquitto and SeaweedFS (``doorbell.sandbox.embedded``);
 - the firmware: ``doorbell firmware run --ring-on-stdin`` with gpiozero's
   MockFactory (one line on stdin = one press: the mock pin is driven, so the
   press takes the real gpiozero edge callback, debounce and chime path), the
@@ -43,14 +43,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, IO
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from doorbell import protocol  # noqa: E402
-from doorbell.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
-from doorbell.protocol import DeviceEvent  # noqa: E402
+from doorbell.core import protocol  # noqa: E402
+from doorbell.core.protocol import DeviceEvent  # noqa: E402
+from doorbell.sandbox.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
 
 log = logging.getLogger("benchmarks.e2e")
 
@@ -193,7 +193,7 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
         obs.sub(protocol.status_topic(DEVICE))
         obs.sub(protocol.clips_topic(DEVICE))
 
-        from doorbell.spool import Spool
+        from doorbell.core.spool import Spool
 
         watch = SpoolWatch(Spool(work / "spool").dir("events"))  # the same layout the firmware will use
         children["agent"] = subprocess.Popen([*exe, "agent", "run", "--config", str(dev_cfg)],

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from doorbell.config import GpioSection, parse_config  # noqa: E402
+from doorbell.core.config import GpioSection, parse_config  # noqa: E402
 
 
 def pct(values: list[float], p: float) -> float:
@@ -116,7 +116,7 @@ def bench_edge_to_event(n: int) -> dict[str, float]:
 
 
 def bench_recording(width: int, height: int, frames: int = 150) -> dict[str, float]:
-    from doorbell.config import Polygon
+    from doorbell.core.config import Polygon
     from firmware.camera.base import Frame
     from firmware.masks import PrivacyMasker
     from firmware.recorder import SoftwareClipStore

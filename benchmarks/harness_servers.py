@@ -1,4 +1,4 @@
-"""Start-up, restart and stop times and memory of the test servers (doorbell.embedded).
+"""Start-up, restart and stop times and memory of the test servers (doorbell.sandbox.embedded).
 
 Run: .venv/bin/python benchmarks/harness_servers.py [--runs N]
 Prints a table; nothing is asserted (see docs/testing.md for recorded figures).
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from doorbell.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
+from doorbell.sandbox.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
 
 
 def _cpu_seconds(pid: int) -> float:

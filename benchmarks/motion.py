@@ -45,17 +45,17 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
-from collections.abc import Callable
 
 import cv2
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from doorbell.config import MotionSection, Polygon  # noqa: E402
+from doorbell.core.config import MotionSection, Polygon  # noqa: E402
 from firmware.motion import MotionDetector  # noqa: E402
 from firmware.scene import REGIONS, PorchScene  # noqa: E402
 

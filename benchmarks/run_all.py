@@ -45,10 +45,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -282,8 +282,8 @@ def _run_json(cmd: list[str], log_path: Path, timeout: float) -> dict[str, Any]:
 def event_write(n: int) -> dict[str, float]:
     """``n`` ring events through ``Spool.publish_event`` (what the firmware does per ring), in ms."""
     sys.path.insert(0, str(ROOT))
-    from doorbell.protocol import DeviceEvent
-    from doorbell.spool import Spool
+    from doorbell.core.protocol import DeviceEvent
+    from doorbell.core.spool import Spool
 
     lat = []
     with tempfile.TemporaryDirectory(prefix="spool-floor-", dir=os.environ.get("BENCH_SPOOL_DIR")) as d:

@@ -32,7 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +157,7 @@ def _phase(pool: Any, url: str, key: str, kind: str, total: int, workers: int, n
 
 def run(devices: int, clips: int, creates: int, statuses: int, workers: int, mqtt: bool,
         rounds: int = 1) -> dict[str, Any]:
-    from doorbell.config import parse_config
+    from doorbell.core.config import parse_config
     from sharing_service.service import SharingService
 
     logging.basicConfig(level=logging.WARNING)
@@ -174,7 +174,7 @@ def run(devices: int, clips: int, creates: int, statuses: int, workers: int, mqt
                         "agency_rate_per_min": 100000},
         }
         if mqtt:
-            from doorbell.embedded import DoorbellBroker
+            from doorbell.sandbox.embedded import DoorbellBroker
 
             broker = DoorbellBroker(Path(tmp) / "mosquitto", {}, [], admins=[], service_user="sharing-service")
             broker.start()

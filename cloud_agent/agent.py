@@ -26,26 +26,25 @@ import gc
 import json
 import logging
 import signal
-from collections import deque
-from concurrent.futures import Future
 import threading
 import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from doorbell import __version__, protocol
-from doorbell.config import DoorbellConfig
-from doorbell.protocol import DeviceEvent, ProtocolError
-from doorbell.spool import SNAPSHOT_FILE, Spool, atomic_write
-
-from .backoff import Backoff
-from .memory import trim
-from .mqtt_link import MqttLink, Pending, PublishRefused
-from .status import OUTBOX_DIR, StatusBoard, StatusWriter
+from cloud_agent.backoff import Backoff
+from cloud_agent.memory import trim
+from cloud_agent.mqtt_link import MqttLink, Pending, PublishRefused
+from cloud_agent.status import OUTBOX_DIR, StatusBoard, StatusWriter
+from doorbell.core import __version__, protocol
+from doorbell.core.config import DoorbellConfig
+from doorbell.core.protocol import DeviceEvent, ProtocolError
+from doorbell.core.spool import SNAPSHOT_FILE, Spool, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +116,7 @@ class Agent:
         if self.ha.enabled:
             self.link.subscribe_on_connect(protocol.ha_status_topic(self.ha.discovery_prefix), 1)
         if uploader is None:
-            from .uploader import Uploader
+            from cloud_agent.uploader import Uploader
             uploader = Uploader(cfg.s3, self.device_id, self.state_dir, cfg.agent.conditional_writes)
         self.uploader = uploader
         self._outstanding: dict[str, tuple[Pending, _Item]] = {}
@@ -158,7 +157,7 @@ class Agent:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self.request_stop)
             signal.signal(signal.SIGINT, self.request_stop)
-        from doorbell.sdnotify import Notifier, Watchdog
+        from doorbell.core.sdnotify import Notifier, Watchdog
         notifier = self.notifier or Notifier.from_env()
         self.start()
         code = 0
@@ -434,7 +433,7 @@ class Agent:
         from concurrent.futures import ThreadPoolExecutor
         from concurrent.futures import TimeoutError as FutureTimeout
 
-        from .uploader import LocalCorruption, UploadCancelled, UploadConflict
+        from cloud_agent.uploader import LocalCorruption, UploadCancelled, UploadConflict
 
         backoff = Backoff(self.cfg.agent.retry_base_s, self.cfg.agent.retry_max_s)
         recovered = False

@@ -21,7 +21,7 @@ def register(subs: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from doorbell.config import load_config
+    from doorbell.core.config import load_config
 
     cfg = load_config(args.config)
     # Fail at start-up, naming the key, rather than retrying forever without broker credentials.
@@ -36,18 +36,17 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("s3transfer").setLevel(logging.WARNING)
     logging.getLogger("cloud_agent.paho").setLevel(logging.WARNING)
-    from .memory import limit_arenas
+    from cloud_agent.memory import limit_arenas
 
     limit_arenas(2)  # before any thread exists
-    from .agent import Agent
+    from cloud_agent.agent import Agent
 
     return Agent(cfg).run()
 
 
 def _status(args: argparse.Namespace) -> int:
-    from doorbell.config import load_config
-
-    from .status import queue_depth, read_status, render_status
+    from cloud_agent.status import queue_depth, read_status, render_status
+    from doorbell.core.config import load_config
 
     cfg = load_config(args.config)
     status = read_status(cfg.agent.state_dir)

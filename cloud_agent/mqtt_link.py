@@ -18,21 +18,22 @@ import logging
 import ssl
 import threading
 import time
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from doorbell import protocol
-from doorbell.config import DoorbellConfig
+from doorbell.core import protocol
+from doorbell.core.config import DoorbellConfig
+from doorbell.core.errors import DoorbellError
 
 log = logging.getLogger(__name__)
 
 
-class PublishRefused(Exception):
+class PublishRefused(DoorbellError):
     """The broker answered PUBACK with a failure reason code (e.g. not authorized)."""
 
 

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from doorbell.spool import CLIP_FILE, atomic_write
+from doorbell.core.spool import CLIP_FILE, atomic_write
 
 STATUS_FILE = "status.json"
 OUTBOX_DIR = "outbox"

@@ -49,11 +49,11 @@ from botocore.exceptions import ClientError
 from s3transfer.exceptions import CancelledError
 from s3transfer.utils import ChunksizeAdjuster
 
-from doorbell.config import S3Section
-from doorbell.spool import SpoolClip, atomic_write
-
-from doorbell.bucket import ClipKeys, clip_keys, device_prefix
-from .memory import shrink_botocore_buffers
+from cloud_agent.memory import shrink_botocore_buffers
+from doorbell.core.bucket import ClipKeys, clip_keys, device_prefix
+from doorbell.core.config import S3Section
+from doorbell.core.errors import DoorbellError
+from doorbell.core.spool import SpoolClip, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -62,15 +62,15 @@ JOURNAL_DIR = "upload-journal"  # one {clip_id}.json per clip being uploaded
 CONTENT_TYPES = {".mp4": "video/mp4", ".jpg": "image/jpeg", ".json": "application/json"}
 
 
-class UploadConflict(Exception):
+class UploadConflict(DoorbellError):
     """The bucket holds a different object under our key; it is never overwritten."""
 
 
-class LocalCorruption(Exception):
+class LocalCorruption(DoorbellError):
     """A spool file no longer matches the hash recorded when it was published."""
 
 
-class UploadCancelled(Exception):
+class UploadCancelled(DoorbellError):
     """The agent is shutting down; the clip stays pending and is retried next start."""
 
 

@@ -1,7 +1,8 @@
-"""Shared core of the consent-first doorbell: config, spool, protocol, signing, CLI.
+"""The consent-first doorbell's shared package, one sub-package per layer.
 
-Each contract between the parts lives in exactly one module here:
-``config`` (the validated config model), ``spool`` (firmware -> agent files),
-``protocol`` (MQTT topics and message schemas), ``signing`` (owner consent).
+``core`` holds the contracts every part shares; ``clients`` the owner's app and
+the agency client; ``ops`` provisioning, doctor and wipe; ``sandbox`` the
+loopback servers and the demo; ``cli`` the ``doorbell`` script. The layers and
+the rule for where new code goes are in docs/architecture.md and enforced by
+``lint-imports`` (see ``.importlinter``).
 """
-__version__ = "0.1.0"

@@ -1,33 +1,44 @@
 """``doorbell``: one console script, a subcommand per part of the product.
 
-Each part registers its own subcommands from a light ``cli`` module (heavy
-imports happen inside the handlers), so ``doorbell owner`` on a laptop never
-imports OpenCV and ``doorbell firmware`` on a Pi never imports FastAPI.
+This module is the composition root of the installed tools: it sits above the
+processes, the clients and operations, and registers each part's subcommands
+from that part's light ``cli`` module (heavy imports happen inside the
+handlers), so ``doorbell owner`` on a laptop never imports OpenCV and
+``doorbell firmware`` on a Pi never imports FastAPI. The sandbox (the demo) is
+above it and has its own script, ``doorbell-demo``.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
-import logging
 import sys
+from collections.abc import Callable
 
-from . import __version__
-from .config import ConfigError
+import cloud_agent.cli
+import firmware.cli
+import firmware.motion_cli
+import sharing_service.cli
+from doorbell.clients.agency import cli as agency_cli
+from doorbell.clients.owner import cli as owner_cli
+from doorbell.core import __version__
+from doorbell.core.errors import DoorbellError
+from doorbell.core.logsetup import setup_logging
+from doorbell.ops import config_cli, doctor, provision, wipe
 
-# (subcommand, module providing register(subparsers), extra that provides its deps)
-SUBCOMMANDS: list[tuple[str, str, str]] = [
-    ("config", "doorbell.config_cli", ""),
-    ("firmware", "firmware.cli", "pi"),
-    ("motion", "firmware.motion_cli", "pi"),
-    ("agent", "cloud_agent.cli", "pi"),
-    ("sharing", "sharing_service.cli", "cloud"),
-    ("owner", "sharing_service.owner_cli", "owner"),
-    ("agency", "sharing_service.agency_cli", "owner"),
-    ("demo", "doorbell.demo", "all"),
-    ("provision", "doorbell.provision", ""),
-    ("doctor", "doorbell.doctor", "pi"),
-    ("wipe", "doorbell.wipe", ""),
-]
+Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
+
+# Each part's ``register(subparsers)``, in the order ``doorbell --help`` lists them.
+SUBCOMMANDS: tuple[Register, ...] = (
+    config_cli.register,
+    firmware.cli.register,
+    firmware.motion_cli.register,
+    cloud_agent.cli.register,
+    sharing_service.cli.register,
+    owner_cli.register,
+    agency_cli.register,
+    provision.register,
+    doctor.register,
+    wipe.register,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,29 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"doorbell {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module, extra in SUBCOMMANDS:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and (exc.name == module or module.startswith(exc.name + ".")):
-                continue  # that part is not built (yet) in this installation
-            p = subs.add_parser(name, help=f"(unavailable: {exc.name} missing; pip install 'doorbell[{extra}]')")
-            p.set_defaults(func=lambda _a, e=exc, x=extra: _missing(e, x))
-            continue
-        mod.register(subs)
+    for register in SUBCOMMANDS:
+        register(subs)
     return parser
-
-
-def _missing(exc: ModuleNotFoundError, extra: str) -> int:
-    print(f"doorbell: this command needs {exc.name}; install it with: pip install 'doorbell[{extra}]'", file=sys.stderr)
-    return 2
-
-
-def setup_logging(verbose: bool = False, level: str | None = None) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else getattr(logging, level or "INFO"),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,7 +60,13 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     try:
         return int(args.func(args) or 0)
-    except ConfigError as exc:
+    except ModuleNotFoundError as exc:
+        # A part's handler imports its heavy dependencies lazily; say which extra brings them.
+        print(f"doorbell: this command needs the Python module {exc.name!r}, which is not installed; "
+              "install the extra for this part, e.g. pip install 'doorbell[pi]', '[cloud]' or '[owner]'",
+              file=sys.stderr)
+        return 2
+    except DoorbellError as exc:
         print(f"doorbell: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

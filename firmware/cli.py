@@ -48,7 +48,7 @@ def register(subs: argparse._SubParsersAction) -> None:
 
 
 def _load(path: str | None):
-    from doorbell.config import load_config
+    from doorbell.core.config import load_config
 
     cfg = load_config(path)
     logging.getLogger().setLevel(cfg.logging.level)
@@ -56,7 +56,7 @@ def _load(path: str | None):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .service import FirmwareService
+    from firmware.service import FirmwareService
 
     cfg = _load(args.config)
     service = FirmwareService(cfg, realtime=False if args.fast else None)
@@ -78,7 +78,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _ring(args: argparse.Namespace) -> int:
-    from .service import request_press
+    from firmware.service import request_press
 
     spool = args.spool or str(_load(args.config).spool.dir)
     path = request_press(spool)
@@ -87,9 +87,8 @@ def _ring(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from doorbell.config import parse_config
-
-    from .service import FirmwareService
+    from doorbell.core.config import parse_config
+    from firmware.service import FirmwareService
 
     video = Path(args.video)
     if not video.is_file():

@@ -1,7 +1,7 @@
 """The owner-command inbox: ``spool/commands/`` (written by the agent, read here).
 
 The firmware has no network, so owner commands (snapshot, privacy, settings;
-see doorbell.protocol) reach it as files the agent drops into the spool. Each
+see doorbell.core.protocol) reach it as files the agent drops into the spool. Each
 is validated against the protocol's command model; anything unknown or invalid
 is refused with a reason. Every command, applied or refused, yields one
 ``command_result`` event whose ``detail`` is a small JSON object
@@ -16,18 +16,19 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import ValidationError
 
-from doorbell.protocol import COMMAND_MODELS, DeviceEvent, Message
-from doorbell.spool import Spool, SpoolCommand
+from doorbell.core.errors import DoorbellError
+from doorbell.core.protocol import COMMAND_MODELS, DeviceEvent, Message
+from doorbell.core.spool import Spool, SpoolCommand
 
 log = logging.getLogger(__name__)
 
 
-class CommandRefused(Exception):
+class CommandRefused(DoorbellError):
     """Raised by a handler: the command is valid but cannot be applied now (the message says why)."""
 
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Literal
 from collections.abc import Callable
+from typing import Literal
 
-from doorbell.config import GpioSection
+from doorbell.core.config import GpioSection
 
 log = logging.getLogger(__name__)
 

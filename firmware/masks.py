@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from doorbell.config import Polygon
+from doorbell.core.config import Polygon
 
 
 def polygon_mask(polygons: Sequence[Polygon], width: int, height: int, dilate_px: int = 0) -> np.ndarray | None:

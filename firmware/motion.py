@@ -58,14 +58,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
-from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
-from doorbell.config import MotionSection
+from doorbell.core.config import MotionSection
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class MotionDetector:
     def configure(self, config: MotionSection) -> None:
         """Apply (new) settings; the learned background is kept."""
         if not isinstance(config, MotionSection):
-            raise ValueError(f"config must be a doorbell.config.MotionSection, got {type(config).__name__}")
+            raise ValueError(f"config must be a doorbell.core.config.MotionSection, got {type(config).__name__}")
         self.config = config
         zone = (_rasterise([z.points for z in config.zones], self._ww, self._wh)
                 if config.zones else np.ones((self._wh, self._ww), bool))

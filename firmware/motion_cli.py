@@ -34,7 +34,7 @@ def scan_events(video: str, cfg: Any) -> Iterator[dict[str, Any]]:
     import av
     import cv2
 
-    from .motion import MotionDetector
+    from firmware.motion import MotionDetector
 
     motion = cfg.motion
     if cfg.privacy.masks:  # as the service does: privacy-masked areas are never analysed
@@ -86,7 +86,7 @@ def _event(start: float, end: float, score: float | None, bbox: Any, open_: bool
 def _scan(args: argparse.Namespace) -> int:
     import os
 
-    from doorbell.config import load_config
+    from doorbell.core.config import load_config
 
     if not os.path.isfile(args.video):
         print(f"doorbell motion scan: no such video file: {args.video}", file=sys.stderr)

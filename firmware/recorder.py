@@ -24,19 +24,18 @@ import logging
 import queue
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Protocol
-from collections.abc import Callable
 
 import numpy as np
 
-from doorbell.config import ClipsSection
-from doorbell.spool import ClipStaging, Spool, SpoolClip, new_clip_id
-
-from .camera.base import Frame
-from .masks import PrivacyMasker
+from doorbell.core.config import ClipsSection
+from doorbell.core.spool import ClipStaging, Spool, SpoolClip, new_clip_id
+from firmware.camera.base import Frame
+from firmware.masks import PrivacyMasker
 
 log = logging.getLogger(__name__)
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
-from doorbell.config import RetentionSection
-from doorbell.protocol import DeviceEvent
-from doorbell.spool import Spool, SpoolClip
+from doorbell.core.config import RetentionSection
+from doorbell.core.protocol import DeviceEvent
+from doorbell.core.spool import Spool, SpoolClip
 
 log = logging.getLogger(__name__)
 WARNING_INTERVAL_S = 3600.0  # repeat an unchanged "over the limit" warning at most hourly

@@ -25,9 +25,9 @@ public sidewalk, the flag) that tests and configs use as masks.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
-from collections.abc import Iterator, Sequence
 
 import cv2
 import numpy as np

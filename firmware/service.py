@@ -34,22 +34,21 @@ import signal
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
-from doorbell.config import DoorbellConfig, MotionSection
-from doorbell.protocol import BBox, DeviceEvent, PrivacyCommand, SettingsCommand, SnapshotCommand
-from doorbell.sdnotify import Notifier, Watchdog
-from doorbell.spool import Spool, SpoolClip
-
-from .camera import Camera, CameraError, EndOfStream, Frame, create_camera
-from .commands import CommandProcessor, CommandRefused, InboxWatcher
-from .gpio import DoorbellIO
-from .masks import PrivacyMasker
-from .recorder import ClipRecorder, SoftwareClipStore
-from .retention import Retention
-from .settings import SettingsError, SettingsStore
+from doorbell.core.config import DoorbellConfig, MotionSection
+from doorbell.core.protocol import BBox, DeviceEvent, PrivacyCommand, SettingsCommand, SnapshotCommand
+from doorbell.core.sdnotify import Notifier, Watchdog
+from doorbell.core.spool import Spool, SpoolClip
+from firmware.camera import Camera, CameraError, EndOfStream, Frame, create_camera
+from firmware.commands import CommandProcessor, CommandRefused, InboxWatcher
+from firmware.gpio import DoorbellIO
+from firmware.masks import PrivacyMasker
+from firmware.recorder import ClipRecorder, SoftwareClipStore
+from firmware.retention import Retention
+from firmware.settings import SettingsError, SettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +177,7 @@ class FirmwareService:
 
     def _start_camera(self) -> None:
         """Start the camera and build what depends on it (frame rate, sizes): store, recorder, detector."""
-        from .motion import MotionDetector
+        from firmware.motion import MotionDetector
 
         self.camera.start()
         self._last_frame_mono = time.monotonic()
@@ -544,7 +543,7 @@ class FirmwareService:
 
 def request_press(spool_dir: str | Path) -> Path:
     """Ask a running firmware (same spool) to press its button once: ``doorbell firmware ring``."""
-    from doorbell.spool import atomic_write
+    from doorbell.core.spool import atomic_write
 
     spool = Spool(spool_dir)
     d = spool.dir("state") / PRESSES_DIR

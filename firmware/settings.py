@@ -15,15 +15,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from doorbell.config import ClipsSection, DoorbellConfig, MotionSection
-from doorbell.protocol import SettingsCommand
-from doorbell.spool import Spool, atomic_write
+from doorbell.core.config import ClipsSection, DoorbellConfig, MotionSection
+from doorbell.core.errors import DoorbellError
+from doorbell.core.protocol import SettingsCommand
+from doorbell.core.spool import Spool, atomic_write
 
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "settings.json"
 
 
-class SettingsError(ValueError):
+class SettingsError(DoorbellError, ValueError):
     """A settings change that is refused; the message is the reason reported back."""
 
 

@@ -18,10 +18,10 @@ from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from doorbell import __version__
-
-from .core import AgencyInfo, Refused, SharingCore
-from .schemas import (
+from doorbell.core import __version__
+from doorbell.core.errors import DoorbellError
+from sharing_service.core import AgencyInfo, Refused, SharingCore
+from sharing_service.schemas import (
     ErrorBody,
     RequestCreate,
     RequestCreated,
@@ -42,7 +42,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-class ApiError(Exception):
+class HttpRefusal(DoorbellError):
     def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
         self.status, self.code, self.message, self.headers = status, code, message, headers
 
@@ -92,8 +92,8 @@ def create_app(core: SharingCore) -> FastAPI:
     limiter = RateLimiter(core.settings.agency_rate_per_min)
     bearer = HTTPBearer(auto_error=False, description="API key issued by 'doorbell sharing agency add'")
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_r: Request, exc: ApiError) -> JSONResponse:
+    @app.exception_handler(HttpRefusal)
+    async def _api_error(_r: Request, exc: HttpRefusal) -> JSONResponse:
         return error_response(exc.status, exc.code, exc.message, exc.headers)
 
     @app.exception_handler(Refused)
@@ -130,14 +130,14 @@ def create_app(core: SharingCore) -> FastAPI:
 
     def agency(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> AgencyInfo:
         if creds is None or creds.scheme.lower() != "bearer":
-            raise ApiError(401, "unauthorized", "send 'Authorization: Bearer <API key>'",
+            raise HttpRefusal(401, "unauthorized", "send 'Authorization: Bearer <API key>'",
                            {"WWW-Authenticate": "Bearer"})
         info = core.authenticate(creds.credentials)
         if info is None:
-            raise ApiError(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
+            raise HttpRefusal(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
         wait = limiter.take(info)
         if wait > 0:
-            raise ApiError(429, "rate_limited", "too many requests", {"Retry-After": str(max(1, int(wait + 0.999)))})
+            raise HttpRefusal(429, "rate_limited", "too many requests", {"Retry-After": str(max(1, int(wait + 0.999)))})
         return info
 
     @app.post("/v1/requests", status_code=201, response_model=RequestCreated, tags=["requests"],

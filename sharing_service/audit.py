@@ -4,7 +4,7 @@ Appends happen inside the transaction of the action they record, so an action
 and its audit row commit together or not at all. The single ``audit_head`` row
 (seq and hash of the last entry) is read and updated in the same transaction;
 on PostgreSQL it is locked ``FOR UPDATE``, on SQLite the write lock serialises
-appends. See :mod:`sharing_service.auditchain` for the hash construction.
+appends. See :mod:`doorbell.core.auditchain` for the hash construction.
 """
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
-from .auditchain import GENESIS, ChainReport, body_digest, canonical, chain_hash, verify_rows
-from .models import AuditEntry, AuditHead
+from doorbell.core.auditchain import GENESIS, ChainReport, body_digest, canonical, chain_hash, verify_rows
+from sharing_service.models import AuditEntry, AuditHead
 
 KINDS = ("request", "delivery", "decision", "refusal", "grant", "link_issued", "download",
          "revocation", "expiry", "grant_expiry", "owner_link")

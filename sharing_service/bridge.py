@@ -16,13 +16,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
-from doorbell import protocol as p
-from doorbell.config import MqttSection
-
-from .core import Outgoing, SharingCore
+from doorbell.core import protocol as p
+from doorbell.core.config import MqttSection
+from sharing_service.core import Outgoing, SharingCore
 
 log = logging.getLogger(__name__)
 

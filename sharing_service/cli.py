@@ -75,14 +75,14 @@ def register(subs: argparse._SubParsersAction) -> None:
 
 
 def _cfg(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from doorbell.config import load_config
+    from doorbell.core.config import load_config
 
     return load_config(args.config)
 
 
 def _core(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .core import SharingCore
-    from .db import Database
+    from sharing_service.core import SharingCore
+    from sharing_service.db import Database
 
     cfg = _cfg(args)
     db = Database(cfg.sharing.database_url)
@@ -91,7 +91,7 @@ def _core(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _run(fn) -> int:  # type: ignore[no-untyped-def]
-    from .core import Refused
+    from sharing_service.core import Refused
 
     try:
         fn()
@@ -112,9 +112,8 @@ def _table(rows: list[dict[str, Any]], cols: list[str], as_json: bool) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from doorbell.cli import setup_logging
-
-    from .service import SharingService
+    from doorbell.core.logsetup import setup_logging
+    from sharing_service.service import SharingService
 
     cfg = _cfg(args)
     setup_logging(getattr(args, "verbose", False), cfg.logging.level)
@@ -125,7 +124,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from .db import Database
+    from sharing_service.db import Database
 
     db = Database(_cfg(args).sharing.database_url)
     db.migrate()
@@ -140,10 +139,9 @@ def _openapi(args: argparse.Namespace) -> int:
 
 def openapi_spec() -> dict[str, Any]:
     """The agency API's spec, built without a database (routes only)."""
-    from doorbell.config import SharingSection
-
-    from .api import create_app
-    from .core import SharingCore
+    from doorbell.core.config import SharingSection
+    from sharing_service.api import create_app
+    from sharing_service.core import SharingCore
 
     return create_app(SharingCore(None, SharingSection(), None)).openapi()  # type: ignore[arg-type]
 

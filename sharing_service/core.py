@@ -16,24 +16,24 @@ import logging
 import re
 import secrets
 import time
-from dataclasses import dataclass
-from datetime import datetime, UTC
-from typing import Any
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from doorbell import protocol as p
-from doorbell.bucket import device_prefix
-from doorbell.config import SharingSection
-from doorbell.signing import SignatureError, parse_public_key, verify
-
-from . import audit
-from .db import Database
-from .geo import bounding_box, haversine_m
-from .models import (
+from doorbell.core import protocol as p
+from doorbell.core.bucket import device_prefix
+from doorbell.core.config import SharingSection
+from doorbell.core.errors import DoorbellError
+from doorbell.core.signing import SignatureError, parse_public_key, verify
+from sharing_service import audit
+from sharing_service.db import Database
+from sharing_service.geo import bounding_box, haversine_m
+from sharing_service.models import (
     Agency,
     Clip,
     Device,
@@ -45,8 +45,8 @@ from .models import (
     RequestClip,
     RequestTarget,
 )
-from .schemas import RequestCreate
-from .storage import Presigner
+from sharing_service.schemas import RequestCreate
+from sharing_service.storage import Presigner
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ API_KEY_RE = re.compile(r"^dbk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 
 
-class Refused(Exception):
+class Refused(DoorbellError):
     """An input the rules refuse; ``code`` is machine-readable, ``str()`` is for humans."""
 
     def __init__(self, code: str, message: str, status: int = 422):

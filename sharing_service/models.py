@@ -158,7 +158,7 @@ class Nonce(Base):
 
 
 class AuditEntry(Base):
-    """Append-only, hash-chained audit log (see sharing_service/auditchain.py)."""
+    """Append-only, hash-chained audit log (see doorbell/core/auditchain.py)."""
 
     __tablename__ = "audit"
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)

@@ -13,12 +13,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from doorbell.config import DoorbellConfig
-from doorbell.sdnotify import Notifier, Watchdog
-
-from .core import SharingCore
-from .db import Database
-from .storage import Presigner
+from doorbell.core.config import DoorbellConfig
+from doorbell.core.sdnotify import Notifier, Watchdog
+from sharing_service.core import SharingCore
+from sharing_service.db import Database
+from sharing_service.storage import Presigner
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +88,7 @@ class SharingService:
         self.core = SharingCore(self.db, cfg.sharing, presigner, clock=clock, key_prefix=cfg.s3.prefix)
         self.bridge = None
         if mqtt:
-            from .bridge import OwnerBridge
+            from sharing_service.bridge import OwnerBridge
 
             self.bridge = OwnerBridge(self.core, cfg.mqtt, client_id=mqtt_client_id)
         self.matcher = Matcher(self.core)
@@ -120,7 +119,7 @@ class SharingService:
     def _make_server(self):  # type: ignore[no-untyped-def]
         import uvicorn
 
-        from .api import create_app
+        from sharing_service.api import create_app
 
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame) -> None:  # type: ignore[no-untyped-def]

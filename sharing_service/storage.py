@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from doorbell.config import S3Section
+from doorbell.core.config import S3Section
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Shared fixtures: real servers on loopback, mock GPIO pins, real footage.
 
-- ``broker``: a real Mosquitto (:class:`doorbell.embedded.DoorbellBroker`) with
+- ``broker``: a real Mosquitto (:class:`doorbell.sandbox.embedded.DoorbellBroker`) with
   the product's ACL and random passwords for admin, sharing-service, dev-a
   (owner-a), dev-b (owner-b), owner-a, owner-b. Session-scoped.
-- ``s3``: a real SeaweedFS ``weed mini`` (:class:`doorbell.embedded.SeaweedS3`)
+- ``s3``: a real SeaweedFS ``weed mini`` (:class:`doorbell.sandbox.embedded.SeaweedS3`)
   with SigV4 auth and the bucket ``doorbell-clips``. Session-scoped.
 - ``mqtt_client``: factory of clients that are closed when the test ends.
 - ``clean_broker``: ``broker`` with every retained message cleared first.
@@ -19,13 +19,13 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterator
 
 import pytest
 
-from doorbell.embedded import DoorbellBroker, MqttProbe, SeaweedS3
+from doorbell.sandbox.embedded import DoorbellBroker, MqttProbe, SeaweedS3
 
 log = logging.getLogger("tests.harness")
 
@@ -195,8 +195,8 @@ def sample_videos() -> list[Path]:
 
 @pytest.fixture
 def tmp_spool(tmp_path: Path):
-    """An empty spool (doorbell.spool.Spool) in this test's tmp dir."""
-    from doorbell.spool import Spool
+    """An empty spool (doorbell.core.spool.Spool) in this test's tmp dir."""
+    from doorbell.core.spool import Spool
 
     return Spool(tmp_path / "spool")
 
@@ -207,7 +207,7 @@ def device_config(tmp_path: Path, broker: Broker, s3: SeaweedS3) -> Callable[...
     test broker (as that device) and the test S3 (admin credentials unless
     ``s3_identity=(access, secret)``), with spool/state dirs in tmp_path and mock GPIO.
     Section overrides are merged one level deep."""
-    from doorbell.config import parse_config
+    from doorbell.core.config import parse_config
 
     def make(device_id: str = "dev-a", s3_identity: tuple[str, str] | None = None,
              **sections: dict[str, Any]) -> Any:

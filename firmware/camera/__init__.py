@@ -10,9 +10,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from doorbell.config import CameraSection
-
-from .base import Camera, CameraError, EndOfStream, Frame, registered_backends, register_backend
+from doorbell.core.config import CameraSection
+from firmware.camera.base import Camera, CameraError, EndOfStream, Frame, register_backend, registered_backends
 
 # backend name -> module that registers it (imported lazily)
 BACKEND_MODULES: dict[str, str] = {

@@ -17,20 +17,21 @@ import logging
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from collections.abc import Callable
 
 import numpy as np
 
-from doorbell.config import CameraSection
+from doorbell.core.config import CameraSection
+from doorbell.core.errors import DoorbellError
 
 log = logging.getLogger(__name__)
 
 _REGISTRY: dict[str, type["Camera"]] = {}
 
 
-class CameraError(RuntimeError):
+class CameraError(DoorbellError, RuntimeError):
     """The camera cannot be opened or stopped delivering frames."""
 
 

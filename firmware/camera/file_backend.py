@@ -11,9 +11,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from doorbell.config import CameraSection
-
-from .base import Camera, CameraError, EndOfStream, Frame, register_backend
+from doorbell.core.config import CameraSection
+from firmware.camera.base import Camera, CameraError, EndOfStream, Frame, register_backend
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,8 @@ import logging
 import time
 from typing import Any
 
-from doorbell.config import CameraSection
-
-from .base import Camera, CameraError, EndOfStream, Frame, register_backend
+from doorbell.core.config import CameraSection
+from firmware.camera.base import Camera, CameraError, EndOfStream, Frame, register_backend
 
 log = logging.getLogger(__name__)
 MAX_EMPTY_READS = 50

@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from doorbell.config import CameraSection
-
-from ..masks import PrivacyMasker
-from ..recorder import StoreResult
-from .base import Camera, CameraError, Frame, register_backend
+from doorbell.core.config import CameraSection
+from firmware.camera.base import Camera, CameraError, Frame, register_backend
+from firmware.masks import PrivacyMasker
+from firmware.recorder import StoreResult
 
 log = logging.getLogger(__name__)
 

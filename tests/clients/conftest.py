@@ -6,16 +6,16 @@ agency config file with a fresh API key (helpers in ``clienthelp.py``).
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable, Iterator
 
 import pytest
 import yaml
 
-from clienthelp import HOME_A, HOME_B, ClientEnv
-from doorbell.config import parse_config
-from doorbell.signing import generate_key, public_key_text, save_private_key
+from doorbell.core.config import parse_config
+from doorbell.core.signing import generate_key, public_key_text, save_private_key
+from tests.support.clients import HOME_A, HOME_B, ClientEnv
 
 
 @pytest.fixture

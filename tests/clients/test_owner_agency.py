@@ -13,9 +13,8 @@ import threading
 import time
 from pathlib import Path
 
-from doorbell import protocol as p
-
-from clienthelp import ClientEnv, run_cli, run_proc
+from doorbell.core import protocol as p
+from tests.support.clients import ClientEnv, run_cli, run_proc
 
 
 def j(r) -> object:  # type: ignore[no-untyped-def]
@@ -150,7 +149,7 @@ def test_confirmation_prompt_n_sends_nothing_y_sends(clients: ClientEnv) -> None
 
 def test_refusal_by_the_service_is_reported_with_non_zero_exit(clients: ClientEnv, tmp_path: Path) -> None:
     """A key the service does not know: the signed decision is refused, and the CLI says why."""
-    from doorbell.signing import generate_key, save_private_key
+    from doorbell.core.signing import generate_key, save_private_key
 
     c1 = clients.put_clip(time.time() - 900)
     rid = clients.file_request()
@@ -171,8 +170,8 @@ def test_refusal_by_the_service_is_reported_with_non_zero_exit(clients: ClientEn
     clients.service.bridge.stop()
     t = clients.owner("requests", "--timeout", "2")
     assert t.code == 1 and "timed out after 2 s waiting for the sharing service" in t.err
-    from doorbell.config import load_config
-    from sharing_service.owner_cli import OwnerApp, OwnerError
+    from doorbell.clients.owner.cli import OwnerApp, OwnerError
+    from doorbell.core.config import load_config
 
     with OwnerApp(load_config(clients.owner_config)) as app:  # the app's own decision path
         try:

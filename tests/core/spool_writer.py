@@ -3,8 +3,8 @@ until killed. Clip contents are deterministic per clip so a reader can verify th
 import hashlib
 import sys
 
-from doorbell.protocol import DeviceEvent
-from doorbell.spool import Spool
+from doorbell.core.protocol import DeviceEvent
+from doorbell.core.spool import Spool
 
 spool = Spool(sys.argv[1])
 print("ready", flush=True)  # imports done: the test kills us at a random point of the loop below

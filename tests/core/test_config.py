@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from doorbell.config import ConfigError, load_config, parse_config
+from doorbell.core.config import ConfigError, load_config, parse_config
 
 
 def write(tmp_path, text):

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from doorbell import protocol as p
+from doorbell.core import protocol as p
 
 
 def test_topic_builders_and_parser_roundtrip():

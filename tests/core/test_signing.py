@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from doorbell import signing
-from doorbell.protocol import Decision, ProtocolError, Revoke, decode
+from doorbell.core import signing
+from doorbell.core.protocol import Decision, ProtocolError, Revoke, decode
 
 VECTORS = json.loads((Path(__file__).parent.parent / "vectors" / "signing_v1.json").read_text())
 KEY = Ed25519PrivateKey.from_private_bytes(bytes.fromhex(VECTORS["private_key_seed_hex"]))

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from doorbell.protocol import DeviceEvent, PrivacyCommand
-from doorbell.spool import Spool, SpoolError, new_clip_id, sha256_file
+from doorbell.core.protocol import DeviceEvent, PrivacyCommand
+from doorbell.core.spool import Spool, SpoolError, new_clip_id, sha256_file
 
 
 def publish(spool, data=b"\x00\x00\x00\x18ftypmp42" + b"x" * 1000, ts=None, trigger="ring"):

@@ -1,13 +1,13 @@
 """Fixtures for the firmware tests: configs with small clips and real footage."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from collections.abc import Callable
 
 import pytest
 
-from doorbell.config import DoorbellConfig, parse_config
+from doorbell.core.config import DoorbellConfig, parse_config
 
 
 def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

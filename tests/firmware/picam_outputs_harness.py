@@ -63,8 +63,8 @@ class FakeCamera:
 def main() -> int:
     spool_dir, ring_frame, stop_frame = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     CircularOutput2 = load_picamera2_outputs()
-    from doorbell.config import CameraSection, ClipsSection
-    from doorbell.spool import Spool
+    from doorbell.core.config import CameraSection, ClipsSection
+    from doorbell.core.spool import Spool
     from firmware.camera.base import Frame
     from firmware.camera.picamera2_backend import Picamera2ClipStore
     from firmware.recorder import ClipRecorder, SoftwareEncoder

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from doorbell.spool import Spool
+from doorbell.core.spool import Spool
 
 DOORBELL = [sys.executable, "-m", "doorbell.cli"]
 

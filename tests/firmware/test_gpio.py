@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from doorbell.config import GpioSection
-from firmware.gpio import DoorbellIO, LED_PATTERNS
+from doorbell.core.config import GpioSection
+from firmware.gpio import LED_PATTERNS, DoorbellIO
 
 
 class Clock:

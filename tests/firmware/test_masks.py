@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from doorbell.config import ConfigError, Polygon, parse_config
+from doorbell.core.config import ConfigError, Polygon, parse_config
 from firmware.masks import PrivacyMasker, polygon_mask
 
 TRI = Polygon(points=[(0.1, 0.1), (0.6, 0.1), (0.1, 0.7)])

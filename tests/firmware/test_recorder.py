@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from doorbell.spool import Spool
+from doorbell.core.spool import Spool
 from firmware.camera import create_camera
 from firmware.masks import PrivacyMasker
 from firmware.recorder import ClipRecorder, EncodedPacket, PacketRing, SoftwareClipStore
-
-from fw_helpers import decode_frames
+from tests.support.firmware import decode_frames
 
 KF = 1.0
 
@@ -227,7 +226,7 @@ def test_concurrent_triggers_never_reuse_or_lose_a_clip_id(fw_config, tmp_path):
     import threading
     import time
 
-    from doorbell.config import ClipsSection
+    from doorbell.core.config import ClipsSection
     from firmware.camera.base import Frame
 
     spool = Spool(tmp_path / "race")

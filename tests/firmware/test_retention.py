@@ -1,11 +1,10 @@
 """Retention: age and total-bytes limits hit uploaded clips first; un-uploaded clips go only below the floor."""
 from __future__ import annotations
 
-
 import pytest
 
-from doorbell.config import RetentionSection
-from doorbell.spool import Spool
+from doorbell.core.config import RetentionSection
+from doorbell.core.spool import Spool
 from firmware.retention import Retention
 
 DAY = 86400.0
@@ -104,7 +103,7 @@ def test_floor_never_touches_pending_while_uploaded_suffice(tmp_spool):
 
 @pytest.mark.parametrize("bad", [{"max_bytes": 10}, {"max_age_days": 0}, {"min_free_bytes": -1}])
 def test_invalid_retention_config_is_refused(bad):
-    from doorbell.config import ConfigError, parse_config
+    from doorbell.core.config import ConfigError, parse_config
 
     with pytest.raises(ConfigError) as err:
         parse_config({"retention": bad}, "<test>", env={})

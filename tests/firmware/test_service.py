@@ -7,14 +7,11 @@ import cv2
 import numpy as np
 import pytest
 
-from doorbell.protocol import PrivacyCommand, SettingsCommand, SnapshotCommand
-from doorbell.spool import Spool
+from doorbell.core.protocol import PrivacyCommand, SettingsCommand, SnapshotCommand
+from doorbell.core.spool import Spool
 from firmware.service import FirmwareService, request_press
-
-from fw_helpers import decode_frames
-from polling import wait_for
-
-
+from tests.support.firmware import decode_frames
+from tests.support.polling import wait_for
 
 
 def events(spool: Spool, kind: str | None = None):

@@ -1,0 +1,1 @@
+"""The agency client: requests, status and verified downloads over HTTP (``doorbell agency``)."""

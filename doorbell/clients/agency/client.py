@@ -1,0 +1,128 @@
+"""A small client for the agency HTTP API (httpx only; used by ``doorbell agency`` and the tests).
+
+    with AgencyClient("https://sharing.example", api_key) as api:
+        req = api.create_request(case_number=..., legal_basis=..., attest_not_protest=True,
+                                 window_start=dt0, window_end=dt1, lat=..., lon=..., radius_m=300,
+                                 reason=...)
+        api.status(req["id"])            # {"status": "pending", "clips_shared": 0, ...}
+        for clip in api.clips(req["id"])["clips"]:
+            data = api.fetch(clip["url"])  # bytes straight from the S3 server (presigned link)
+
+Every non-2xx answer raises :class:`ApiError` with the service's machine-readable
+``code`` (e.g. ``window_too_long``, ``radius_too_large``, ``attestation_required``,
+``missing_field``, ``unauthorized``, ``rate_limited``, ``not_found``).
+"""
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from doorbell.core.errors import DoorbellError
+
+
+class ApiError(DoorbellError):
+    def __init__(self, status: int, code: str, message: str, body: Any = None):
+        super().__init__(f"{status} {code}: {message}")
+        self.status, self.code, self.message, self.body = status, code, message, body
+
+
+def _time(value: datetime | float | int | str) -> str:
+    """RFC 3339 (UTC) for datetimes and UNIX times; strings pass through."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)):
+        value = datetime.fromtimestamp(value, UTC)
+    if value.tzinfo is None:
+        raise ValueError("datetimes need a time zone")
+    return value.isoformat()
+
+
+class AgencyClient:
+    def __init__(self, base_url: str, api_key: str | None = None, timeout: float = 30.0,
+                 transport: httpx.BaseTransport | None = None):
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "AgencyClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- raw
+
+    def call(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One request; raises ApiError for any non-2xx/3xx answer."""
+        r = self._http.request(method, path, **kw)
+        if r.status_code >= 400:
+            try:
+                err = r.json()["error"]
+                raise ApiError(r.status_code, err.get("code", "error"), err.get("message", ""), r.json())
+            except (ValueError, KeyError, TypeError):
+                raise ApiError(r.status_code, "http_error", r.text[:500]) from None
+        return r
+
+    # -------------------------------------------------------------- API
+
+    def create_request(self, *, case_number: str, legal_basis: str, attest_not_protest: bool,
+                       window_start: datetime | float | str, window_end: datetime | float | str,
+                       lat: float, lon: float, radius_m: float, reason: str) -> dict[str, Any]:
+        """POST /v1/requests -> ``{"id", "status", "created_at", "expires_at"}``."""
+        body = {"case_number": case_number, "legal_basis": legal_basis, "attest_not_protest": attest_not_protest,
+                "window_start": _time(window_start), "window_end": _time(window_end),
+                "lat": lat, "lon": lon, "radius_m": radius_m, "reason": reason}
+        return self.call("POST", "/v1/requests", json=body).json()
+
+    def create_request_raw(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self.call("POST", "/v1/requests", json=body).json()
+
+    def requests(self) -> list[dict[str, Any]]:
+        """GET /v1/requests: this agency's requests, newest first."""
+        return self.call("GET", "/v1/requests").json()["requests"]
+
+    def status(self, request_id: str) -> dict[str, Any]:
+        """GET /v1/requests/{id}: ``status`` pending/closed, ``expires_at``, ``clips_shared``."""
+        return self.call("GET", f"/v1/requests/{request_id}").json()
+
+    def clips(self, request_id: str) -> dict[str, Any]:
+        """GET /v1/requests/{id}/clips: shared clips with presigned ``url`` (valid minutes)."""
+        return self.call("GET", f"/v1/requests/{request_id}/clips").json()
+
+    def download_url(self, request_id: str, clip_id: str) -> str:
+        """The presigned URL behind GET .../clips/{clip_id}/download (each call is audited)."""
+        r = self.call("GET", f"/v1/requests/{request_id}/clips/{clip_id}/download", follow_redirects=False)
+        if r.status_code != 302:
+            raise ApiError(r.status_code, "unexpected", "expected a redirect")
+        return r.headers["location"]
+
+    def transparency(self) -> dict[str, Any]:
+        """GET /v1/transparency (public)."""
+        return self.call("GET", "/v1/transparency").json()
+
+    # -------------------------------------------------------------- storage links
+
+    @staticmethod
+    def fetch(url: str, timeout: float = 60.0) -> bytes:
+        """GET a presigned link (no API key is sent to the storage server)."""
+        r = httpx.get(url, timeout=timeout)
+        if r.status_code != 200:
+            raise ApiError(r.status_code, "storage_refused", r.text[:300])
+        return r.content
+
+    def download(self, request_id: str, clip: dict[str, Any], dest: Path) -> Path:
+        """Fetch one listed clip to ``dest`` and check its SHA-256 against the index."""
+        data = self.fetch(self.download_url(request_id, clip["clip_id"]))
+        if hashlib.sha256(data).hexdigest() != clip["sha256"]:
+            raise ApiError(200, "checksum_mismatch", f"clip {clip['clip_id']} does not match its sha256")
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(data)
+        return dest

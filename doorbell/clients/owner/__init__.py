@@ -1,0 +1,1 @@
+"""The owner's app: consent decisions, grants, audit verification (``doorbell owner``)."""

@@ -1,0 +1,56 @@
+"""Where a clip lives in the bucket: one place, so every reader and writer agrees.
+
+The agent writes these keys, the sharing service only indexes clips whose keys lie
+under the announcing device's prefix, provisioning scopes each device's S3 policy
+to :func:`device_prefix`, and ``doorbell wipe``/``doctor`` name that prefix.
+``s3.prefix`` is the *fleet* prefix, the same on every host (``devices/`` from
+``doorbell provision``; empty by default). Layout (see docs/agent.md)::
+
+    {s3.prefix}{device_id}/{YYYY}/{MM}/{DD}/{clip_id}.mp4    the clip
+    {s3.prefix}{device_id}/{YYYY}/{MM}/{DD}/{clip_id}.jpg    its snapshot (if any)
+    {s3.prefix}{device_id}/{YYYY}/{MM}/{DD}/{clip_id}.json   its meta.json, uploaded last
+
+The date is the clip's ``started_at`` in UTC, so a clip never moves between
+days when the Pi's time zone changes, and a per-device, per-day prefix makes
+lifecycle rules and listings cheap. ``s3.prefix`` is used verbatim: end it with
+``/`` if it should be a folder.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from doorbell.core.protocol import CLIP_ID_PATTERN, ID_PATTERN
+
+_CLIP_RE = re.compile(CLIP_ID_PATTERN)
+_DEV_RE = re.compile(ID_PATTERN)
+
+
+@dataclass(frozen=True)
+class ClipKeys:
+    """The three object keys of one clip."""
+
+    video: str
+    snapshot: str
+    meta: str
+
+    @property
+    def day_prefix(self) -> str:
+        return self.video.rsplit("/", 1)[0] + "/"
+
+
+def device_prefix(prefix: str, device_id: str) -> str:
+    """``{prefix}{device_id}/``: everything this device ever writes is below it."""
+    if not _DEV_RE.match(device_id):
+        raise ValueError(f"invalid device id {device_id!r}")
+    return f"{prefix}{device_id}/"
+
+
+def clip_keys(prefix: str, device_id: str, clip_id: str, started_at: float) -> ClipKeys:
+    """Object keys of a clip (see the module docstring for the layout)."""
+    if not _CLIP_RE.match(clip_id):
+        raise ValueError(f"invalid clip id {clip_id!r}")
+    day = datetime.fromtimestamp(started_at, tz=UTC)
+    base = f"{device_prefix(prefix, device_id)}{day:%Y/%m/%d}/{clip_id}"
+    return ClipKeys(video=base + ".mp4", snapshot=base + ".jpg", meta=base + ".json")

@@ -1,0 +1,503 @@
+"""MQTT protocol v1: every topic and every message schema, in one place.
+
+Topics all start ``doorbell/v1/``. Payloads are JSON (except the status string
+and the snapshot JPEG), validated on receipt with strict size limits: anything
+invalid raises :class:`ProtocolError` with a reason the receiver logs before
+dropping the message. See ``docs/protocol.md``.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from doorbell.core.errors import DoorbellError
+
+PREFIX = "doorbell/v1"
+VERSION = 1
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+_ID_RE = re.compile(ID_PATTERN)
+# Clip ids sort by time: 20261123T212719123Z-1a2b3c
+CLIP_ID_PATTERN = r"^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$"
+TOKEN_PATTERN = r"^[A-Za-z0-9_-]{6,64}$"
+
+STATUS_ONLINE = "online"
+STATUS_OFFLINE = "offline"
+
+COMMAND_NAMES = ("snapshot", "privacy", "settings")
+
+# Largest payload accepted per topic kind, in bytes (checked before parsing).
+MAX_PAYLOAD = {
+    "status": 16,
+    "events": 4 * 1024,
+    "clips": 8 * 1024,
+    "snapshot": 512 * 1024,
+    "command": 4 * 1024,
+    "request": 256 * 1024,
+    "decision": 32 * 1024,
+    "revoke": 4 * 1024,
+    "result": 8 * 1024,
+    "rpc": 8 * 1024,
+    "rpc_reply": 1024 * 1024,
+    "grant": 16 * 1024,
+}
+
+
+class ProtocolError(DoorbellError, ValueError):
+    """A message that must be dropped; ``str(err)`` is the reason to log."""
+
+
+# --------------------------------------------------------------------------- topics
+
+def _check_id(value: str, what: str) -> str:
+    if not isinstance(value, str) or not _ID_RE.match(value):
+        raise ProtocolError(f"invalid {what} {value!r}: must match {ID_PATTERN}")
+    return value
+
+
+def status_topic(device_id: str) -> str:
+    return f"{PREFIX}/devices/{_check_id(device_id, 'device id')}/status"
+
+
+def events_topic(device_id: str) -> str:
+    return f"{PREFIX}/devices/{_check_id(device_id, 'device id')}/events"
+
+
+def clips_topic(device_id: str) -> str:
+    return f"{PREFIX}/devices/{_check_id(device_id, 'device id')}/clips"
+
+
+def snapshot_topic(device_id: str) -> str:
+    return f"{PREFIX}/devices/{_check_id(device_id, 'device id')}/snapshot"
+
+
+def command_topic(device_id: str, name: str) -> str:
+    if name not in COMMAND_NAMES:
+        raise ProtocolError(f"unknown command {name!r}; known: {', '.join(COMMAND_NAMES)}")
+    return f"{PREFIX}/devices/{_check_id(device_id, 'device id')}/commands/{name}"
+
+
+def request_topic(owner_id: str, request_id: str) -> str:
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/requests/{_check_token(request_id)}"
+
+
+def decision_topic(owner_id: str, request_id: str) -> str:
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/decisions/{_check_token(request_id)}"
+
+
+def revoke_topic(owner_id: str, grant_id: str) -> str:
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/grants/{_check_token(grant_id)}/revoke"
+
+
+def grant_topic(owner_id: str, grant_id: str) -> str:
+    """Retained state of one grant, for the owner's app (service to owner)."""
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/grants/{_check_token(grant_id)}"
+
+
+def result_topic(owner_id: str, ref: str) -> str:
+    """The service's answer to one decision or revoke (service to owner)."""
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/results/{_check_token(ref)}"
+
+
+def rpc_topic(owner_id: str, call_id: str) -> str:
+    """An owner's query to the service (audit, grants, clip links)."""
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/rpc/{_check_token(call_id)}"
+
+
+def rpc_reply_topic(owner_id: str, call_id: str) -> str:
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/rpc/{_check_token(call_id)}/reply"
+
+
+def ha_discovery_topic(device_id: str, discovery_prefix: str = "homeassistant") -> str:
+    return f"{discovery_prefix}/device/{_check_id(device_id, 'device id')}/config"
+
+
+def ha_status_topic(discovery_prefix: str = "homeassistant") -> str:
+    return f"{discovery_prefix}/status"
+
+
+# Subscription filters used by the service and by clients.
+ALL_DEVICE_CLIPS = f"{PREFIX}/devices/+/clips"
+ALL_DECISIONS = f"{PREFIX}/owners/+/decisions/+"
+ALL_REVOKES = f"{PREFIX}/owners/+/grants/+/revoke"
+ALL_RPC = f"{PREFIX}/owners/+/rpc/+"
+
+
+def _check_token(value: str) -> str:
+    if not isinstance(value, str) or not re.match(TOKEN_PATTERN, value):
+        raise ProtocolError(f"invalid id {value!r}: must match {TOKEN_PATTERN}")
+    return value
+
+
+@dataclass(frozen=True)
+class Topic:
+    """A parsed topic: its kind and the ids it carries."""
+
+    kind: str
+    device_id: str | None = None
+    owner_id: str | None = None
+    name: str | None = None  # command name, request id, grant id, rpc call id
+
+
+_TOPIC_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    (kind, re.compile(rx)) for kind, rx in [
+        ("status", rf"^{PREFIX}/devices/(?P<d>[^/]+)/status$"),
+        ("events", rf"^{PREFIX}/devices/(?P<d>[^/]+)/events$"),
+        ("clips", rf"^{PREFIX}/devices/(?P<d>[^/]+)/clips$"),
+        ("snapshot", rf"^{PREFIX}/devices/(?P<d>[^/]+)/snapshot$"),
+        ("command", rf"^{PREFIX}/devices/(?P<d>[^/]+)/commands/(?P<n>[^/]+)$"),
+        ("request", rf"^{PREFIX}/owners/(?P<o>[^/]+)/requests/(?P<n>[^/]+)$"),
+        ("decision", rf"^{PREFIX}/owners/(?P<o>[^/]+)/decisions/(?P<n>[^/]+)$"),
+        ("revoke", rf"^{PREFIX}/owners/(?P<o>[^/]+)/grants/(?P<n>[^/]+)/revoke$"),
+        ("grant", rf"^{PREFIX}/owners/(?P<o>[^/]+)/grants/(?P<n>[^/]+)$"),
+        ("result", rf"^{PREFIX}/owners/(?P<o>[^/]+)/results/(?P<n>[^/]+)$"),
+        ("rpc_reply", rf"^{PREFIX}/owners/(?P<o>[^/]+)/rpc/(?P<n>[^/]+)/reply$"),
+        ("rpc", rf"^{PREFIX}/owners/(?P<o>[^/]+)/rpc/(?P<n>[^/]+)$"),
+    ]
+]
+
+
+def parse_topic(topic: str) -> Topic:
+    """Split a topic into kind and ids, validating each id; raises ProtocolError."""
+    for kind, rx in _TOPIC_PATTERNS:
+        m = rx.match(topic)
+        if not m:
+            continue
+        groups = m.groupdict()
+        device = _check_id(groups["d"], "device id") if "d" in groups else None
+        owner = _check_id(groups["o"], "owner id") if "o" in groups else None
+        name = groups.get("n")
+        if kind == "command":
+            if name not in COMMAND_NAMES:
+                raise ProtocolError(f"unknown command {name!r}; known: {', '.join(COMMAND_NAMES)}")
+        elif name is not None:
+            _check_token(name)
+        return Topic(kind, device, owner, name)
+    raise ProtocolError(f"not a doorbell/v1 topic: {topic[:200]!r}")
+
+
+# --------------------------------------------------------------------------- messages
+
+class Message(BaseModel):
+    """Base of every JSON payload: unknown fields are refused, versions are checked."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    v: Literal[1] = 1
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+DeviceId = Annotated[str, Field(pattern=ID_PATTERN)]
+OwnerId = Annotated[str, Field(pattern=ID_PATTERN)]
+ClipId = Annotated[str, Field(pattern=CLIP_ID_PATTERN)]
+Token = Annotated[str, Field(pattern=TOKEN_PATTERN)]
+Timestamp = Annotated[float, Field(ge=1_500_000_000, le=32_503_680_000)]  # 2017 .. 3000
+Sha256Hex = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+Text = Annotated[str, Field(max_length=2000)]
+
+EventType = Literal["ring", "motion_start", "motion_end", "privacy_mode", "storage_warning",
+                    "command_result", "snapshot"]
+Trigger = Literal["ring", "motion", "manual"]
+
+
+def new_token() -> str:
+    """A random id for requests, grants, events, calls (URL- and topic-safe)."""
+    return uuid.uuid4().hex
+
+
+class BBox(Message):
+    """Bounding box in frame fractions."""
+
+    v: Literal[1] = Field(1, exclude=True)
+    x: float = Field(ge=0, le=1)
+    y: float = Field(ge=0, le=1)
+    w: float = Field(ge=0, le=1)
+    h: float = Field(ge=0, le=1)
+
+
+class DeviceEvent(Message):
+    """``devices/{id}/events`` (QoS 1) and the spool's event files."""
+
+    event_id: Token = Field(default_factory=new_token)
+    device_id: DeviceId
+    type: EventType
+    ts: Timestamp = Field(default_factory=time.time)
+    clip_id: ClipId | None = None
+    score: float | None = Field(None, ge=0)
+    bbox: BBox | None = None
+    enabled: bool | None = None  # privacy_mode
+    detail: Text | None = None
+    late: bool = False  # set by the agent when it publishes long after ts
+
+
+class ClipMessage(Message):
+    """``devices/{id}/clips`` (QoS 1): one per clip confirmed in the bucket."""
+
+    clip_id: ClipId
+    device_id: DeviceId
+    trigger: Trigger
+    started_at: Timestamp
+    ended_at: Timestamp
+    trigger_at: Timestamp
+    pre_roll_s: float = Field(ge=0, le=60)
+    key: Annotated[str, Field(min_length=1, max_length=1024)]
+    snapshot_key: Annotated[str, Field(max_length=1024)] | None = None
+    sha256: Sha256Hex
+    size: int = Field(ge=1)
+    rings: list[Timestamp] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _times(self) -> "ClipMessage":
+        if self.ended_at < self.started_at:
+            raise ValueError("ended_at is before started_at")
+        return self
+
+
+class SnapshotCommand(Message):
+    command_id: Token = Field(default_factory=new_token)
+
+
+class PrivacyCommand(Message):
+    command_id: Token = Field(default_factory=new_token)
+    enabled: bool
+
+
+class MotionSettings(Message):
+    v: Literal[1] = Field(1, exclude=True)
+    enabled: bool | None = None
+    sensitivity: float | None = Field(None, ge=0, le=1)
+    min_area: float | None = Field(None, gt=0, le=1)
+    frames_to_confirm: int | None = Field(None, ge=1, le=60)
+    cooldown_s: float | None = Field(None, ge=0, le=600)
+
+
+class ClipSettings(Message):
+    v: Literal[1] = Field(1, exclude=True)
+    pre_roll_s: float | None = Field(None, ge=0, le=30)
+    post_roll_s: float | None = Field(None, ge=0, le=120)
+
+
+class SettingsCommand(Message):
+    """Owner-adjustable settings; only these keys, each range-checked."""
+
+    command_id: Token = Field(default_factory=new_token)
+    motion: MotionSettings | None = None
+    clips: ClipSettings | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> "SettingsCommand":
+        if self.motion is None and self.clips is None:
+            raise ValueError("settings command changes nothing")
+        return self
+
+
+COMMAND_MODELS: dict[str, type[Message]] = {
+    "snapshot": SnapshotCommand,
+    "privacy": PrivacyCommand,
+    "settings": SettingsCommand,
+}
+
+
+class RequestClip(Message):
+    v: Literal[1] = Field(1, exclude=True)
+    clip_id: ClipId
+    device_id: DeviceId
+    started_at: Timestamp
+    ended_at: Timestamp
+    trigger: Trigger
+    snapshot_url: Annotated[str, Field(max_length=4096)] | None = None
+
+
+class PoliceRequest(Message):
+    """``owners/{id}/requests/{request_id}``: service to owner, retained until decided."""
+
+    request_id: Token
+    owner_id: OwnerId
+    agency: Annotated[str, Field(min_length=1, max_length=200)]
+    case_number: Annotated[str, Field(min_length=1, max_length=100)]
+    legal_basis: Annotated[str, Field(min_length=1, max_length=500)]
+    reason: Text
+    window_start: Timestamp
+    window_end: Timestamp
+    created_at: Timestamp
+    expires_at: Timestamp
+    grant_days: float = Field(gt=0, le=30)
+    clips: list[RequestClip] = Field(max_length=500)
+
+
+class RequestClosed(Message):
+    """Replaces a retained request once it is decided or expired (the app hides it)."""
+
+    request_id: Token
+    owner_id: OwnerId
+    state: Literal["approved", "denied", "expired", "withdrawn"]
+
+
+class SignedMessage(Message):
+    """Fields common to everything an owner signs (see doorbell.core.signing)."""
+
+    owner_id: OwnerId
+    nonce: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")]
+    issued_at: int = Field(ge=1_500_000_000)
+    expires_at: int = Field(ge=1_500_000_000)
+    signature: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{86}$")]  # base64url, 64 bytes
+
+
+class Decision(SignedMessage):
+    """``owners/{id}/decisions/{request_id}``: owner to service, Ed25519-signed."""
+
+    type: Literal["decision"] = "decision"
+    request_id: Token
+    decision: Literal["approve", "deny"]
+    clip_ids: list[ClipId] = Field(default_factory=list, max_length=500)
+    grant_days: int = Field(0, ge=0, le=30)
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Decision":
+        if self.decision == "approve" and not self.clip_ids:
+            raise ValueError("an approval must name at least one clip")
+        if self.decision == "deny" and self.clip_ids:
+            raise ValueError("a denial names no clips")
+        if self.decision == "approve" and self.grant_days < 1:
+            raise ValueError("an approval needs grant_days between 1 and 30")
+        if len(set(self.clip_ids)) != len(self.clip_ids):
+            raise ValueError("clip_ids repeat")
+        if list(self.clip_ids) != sorted(self.clip_ids):
+            raise ValueError("clip_ids must be sorted (canonical form)")
+        return self
+
+
+class Revoke(SignedMessage):
+    """``owners/{id}/grants/{grant_id}/revoke``: owner to service, Ed25519-signed."""
+
+    type: Literal["revoke"] = "revoke"
+    grant_id: Token
+
+
+class Result(Message):
+    """``owners/{id}/results/{ref}``: the service's verdict on a decision or revoke."""
+
+    ref: Token
+    ok: bool
+    reason: Text | None = None
+    grant_id: Token | None = None
+    expires_at: Timestamp | None = None
+
+
+class GrantState(Message):
+    """``owners/{id}/grants/{grant_id}`` (retained): what is shared, until when."""
+
+    grant_id: Token
+    request_id: Token
+    owner_id: OwnerId
+    agency: Annotated[str, Field(max_length=200)]
+    case_number: Annotated[str, Field(max_length=100)]
+    clip_ids: list[ClipId] = Field(max_length=500)
+    created_at: Timestamp
+    expires_at: Timestamp
+    state: Literal["active", "expired", "revoked"]
+
+
+class RpcCall(Message):
+    """``owners/{id}/rpc/{call_id}``: an owner's query to the service."""
+
+    method: Literal["audit", "grants", "requests", "clips", "clip_link"]
+    params: dict[str, Annotated[str | int | float | bool | None, Field()]] = Field(default_factory=dict, max_length=16)
+
+
+class RpcReply(Message):
+    ok: bool
+    error: Text | None = None
+    result: Any = None
+
+
+M = TypeVar("M", bound=Message)
+
+
+def decode(model: type[M], payload: bytes | bytearray | str, kind: str | None = None) -> M:
+    """Validate a JSON payload against a model, enforcing the topic kind's size limit."""
+    limit = MAX_PAYLOAD.get(kind or "", 64 * 1024)
+    raw = payload.encode() if isinstance(payload, str) else bytes(payload)
+    if len(raw) > limit:
+        raise ProtocolError(f"payload of {len(raw)} bytes exceeds the {limit}-byte limit for {kind or 'this topic'}")
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"payload is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ProtocolError("payload must be a JSON object")
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False, include_url=False)
+        reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in first[:5])
+        raise ProtocolError(f"invalid {model.__name__}: {reasons}") from None
+
+
+def decode_command(name: str, payload: bytes) -> Message:
+    if name not in COMMAND_MODELS:
+        raise ProtocolError(f"unknown command {name!r}")
+    return decode(COMMAND_MODELS[name], payload, "command")
+
+
+def decode_status(payload: bytes) -> str:
+    text = bytes(payload[: MAX_PAYLOAD["status"] + 1]).decode("ascii", "replace")
+    if text not in (STATUS_ONLINE, STATUS_OFFLINE):
+        raise ProtocolError(f"status must be 'online' or 'offline', got {text[:16]!r}")
+    return text
+
+
+def decode_snapshot(payload: bytes) -> bytes:
+    if len(payload) > MAX_PAYLOAD["snapshot"]:
+        raise ProtocolError("snapshot larger than the limit")
+    if not bytes(payload[:3]) == b"\xff\xd8\xff":
+        raise ProtocolError("snapshot is not a JPEG")
+    return bytes(payload)
+
+
+def ha_discovery_payload(device_id: str, name: str, discovery_prefix: str = "homeassistant",
+                         sw_version: str = "") -> dict[str, Any]:
+    """Home Assistant device-based discovery: doorbell event, motion sensor, snapshot image."""
+    avail = [{"topic": status_topic(device_id), "payload_available": STATUS_ONLINE,
+              "payload_not_available": STATUS_OFFLINE}]
+    ev = events_topic(device_id)
+    return {
+        "dev": {"ids": [f"doorbell_{device_id}"], "name": name, "mf": "Consent-first doorbell",
+                "mdl": "Raspberry Pi doorbell", "sw": sw_version},
+        "o": {"name": "doorbell", "sw": sw_version},
+        "availability": avail,
+        "cmps": {
+            f"{device_id}_ring": {
+                "p": "event", "name": "Doorbell", "device_class": "doorbell",
+                "unique_id": f"{device_id}_ring", "state_topic": ev,
+                "event_types": ["ring"],
+                # Non-ring events must render empty: HA ignores an empty result (debug log)
+                # but warns on JSON without event_type. Extra keys become event attributes.
+                "value_template": "{% if value_json.type == 'ring' %}"
+                                  "{{ {'event_type': 'ring', 'late': value_json.late | default(false), "
+                                  "'ts': value_json.ts} | tojson }}"
+                                  "{% endif %}",
+            },
+            f"{device_id}_motion": {
+                "p": "binary_sensor", "name": "Motion", "device_class": "motion",
+                "unique_id": f"{device_id}_motion", "state_topic": ev,
+                # Other event types render empty, which HA ignores; `this.state` would render
+                # HA's lowercase 'on'/'off', which matches neither payload and is logged.
+                "value_template": "{% if value_json.type == 'motion_start' %}ON"
+                                  "{% elif value_json.type == 'motion_end' %}OFF{% endif %}",
+                "payload_on": "ON", "payload_off": "OFF",
+            },
+            f"{device_id}_snapshot": {
+                "p": "image", "name": "Snapshot", "unique_id": f"{device_id}_snapshot",
+                "image_topic": snapshot_topic(device_id), "content_type": "image/jpeg",
+            },
+        },
+        "qos": 1,
+    }

@@ -1,0 +1,60 @@
+"""Agent test fixtures: an in-process agent wired to the real broker and S3 fixtures."""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from doorbell.core import protocol
+
+
+@pytest.fixture
+def agent_config(device_config: Callable[..., Any]) -> Callable[..., Any]:
+    """``agent_config("dev-a", s3={...}, agent={...})``: fast retries for tests."""
+
+    def make(device_id: str = "dev-a", **sections: dict[str, Any]) -> Any:
+        agent = {"retry_base_s": 0.2, "retry_max_s": 2.0, "poll_s": 0.5, "session_expiry_s": 300}
+        agent.update(sections.pop("agent", {}))
+        return device_config(device_id, agent=agent, **sections)
+
+    return make
+
+
+@pytest.fixture
+def start_agent() -> Iterator[Callable[..., Any]]:
+    """Start an in-process Agent (threads, no signal handlers); shut down at test end."""
+    from cloud_agent.agent import Agent
+
+    started: list[Agent] = []
+
+    def start(cfg: Any) -> Agent:
+        agent = Agent(cfg)
+        agent.start()
+        started.append(agent)
+        if not agent.link.connected.wait(10):
+            raise AssertionError("agent did not connect to the test broker")
+        return agent
+
+    yield start
+    for a in started:
+        if not a.stop_event.is_set():
+            a.shutdown()
+
+
+@pytest.fixture
+def observer(mqtt_client: Callable[..., Any]) -> Callable[[str], Any]:
+    """``observer("dev-a")``: an admin client subscribed to everything the device publishes."""
+
+    def make(device_id: str = "dev-a") -> Any:
+        c = mqtt_client("admin")
+        c.sub(f"{protocol.PREFIX}/devices/{device_id}/#", qos=1)
+        return c
+
+    return make
+
+
+logging.getLogger("botocore").setLevel(logging.WARNING)
+
+

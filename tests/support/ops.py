@@ -1,0 +1,104 @@
+"""Helpers for the platform tests (imported by conftest.py and the tests)."""
+from __future__ import annotations
+
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from doorbell.ops import provision
+from doorbell.sandbox.embedded import LOOPBACK, MqttProbe, ServerProcess, port_open
+
+REPO = Path(__file__).resolve().parents[2]
+DOORBELL = [sys.executable, "-m", "doorbell.cli"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, input: str | None = None,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run the real ``doorbell`` CLI in a subprocess (what a user types)."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.run([*DOORBELL, *args], capture_output=True, text=True, env=full_env,
+                          input=input, cwd=REPO, timeout=120)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"doorbell {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+class ProvisionedMosquitto(ServerProcess):
+    """/usr/sbin/mosquitto run with a provisioned mosquitto.conf, unmodified."""
+
+    name = "mosquitto-provisioned"
+
+    def __init__(self, workdir: Path, conf: Path, port: int):
+        super().__init__(workdir)
+        self.conf = conf
+        self.port = port
+        self.executable = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+    def _command(self) -> list[str]:
+        return [self.executable, "-c", str(self.conf), "-v"]
+
+    def _retryable(self) -> bool:
+        return False
+
+    def _wait_ready(self, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if port_open(LOOPBACK, self.port):
+                return
+            time.sleep(0.02)
+        raise AssertionError(f"provisioned mosquitto not listening on {self.port}; see {self.log_path}")
+
+
+@dataclass
+class Fleet:
+    """A provisioned broker directory, its running Mosquitto and the bundles it issued."""
+
+    root: Path
+    bdir: provision.BrokerDir
+    port: int
+    server: ProvisionedMosquitto
+
+    def bundle(self, name: str) -> Path:
+        return self.bdir.client_dir(name)
+
+    def config(self, name: str) -> dict[str, Any]:
+        bundle = self.bundle(name)
+        conf = next(p for p in bundle.glob("*.yaml"))
+        return yaml.safe_load(conf.read_text())
+
+    def client(self, name: str, *, password: str | None = None, ca: Path | None = None,
+               cert: bool = True, tls: bool = True, timeout: float = 5.0) -> MqttProbe:
+        """Connect as ``name`` with its provisioned credentials (each part overridable)."""
+        cfg = self.config(name)
+        b = self.bundle(name)
+        c = MqttProbe(f"{name}-{os.urandom(3).hex()}")
+        c.username_pw_set(name, password if password is not None else cfg["mqtt"]["password"])
+        if tls:
+            c.tls_set(ca_certs=str(ca or b / "tls" / "ca.crt"),
+                      certfile=str(b / "tls" / "client.crt") if cert else None,
+                      keyfile=str(b / "tls" / "client.key") if cert else None,
+                      cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        c.connect(LOOPBACK, self.port, keepalive=30)
+        c.loop_start()
+        if not c._connected.wait(timeout) or c.connect_reason.is_failure:
+            reason = c.connect_reason
+            c.close()
+            raise ConnectionError(f"{name}: connection refused or failed: {reason}")
+        return c
+
+
+def world_traversable_tmp() -> Path:
+    """A scratch dir Mosquitto (which drops root to the 'mosquitto' user) can traverse;
+    pytest's tmp_path lives under a 0700 directory."""
+    d = Path(tempfile.mkdtemp(prefix="doorbell-platform-", dir="/tmp"))
+    os.chmod(d, 0o755)
+    return d
