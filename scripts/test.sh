@@ -6,4 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --test
 echo "[test] ruff check" >&2
 .venv/bin/ruff check .
+echo "[test] lint-imports (the layer contract, .importlinter)" >&2
+.venv/bin/lint-imports --no-cache >/dev/null || .venv/bin/lint-imports --no-cache
+echo "[test] mypy (mypy.ini)" >&2
+.venv/bin/mypy
 exec .venv/bin/python -m pytest "$@"

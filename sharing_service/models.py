@@ -2,7 +2,7 @@
 
 Times are float UNIX seconds (UTC) so SQLite and PostgreSQL store them alike.
 The Alembic migrations in ``migrations/versions`` create exactly these tables;
-``tests/sharing/test_db.py`` checks that the two never drift apart.
+``tests/sharing_service/test_db.py`` checks that the two never drift apart.
 """
 from __future__ import annotations
 

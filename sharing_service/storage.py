@@ -2,7 +2,7 @@
 
 The service holds the storage credentials; agencies and owners only ever get
 SigV4-presigned URLs, which the S3 server itself checks for signature and expiry
-(``tests/sharing`` checks tampered and expired links against a real SeaweedFS).
+(``tests/sharing_service`` checks tampered and expired links against a real SeaweedFS).
 Signing is botocore's and happens locally: no network call per link.
 """
 from __future__ import annotations

@@ -18,7 +18,7 @@ Used by the test harness (:mod:`doorbell.sandbox.embedded`), ``doorbell-demo`` a
   pure Python so provisioning works where ``mosquitto_passwd`` is not
   installed. The format is byte-compatible with ``mosquitto_passwd -b``
   (``$7$<iterations>$<base64 12-byte salt>$<base64 64-byte hash>``; verified
-  against Mosquitto 2.0.11, see ``tests/harness/test_broker_acl.py``).
+  against Mosquitto 2.0.11, see ``tests/sandbox/test_broker_acl.py``).
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -291,7 +291,7 @@ class DoorbellConfig(Section):
         return self.model_dump(mode="json")
 
 
-def _iter_secrets(model: BaseModel, prefix: str = ""):
+def _iter_secrets(model: BaseModel, prefix: str = "") -> Iterator[tuple[str, Any]]:
     for name, value in model:
         path = f"{prefix}{name}"
         if isinstance(value, SecretStr):

@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -129,7 +131,7 @@ class SpoolEvent:
 class SpoolCommand:
     path: Path
     name: str
-    payload: dict
+    payload: dict[str, Any]
 
 
 @dataclass
@@ -181,7 +183,7 @@ class ClipStaging:
     def write_snapshot(self, jpeg: bytes) -> None:
         _write_synced(self.snapshot_path, jpeg)
 
-    def publish(self, **meta_fields) -> SpoolClip:
+    def publish(self, **meta_fields: Any) -> SpoolClip:
         """fsync everything, write meta.json last, and rename the directory into ``clips/``."""
         video = self.video_path
         if not video.exists() or video.stat().st_size == 0:
@@ -213,7 +215,8 @@ class ClipStaging:
     def __enter__(self) -> "ClipStaging":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.discard()
 
 
@@ -256,7 +259,7 @@ class Spool:
         return self._publish_json("commands", getattr(payload, "command_id", secrets.token_hex(8)), body,
                                   staging=self.root / "commands")
 
-    def _publish_json(self, sub: str, ident: str, body: dict, staging: Path | None = None) -> Path:
+    def _publish_json(self, sub: str, ident: str, body: dict[str, Any], staging: Path | None = None) -> Path:
         name = f"{time.time_ns():020d}-{ident}.json"
         tmp = (staging or self.root / "tmp") / f".{name}.partial"
         _write_synced(tmp, json.dumps(body, separators=(",", ":")).encode())

@@ -1,7 +1,7 @@
 """Fixtures for the owner app and agency client tests: the real sharing service
 (in-process: HTTP on a free port, MQTT bridge) on the session's real Mosquitto
 and SeaweedFS, an owner config file for owner-a with a fresh signing key, an
-agency config file with a fresh API key (helpers in ``clienthelp.py``).
+agency config file with a fresh API key (helpers in ``tests/support/clients.py``).
 """
 from __future__ import annotations
 

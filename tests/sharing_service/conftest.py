@@ -1,6 +1,6 @@
 """Fixtures for the sharing service: the real service (HTTP on a free port, MQTT
 bridge as ``sharing-service``) against the session's real Mosquitto and SeaweedFS.
-Helpers live in ``sharehelp.py``.
+Helpers live in ``tests/support/sharing.py``.
 """
 from __future__ import annotations
 
