@@ -745,7 +745,7 @@ def render_examples(files_dir: Path = Path("/etc/mosquitto/doorbell")) -> dict[s
 
 
 if __name__ == "__main__":  # regenerate config/mosquitto/*.example
-    out = Path(__file__).resolve().parents[1] / "config" / "mosquitto"
+    out = Path(__file__).resolve().parents[2] / "config" / "mosquitto"
     for name, text in render_examples().items():
         (out / name).write_text(text, encoding="utf-8")
         print(f"wrote {out / name}")
