@@ -10,7 +10,8 @@ CORE = [
     "pydantic>=2.6,<3",        # one validated config model and message schemas
     "PyYAML>=6",               # config files
     "paho-mqtt>=2.0,<3",       # MQTT v5 client (callback API v2)
-    "cryptography>=42",        # Ed25519 signatures, TLS material
+    "cryptography>=42",        # Ed25519 signatures, TLS material, age's X25519/HKDF/ChaCha20-Poly1305
+    "bech32>=1.2",             # age keys (age1..., AGE-SECRET-KEY-1...): BIP-173 reference Bech32, pure Python
 ]
 PI = [
     "numpy>=1.24",
@@ -46,6 +47,7 @@ TEST = [
     "import-linter>=2.1",      # the layer contract (.importlinter), run by scripts/test.sh
     "mypy>=1.10",              # type checker (mypy.ini), run by scripts/test.sh
     "types-PyYAML",            # type stubs for mypy
+    "pyrage>=1.2",             # rage (Rust age) bindings: a second, independent age implementation for interop tests
 ]
 
 setup(
