@@ -22,7 +22,7 @@ from doorbell.clients.owner import cli as owner_cli
 from doorbell.core import __version__
 from doorbell.core.errors import DoorbellError
 from doorbell.core.logsetup import setup_logging
-from doorbell.ops import config_cli, doctor, provision, wipe
+from doorbell.ops import config_cli, doctor, provision, verify, wipe
 
 Register = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
@@ -38,6 +38,7 @@ SUBCOMMANDS: tuple[Register, ...] = (
     provision.register,
     doctor.register,
     wipe.register,
+    verify.register,
 )
 
 

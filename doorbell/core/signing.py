@@ -5,6 +5,13 @@ where ``fields`` is every field of the message except ``signature``, serialised
 with sorted keys, no whitespace, UTF-8 and integers for times. The domain string
 separates decisions from revokes, so one can never be replayed as the other.
 Test vectors live in ``tests/vectors/signing_v1.json``.
+
+Devices sign too (clip manifests, doorbell.core.manifest), with their own
+Ed25519 key created at provisioning and their own domain strings
+(``DEVICE_DOMAINS``): a device signature can never pass as an owner's consent,
+nor the reverse. ``device_signing_bytes``, ``sign_device_fields`` and
+``verify_device_fields`` are the device side; ``ensure_device_key`` creates or
+loads the key file.
 """
 from __future__ import annotations
 
@@ -24,6 +31,7 @@ from doorbell.core.errors import DoorbellError
 from doorbell.core.protocol import Decision, Revoke, SignedMessage
 
 DOMAINS = {"decision": b"doorbell/v1/decision", "revoke": b"doorbell/v1/revoke"}
+DEVICE_DOMAINS = {"clip_manifest": b"doorbell/v1/device/clip-manifest"}
 PUBLIC_KEY_PREFIX = "ed25519:"
 DEFAULT_VALIDITY_S = 600
 
@@ -158,3 +166,41 @@ def verify(message: S, public_key: Ed25519PublicKey | str, *, now: float | None 
     if message.expires_at - message.issued_at > max_age_s:
         raise SignatureError(f"validity window longer than {max_age_s} s")
     return message
+
+
+# ----------------------------------------------------------------------------- device keys
+
+
+def device_signing_bytes(fields: dict[str, Any]) -> bytes:
+    """The bytes a device signs: its domain for ``fields["type"]``, a newline, canonical JSON sans signature."""
+    body = dict(fields)
+    body.pop("signature", None)
+    kind = body.get("type")
+    if kind not in DEVICE_DOMAINS:
+        raise SignatureError(f"unknown device-signed type {kind!r}")
+    return DEVICE_DOMAINS[kind] + b"\n" + canonical_json(body)
+
+
+def sign_device_fields(key: Ed25519PrivateKey, fields: dict[str, Any]) -> str:
+    """Base64url Ed25519 signature over ``device_signing_bytes(fields)``."""
+    return b64u(key.sign(device_signing_bytes(fields)))
+
+
+def verify_device_fields(fields: dict[str, Any], signature: str, public_key: Ed25519PublicKey | str) -> None:
+    """Raise SignatureError unless ``signature`` is the device key's signature over ``fields``."""
+    pub = parse_public_key(public_key) if isinstance(public_key, str) else public_key
+    try:
+        pub.verify(unb64u(signature), device_signing_bytes(fields))
+    except (InvalidSignature, ValueError, TypeError):
+        raise SignatureError("signature does not verify against the device's key") from None
+
+
+def ensure_device_key(path: Path) -> Ed25519PrivateKey:
+    """The device's signing key at ``path``, created (mode 0600) on first use, as provisioning does."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        try:
+            save_private_key(generate_key(), path)
+        except FileExistsError:  # created concurrently: load the winner's key
+            pass
+    return load_private_key(path)
