@@ -20,6 +20,8 @@ if [[ $WANT_TEST == 1 ]]; then
   command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)
   # the sharing service's PostgreSQL tests start their own server from these binaries
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
+  # the stock age CLI: interop tests (our clips open with it, its files open with ours) and the crypto benchmark
+  command -v age >/dev/null 2>&1 || need_apt+=(age)
 fi
 if (( ${#need_apt[@]} )); then
   if [[ $(id -u) == 0 ]]; then

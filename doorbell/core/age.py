@@ -493,7 +493,7 @@ class Encryptor:
         self._ct_size += len(data)
         self._writer.write(data)
 
-    def _seal(self, chunk: bytes | memoryview, last: bool) -> None:
+    def _seal(self, chunk: bytes | bytearray | memoryview, last: bool) -> None:
         self._emit(self._aead.encrypt(_nonce(self._counter, last), bytes(chunk), None))
         self._counter += 1
 

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 AGE_MAGIC = b"age-encryption.org/"
 
 
-def register(subs: argparse._SubParsersAction) -> None:
+def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = subs.add_parser("verify", help="check a decrypted clip against its device-signed manifest (offline)",
                         description=(__doc__ or "").split("\n\n")[2])
     p.add_argument("files", nargs="+", type=Path, metavar="FILE",
