@@ -20,6 +20,10 @@ crash or a leak in one cannot skew another, and each one's RSS is its own):
 - ``agent``: benchmarks/agent.py, run ``runs`` times: finished clip -> object
   in the bucket by size, agent vs ``aws s3 cp`` throughput on the same files
   to the same SeaweedFS, agent peak RSS;
+- ``crypto``: benchmarks/crypto.py: clip encryption throughput per core
+  (MB per CPU second) of our streaming age encryptor vs the stock ``age`` CLI
+  (and rage via pyrage) on the same 1.5 MB and 40 MB files, decryption vs
+  ``age -d``, and our peak Python allocation while encrypting 40 MB;
 - ``sharing``: benchmarks/sharing.py ``--rounds 3``: request create/status
   throughput and p99 from separate load processes on a 10,000-device,
   1,000,000-clip index (500 creates + 2,000 status reads per round).
@@ -53,7 +57,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-COMPONENTS = ["motion", "firmware", "e2e", "sharing", "agent"]  # agent last: its repeats fill the budget
+COMPONENTS = ["motion", "firmware", "e2e", "sharing", "crypto", "agent"]  # agent last: its repeats fill the budget
 LIGHTING_ONLY = {"lighting_ramp", "exposure_step", "ir_switch", "noise_only"}
 PEER_NAMES = {"mog2": "OpenCV MOG2", "picamera2": "picamera2 example", "frigate": "Frigate-style"}
 
@@ -255,6 +259,34 @@ def sharing_figures(r: dict[str, Any]) -> list[Figure]:
     return figs
 
 
+def crypto_figures(r: dict[str, Any]) -> list[Figure]:
+    note = f"{r['runs']} runs, order alternating"
+    figs = []
+    for f in r["files"]:
+        slug = f["label"].split()[0].replace(".", "_")
+        peers = [Peer(f"`age -r` CLI ({r['age_version']}), CPU incl. start-up", f["age_MBps"],
+                      [a / b for a, b in zip(f["ours_MBps"], f["age_MBps"])]),
+                 Peer("`age -r` CLI, start-up CPU subtracted", f["age_MBps_minus_startup"],
+                      [a / b for a, b in zip(f["ours_MBps"], f["age_MBps_minus_startup"])])]
+        if f.get("rage_MBps"):
+            peers.append(Peer("rage (pyrage.encrypt_io), in process", f["rage_MBps"],
+                              [a / b for a, b in zip(f["ours_MBps"], f["rage_MBps"])]))
+        figs.append(Figure(f"encrypt_MBps_per_core_{slug}", f"clip encryption throughput per core (MB per CPU s), "
+                           f"{f['label']}, to 2 recipients, our plaintext+ciphertext SHA-256 included", "MB/s",
+                           f["ours_MBps"], peers, runs_note=note,
+                           detail="of which the two SHA-256 ~%.0f%%; age start-up %.1f ms CPU" % (
+                               100 * statistics.median(f.get("sha256_x2_share") or [0]),
+                               r["age_startup_cpu_s"] * 1000)))
+        figs.append(Figure(f"decrypt_MBps_per_core_{slug}", f"clip decryption throughput per core, {f['label']}",
+                           "MB/s", f["ours_dec_MBps"],
+                           [Peer("`age -d` CLI, CPU incl. start-up", f["age_dec_MBps"],
+                                 [a / b for a, b in zip(f["ours_dec_MBps"], f["age_dec_MBps"])])], runs_note=note))
+    figs.append(Figure("encrypt_peak_alloc_kb", f"peak Python allocation while encrypting "
+                       f"{r['peak_file_bytes'] / 2**20:.0f} MB (tracemalloc; flat = a few 64 KiB chunks)", "KB",
+                       [r["ours_peak_traced_bytes"] / 1024], runs_note="1 run"))
+    return figs
+
+
 # ----------------------------------------------------------------------------- running
 
 
@@ -334,6 +366,9 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
             runs.append(_run_json([py, str(HERE / "agent.py")] + (["--quick"] if quick else []), lp, 900))
             last = time.monotonic() - t
         return agent_figures(runs), {"runs": runs}
+    if name == "crypto":
+        raw = _run_json([py, str(HERE / "crypto.py")] + (["--quick"] if quick else []), lp, 600)
+        return crypto_figures(raw), raw
     if name == "sharing":
         args = (["--devices", "500", "--clips", "20000", "--creates", "40", "--statuses", "200", "--workers", "2",
                  "--rounds", "2"] if quick else ["--rounds", "3", "--creates", "500", "--statuses", "2000"])
@@ -443,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.from_json:
         doc = json.loads(a.from_json.read_text())
         build = {"motion": motion_figures, "firmware": firmware_figures, "e2e": e2e_figures, "sharing": sharing_figures,
-                 "agent": lambda raw: agent_figures(raw["runs"])}
+                 "crypto": crypto_figures, "agent": lambda raw: agent_figures(raw["runs"])}
         doc["figures"] = [f.row() for n in COMPONENTS if n in doc["raw"] for f in build[n](doc["raw"][n])]
         print(render_markdown(doc))
         return 0

@@ -494,7 +494,7 @@ class Encryptor:
         self._writer.write(data)
 
     def _seal(self, chunk: bytes | bytearray | memoryview, last: bool) -> None:
-        self._emit(self._aead.encrypt(_nonce(self._counter, last), bytes(chunk), None))
+        self._emit(self._aead.encrypt(_nonce(self._counter, last), chunk, None))
         self._counter += 1
 
     def write(self, data: bytes | bytearray | memoryview) -> int:

@@ -23,6 +23,7 @@ EXPECTED = [
     "firmware_peak_rss_mb", "agent_peak_rss_e2e_mb",
     "agent_throughput_MBps", "agent_peak_rss_mb", "agent_ring_leg_p99_ms",
     "sharing_create_rps", "sharing_create_p99_ms", "sharing_status_rps", "sharing_status_p99_ms",
+    "encrypt_MBps_per_core_1_5", "decrypt_MBps_per_core_1_5", "encrypt_peak_alloc_kb",  # issue 12
 ]
 
 
@@ -64,6 +65,8 @@ def test_quick_run_produces_every_figure(quick_run):
     assert all(p["ratio"] is not None and p["ratio"] > 0 for p in rows["motion_cost_us"]["peers"])
     tp = rows["agent_throughput_MBps"]["peers"][0]
     assert "aws s3 cp" in tp["name"] and tp["ratio"] > 0
+    enc = rows["encrypt_MBps_per_core_1_5"]["peers"][0]
+    assert "age -r" in enc["name"] and enc["ratio"] > 0
     # one markdown table on stdout, the same as the .md file next to the JSON, one line per figure
     table = [line for line in proc.stdout.splitlines() if line.startswith("|")]
     assert table[0].startswith("| figure | ours (median)") and len(table) == 2 + len(doc["figures"])
