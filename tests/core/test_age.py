@@ -274,3 +274,26 @@ def test_streaming_memory_is_flat_for_50_mb(tmp_path: Path) -> None:
     assert enc.ciphertext_sha256 == dec.ciphertext_sha256
     assert enc_peak < 1 * 2**20, f"encrypt peak {enc_peak} bytes"
     assert dec_peak < 1 * 2**20, f"decrypt peak {dec_peak} bytes"
+
+
+class Trickle:
+    """A reader with only ``read``, returning at most 1000 bytes a call (a socket or a pipe)."""
+
+    def __init__(self, data: bytes):
+        self._data = io.BytesIO(data)
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._data.read(1000 if size < 0 else min(size, 1000))
+
+
+def test_short_reads_and_no_readline() -> None:
+    data = os.urandom(2 * age.CHUNK_SIZE + 99)
+    owner = age.generate_identity()
+    out = io.BytesIO()
+    enc = age.encrypt(Trickle(data), out, [owner.recipient])
+    plain = io.BytesIO()
+    dec = age.decrypt(Trickle(out.getvalue()), plain, [owner])
+    assert plain.getvalue() == data
+    assert dec.ciphertext_sha256 == enc.ciphertext_sha256 and dec.ciphertext_size == enc.ciphertext_size
+    header, offset = age.header_and_payload_offset(Trickle(out.getvalue()))
+    assert out.getvalue()[:offset] == header
