@@ -186,7 +186,7 @@ def run(devices: int, clips: int, creates: int, statuses: int, workers: int, mqt
         try:
             if svc.bridge:
                 svc.bridge.wait_connected(10)
-            _, key = svc.core.add_agency("Bench PD")
+            _, key = svc.core.registry.add_agency("Bench PD")
             ctx = mp.get_context("spawn")
             with ctx.Pool(workers) as pool:
                 pool.map(_worker, [(svc.url, key, "status", 0, 0, now, ["x"])] * workers)  # warm up imports

@@ -20,7 +20,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from doorbell.core import __version__
 from doorbell.core.errors import DoorbellError
-from sharing_service.core import AgencyInfo, Refused, SharingCore
+from sharing_service.context import AgencyInfo, Refused
+from sharing_service.core import SharingCore
 from sharing_service.schemas import (
     ErrorBody,
     RequestCreate,
@@ -132,7 +133,7 @@ def create_app(core: SharingCore) -> FastAPI:
         if creds is None or creds.scheme.lower() != "bearer":
             raise HttpRefusal(401, "unauthorized", "send 'Authorization: Bearer <API key>'",
                            {"WWW-Authenticate": "Bearer"})
-        info = core.authenticate(creds.credentials)
+        info = core.agencies.authenticate(creds.credentials)
         if info is None:
             raise HttpRefusal(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
         wait = limiter.take(info)
@@ -142,34 +143,34 @@ def create_app(core: SharingCore) -> FastAPI:
 
     @app.post("/v1/requests", status_code=201, response_model=RequestCreated, tags=["requests"],
               summary="Ask owners in an area for footage from a time window")
-    def create_request(body: RequestCreate, who: AgencyInfo = Depends(agency)) -> dict[str, Any]:
-        return core.create_request(who, body)
+    def create_request(body: RequestCreate, who: AgencyInfo = Depends(agency)) -> dict[str, object]:
+        return core.agencies.create_request(who, body)
 
     @app.get("/v1/requests", response_model=RequestList, tags=["requests"], summary="This agency's requests")
     def list_requests(who: AgencyInfo = Depends(agency)) -> dict[str, Any]:
-        return {"requests": core.list_requests(who)}
+        return {"requests": core.agencies.list_requests(who)}
 
     @app.get("/v1/requests/{request_id}", response_model=RequestStatus, tags=["requests"],
              summary="Status of one request (time-based; reveals nothing about homes)")
     def get_request(request_id: str, who: AgencyInfo = Depends(agency)) -> dict[str, Any]:
-        return core.request_status(who, request_id)
+        return core.agencies.request_status(who, request_id)
 
     @app.get("/v1/requests/{request_id}/clips", response_model=SharedClipList, tags=["clips"],
              summary="Clips shared under a request, with short-lived download links")
     def list_clips(request_id: str, who: AgencyInfo = Depends(agency)) -> dict[str, Any]:
-        return core.shared_clips(who, request_id)
+        return core.agencies.shared_clips(who, request_id)
 
     @app.get("/v1/requests/{request_id}/clips/{clip_id}/download", status_code=302, tags=["clips"],
              response_class=RedirectResponse, responses={302: {"description": "redirect to a presigned URL"}},
              summary="Redirect to a fresh short-lived link for one shared clip")
     def download(request_id: str, clip_id: str, who: AgencyInfo = Depends(agency)) -> RedirectResponse:
-        return RedirectResponse(core.download_url(who, request_id, clip_id), status_code=302,
+        return RedirectResponse(core.agencies.download_url(who, request_id, clip_id), status_code=302,
                                 headers={"Cache-Control": "no-store"})
 
     @app.get("/v1/transparency", response_model=Transparency, tags=["public"],
              summary="Per-agency monthly figures; no home identifiers, small counts suppressed")
     def transparency() -> dict[str, Any]:
-        return core.transparency()
+        return core.transparency.figures()
 
     @app.get("/healthz", tags=["public"], summary="Liveness")
     def healthz() -> dict[str, str]:

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from doorbell.core import protocol as p
 from doorbell.core.auditchain import GENESIS, ChainReport, body_digest, canonical, chain_hash, verify_rows
 from sharing_service.models import AuditEntry, AuditHead
 
@@ -82,7 +83,7 @@ def verify_chain(session: Session, batch: int = 5000) -> ChainReport:
     return verify_rows(rows(), head=(head.seq, head.hash))
 
 
-def owner_view(session: Session, owner_id: str, since: int = 1, limit: int = 2000) -> dict[str, Any]:
+def owner_view(session: Session, owner_id: str, since: int = 1, limit: int = 2000) -> p.AuditView:
     """Rows ``since`` .. ``since+limit-1``: this owner's in full, everyone else's as digests.
 
     ``start_prev`` is the hash before the first row, so the owner can verify a
@@ -94,13 +95,13 @@ def owner_view(session: Session, owner_id: str, since: int = 1, limit: int = 200
     entries = session.execute(select(AuditEntry).where(AuditEntry.seq >= since)
                               .order_by(AuditEntry.seq).limit(limit)).scalars().all()
     start_prev = entries[0].prev_hash if entries else (head.hash if since > head.seq else GENESIS)
-    rows: list[dict[str, Any]] = []
+    rows: list[p.AuditRow] = []
     for e in entries:
         if e.owner_id == owner_id:
-            rows.append(_row(e))
+            rows.append(p.AuditRow.model_validate(_row(e)))
         else:
-            rows.append({"seq": e.seq, "body_digest": e.body_digest, "hash": e.hash})
+            rows.append(p.AuditRow(seq=e.seq, body_digest=e.body_digest, hash=e.hash))
     last = entries[-1].seq if entries else since - 1
-    return {"from_seq": since, "start_prev": start_prev, "rows": rows,
-            "head": {"seq": head.seq, "hash": head.hash}, "complete": last >= head.seq,
-            "next_since": None if last >= head.seq else last + 1}
+    return p.AuditView(from_seq=since, start_prev=start_prev, rows=rows,
+                       head=p.AuditHeadRef(seq=head.seq, hash=head.hash), complete=last >= head.seq,
+                       next_since=None if last >= head.seq else last + 1)

@@ -21,7 +21,8 @@ from paho.mqtt.properties import Properties
 
 from doorbell.core import protocol as p
 from doorbell.core.config import MqttSection
-from sharing_service.core import Outgoing, SharingCore
+from sharing_service.context import Outgoing
+from sharing_service.core import SharingCore
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class OwnerBridge:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self.core.emit = self.publish
+        self.core.outbox.attach(self.publish)
         self._worker = threading.Thread(target=self._work, name="sharing-bridge", daemon=True)
         self._worker.start()
         props = Properties(PacketTypes.CONNECT)
@@ -74,6 +75,7 @@ class OwnerBridge:
         self._client.loop_start()
 
     def stop(self) -> None:
+        self.core.outbox.detach()
         self._stop.set()
         self._queue.put(None)
         if self._worker:
@@ -126,7 +128,7 @@ class OwnerBridge:
             kind, msg = item
             try:
                 if kind == "resync":
-                    self.publish(list(self.core.pending_messages()))
+                    self.publish(self.core.delivery.pending_messages())
                 else:
                     self._handle(msg)
             except Exception:  # a bug must not kill the bridge; the message is logged and acknowledged
@@ -149,13 +151,13 @@ class OwnerBridge:
             log.warning("dropped message: %s", exc)
             return
         if t.kind == "clips" and t.device_id:
-            self.core.index_clip(t.device_id, msg.payload)
+            self.core.clips.index_clip(t.device_id, msg.payload)
         elif t.kind == "decision" and t.owner_id and t.name:
-            self.core.handle_decision(t.owner_id, t.name, msg.payload)
+            self.core.consent.handle_decision(t.owner_id, t.name, msg.payload)
         elif t.kind == "revoke" and t.owner_id and t.name:
-            self.core.handle_revoke(t.owner_id, t.name, msg.payload)
+            self.core.consent.handle_revoke(t.owner_id, t.name, msg.payload)
         elif t.kind == "rpc" and t.owner_id and t.name:
-            self.core.handle_rpc(t.owner_id, t.name, msg.payload)
+            self.core.rpc.handle(t.owner_id, t.name, msg.payload)
         else:
             log.debug("ignoring %s", msg.topic)
 

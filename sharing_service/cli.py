@@ -81,17 +81,18 @@ def _cfg(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 
 
 def _core(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from sharing_service.context import ServiceContext
     from sharing_service.core import SharingCore
     from sharing_service.db import Database
 
     cfg = _cfg(args)
     db = Database(cfg.sharing.database_url)
     db.migrate()
-    return SharingCore(db, cfg.sharing, None)
+    return SharingCore(ServiceContext(db, cfg.sharing))
 
 
 def _run(fn) -> int:  # type: ignore[no-untyped-def]
-    from sharing_service.core import Refused
+    from sharing_service.context import Refused
 
     try:
         fn()
@@ -141,60 +142,61 @@ def openapi_spec() -> dict[str, Any]:
     """The agency API's spec, built without a database (routes only)."""
     from doorbell.core.config import SharingSection
     from sharing_service.api import create_app
+    from sharing_service.context import ServiceContext
     from sharing_service.core import SharingCore
 
-    return create_app(SharingCore(None, SharingSection(), None)).openapi()  # type: ignore[arg-type]
+    return create_app(SharingCore(ServiceContext(None, SharingSection()))).openapi()  # type: ignore[arg-type]
 
 
 def _owner_add(args: argparse.Namespace) -> int:
-    return _run(lambda: (_core(args).add_owner(args.owner_id, args.public_key),
+    return _run(lambda: (_core(args).registry.add_owner(args.owner_id, args.public_key),
                          print(f"owner {args.owner_id} enrolled")))
 
 
 def _owner_set_key(args: argparse.Namespace) -> int:
-    return _run(lambda: (_core(args).set_owner_key(args.owner_id, args.public_key),
+    return _run(lambda: (_core(args).registry.set_owner_key(args.owner_id, args.public_key),
                          print(f"owner {args.owner_id}: key replaced")))
 
 
 def _owner_list(args: argparse.Namespace) -> int:
-    _table(_core(args).list_owners(), ["id", "devices", "public_key"], args.json)
+    _table(_core(args).registry.list_owners(), ["id", "devices", "public_key"], args.json)
     return 0
 
 
 def _device_add(args: argparse.Namespace) -> int:
-    return _run(lambda: (_core(args).add_device(args.device_id, args.owner, args.lat, args.lon),
+    return _run(lambda: (_core(args).registry.add_device(args.device_id, args.owner, args.lat, args.lon),
                          print(f"device {args.device_id} enrolled for {args.owner}")))
 
 
 def _device_list(args: argparse.Namespace) -> int:
-    _table(_core(args).list_devices(args.owner), ["id", "owner_id", "lat", "lon"], args.json)
+    _table(_core(args).registry.list_devices(args.owner), ["id", "owner_id", "lat", "lon"], args.json)
     return 0
 
 
 def _agency_add(args: argparse.Namespace) -> int:
     def go() -> None:
-        agency_id, key = _core(args).add_agency(args.name, args.rate_per_min)
+        agency_id, key = _core(args).registry.add_agency(args.name, args.rate_per_min)
         print(f"agency {args.name!r} enrolled (id {agency_id}). API key (shown once, store it now):")
         print(key)
     return _run(go)
 
 
 def _agency_list(args: argparse.Namespace) -> int:
-    _table(_core(args).list_agencies(), ["id", "name", "key_id", "rate_per_min", "disabled"], args.json)
+    _table(_core(args).registry.list_agencies(), ["id", "name", "key_id", "rate_per_min", "disabled"], args.json)
     return 0
 
 
 def _agency_disable(args: argparse.Namespace) -> int:
-    return _run(lambda: (_core(args).set_agency_disabled(args.name, args.disabled),
+    return _run(lambda: (_core(args).registry.set_agency_disabled(args.name, args.disabled),
                          print(f"agency {args.name!r} {'disabled' if args.disabled else 'enabled'}")))
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    report = _core(args).verify_audit()
+    report = _core(args).registry.verify_audit()
     print(json.dumps(report, indent=2))
     return 0 if report["ok"] else 1
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    print(f"{_core(args).sweep()} item(s) expired")
+    print(f"{_core(args).sweeper.sweep()} item(s) expired")
     return 0

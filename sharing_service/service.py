@@ -15,29 +15,40 @@ from collections.abc import Callable
 
 from doorbell.core.config import DoorbellConfig
 from doorbell.core.sdnotify import Notifier, Watchdog
+from sharing_service.context import ServiceContext
 from sharing_service.core import SharingCore
 from sharing_service.db import Database
+from sharing_service.delivery import Delivery
 from sharing_service.storage import Presigner
 
 log = logging.getLogger(__name__)
 
 
 class Matcher:
-    """One thread that matches recorded requests to owners and asks them (off the HTTP path)."""
+    """One thread that matches recorded requests to owners and asks them (off the HTTP path).
 
-    def __init__(self, core: SharingCore):
-        self.core = core
+    It is the agency desk's :class:`~sharing_service.delivery.Scheduler`. The
+    database is the queue of record: a request scheduled while the thread is
+    stopped stays undelivered and is picked up by the next :meth:`start`.
+    """
+
+    def __init__(self, delivery: Delivery):
+        self.delivery = delivery
         self._queue: queue.Queue[str | None] = queue.Queue()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="sharing-matcher", daemon=True)
+        self._queue = queue.Queue()
+        self._thread = threading.Thread(target=self._run, args=(self._queue,), name="sharing-matcher",
+                                        daemon=True)
         self._thread.start()
-        self.core.schedule = self.schedule
-        for rid in self.core.undelivered():  # recorded before a stop: ask their owners now
+        for rid in self.delivery.undelivered():  # recorded before a stop: ask their owners now
             self.schedule(rid)
 
     def schedule(self, rid: str) -> None:
+        if self._thread is None:
+            log.debug("matcher stopped: request %s waits for the next start", rid)
+            return
         self._queue.put(rid)
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
@@ -56,22 +67,21 @@ class Matcher:
     def stop(self) -> None:
         if self._thread is None:
             return
-        self.core.__dict__.pop("schedule", None)  # inline delivery again
         self._queue.put(None)
         self._thread.join(timeout=30)
         self._thread = None
 
-    def _run(self) -> None:
+    def _run(self, q: "queue.Queue[str | None]") -> None:
         while True:
-            rid = self._queue.get()
+            rid = q.get()
             try:
                 if rid is None:
                     return
-                self.core.deliver(rid)
+                self.delivery.deliver(rid)
             except Exception:  # the request stays undelivered and is retried at the next start
                 log.exception("delivering request %s failed", rid)
             finally:
-                self._queue.task_done()
+                q.task_done()
 
 
 class SharingService:
@@ -85,13 +95,15 @@ class SharingService:
         presigner = Presigner(cfg.s3) if cfg.s3.access_key_id or cfg.s3.endpoint_url else None
         if presigner is None:
             log.warning("no S3 endpoint/credentials configured: link issuance will fail with 503")
-        self.core = SharingCore(self.db, cfg.sharing, presigner, clock=clock, key_prefix=cfg.s3.prefix)
+        ctx = ServiceContext(self.db, cfg.sharing, presigner, clock=clock or time.time, key_prefix=cfg.s3.prefix)
+        delivery = Delivery(ctx)
+        self.matcher = Matcher(delivery)
+        self.core = SharingCore(ctx, delivery=delivery, scheduler=self.matcher)
         self.bridge = None
         if mqtt:
             from sharing_service.bridge import OwnerBridge
 
             self.bridge = OwnerBridge(self.core, cfg.mqtt, client_id=mqtt_client_id)
-        self.matcher = Matcher(self.core)
         self.sweep_interval_s = sweep_interval_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -135,7 +147,7 @@ class SharingService:
     def _sweeper(self) -> None:
         while not self._stop.wait(self.sweep_interval_s):
             try:
-                self.core.sweep()
+                self.core.sweeper.sweep()
             except Exception:  # keep sweeping; the error is logged
                 log.exception("sweep failed")
 
@@ -143,7 +155,7 @@ class SharingService:
         if self.bridge:
             self.bridge.start()
         self.matcher.start()
-        self.core.sweep()
+        self.core.sweeper.sweep()
         t = threading.Thread(target=self._sweeper, name="sharing-sweeper", daemon=True)
         t.start()
         self._threads.append(t)

@@ -12,9 +12,9 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError, model_validator
 
 from doorbell.core.errors import DoorbellError
 
@@ -405,17 +405,202 @@ class GrantState(Message):
     state: Literal["active", "expired", "revoked"]
 
 
+# --------------------------------------------------------------------------- owner RPC
+# ``owners/{id}/rpc/{call_id}`` carries an RpcCall naming a method and its params;
+# ``.../reply`` carries an RpcReply whose ``result`` is that method's result model.
+# Each params model names its method and result type, so the owner's app and the
+# service agree on both ends from this one table of models.
+
+RpcMethod = Literal["audit", "grants", "requests", "clips", "clip_link"]
+RpcScalar = str | int | float | bool | None
+R = TypeVar("R", bound="RpcResult")
+PM = TypeVar("PM", bound="RpcParams")
+
+
+class RpcParams(BaseModel):
+    """Base of every RPC method's params: unknown keys are refused."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    method: ClassVar[RpcMethod]
+
+
+class RpcResult(BaseModel):
+    """Base of every RPC method's result."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AuditHeadRef(RpcResult):
+    seq: int = Field(ge=0)
+    hash: Sha256Hex
+
+
+class AuditRow(RpcResult):
+    """One audit row: the owner's own rows in full, everyone else's as digests only."""
+
+    seq: int = Field(ge=1)
+    body_digest: Sha256Hex
+    hash: Sha256Hex
+    ts: float | None = None
+    kind: str | None = None
+    actor: str | None = None
+    subject: str | None = None
+    owner_id: str | None = None
+    details: str | None = None
+    prev_hash: Sha256Hex | None = None
+    owner_seq: int | None = Field(None, ge=1)
+    owner_prev: Sha256Hex | None = None
+    owner_hash: Sha256Hex | None = None
+
+
+class OwnerChainHead(RpcResult):
+    """The last entry of the owner's own chain (see doorbell.core.auditchain)."""
+
+    seq: int = Field(ge=0)
+    hash: Sha256Hex
+
+
+class AuditView(RpcResult):
+    from_seq: int = Field(ge=1)
+    start_prev: Sha256Hex
+    rows: list[AuditRow]
+    head: AuditHeadRef
+    owner_head: OwnerChainHead | None = None
+    complete: bool
+    next_since: int | None = None
+
+
+class AuditParams(RpcParams):
+    method: ClassVar[RpcMethod] = "audit"
+    since: int = Field(1, ge=1, le=2**62)
+    limit: int = Field(2000, ge=1, le=5000)
+
+
+class GrantInfo(RpcResult):
+    grant_id: Token
+    request_id: Token
+    agency: str
+    case_number: str
+    clip_ids: list[str]
+    created_at: float
+    expires_at: float
+    state: Literal["active", "expired", "revoked"]
+    revoked_at: float | None = None
+
+
+class GrantList(RpcResult):
+    grants: list[GrantInfo]
+
+
+class GrantsParams(RpcParams):
+    method: ClassVar[RpcMethod] = "grants"
+    limit: int = Field(100, ge=1, le=500)
+
+
+RequestState = Literal["pending", "approved", "denied", "expired"]
+
+
+class RequestInfo(RpcResult):
+    request_id: Token
+    agency: str
+    case_number: str
+    legal_basis: str
+    reason: str
+    window_start: float
+    window_end: float
+    created_at: float
+    expires_at: float
+    state: RequestState
+    decided_at: float | None = None
+    clip_ids: list[str]
+    grant_days: float
+
+
+class RequestList(RpcResult):
+    requests: list[RequestInfo]
+
+
+class RequestsParams(RpcParams):
+    method: ClassVar[RpcMethod] = "requests"
+    state: RequestState | None = None
+    limit: int = Field(100, ge=1, le=500)
+
+
+class ClipInfo(RpcResult):
+    clip_id: str
+    device_id: str
+    trigger: str
+    started_at: float
+    ended_at: float
+    size: int
+    sha256: str
+    has_snapshot: bool
+
+
+class ClipList(RpcResult):
+    clips: list[ClipInfo]
+
+
+class ClipsParams(RpcParams):
+    method: ClassVar[RpcMethod] = "clips"
+    limit: int = Field(100, ge=1, le=500)
+    device_id: DeviceId | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+class ClipLink(RpcResult):
+    clip_id: str
+    what: Literal["video", "snapshot"]
+    url: str
+    expires_at: float
+
+
+class ClipLinkParams(RpcParams):
+    method: ClassVar[RpcMethod] = "clip_link"
+    clip_id: ClipId
+    what: Literal["video", "snapshot"] = "video"
+
+
 class RpcCall(Message):
     """``owners/{id}/rpc/{call_id}``: an owner's query to the service."""
 
-    method: Literal["audit", "grants", "requests", "clips", "clip_link"]
-    params: dict[str, Annotated[str | int | float | bool | None, Field()]] = Field(default_factory=dict, max_length=16)
+    method: RpcMethod
+    params: dict[str, Annotated[RpcScalar, Field()]] = Field(default_factory=dict, max_length=16)
+
+    @classmethod
+    def of(cls, params: RpcParams) -> "RpcCall":
+        return cls(method=params.method, params=params.model_dump(exclude_none=True))
+
+    def parse_params(self, model: type[PM]) -> PM:
+        """The params as ``model`` (the method's params type); ProtocolError if they do not fit."""
+        if model.method != self.method:
+            raise ProtocolError(f"params for {model.method} given to {self.method}")
+        try:
+            return model.model_validate(self.params)
+        except ValidationError as exc:
+            raise ProtocolError("bad params: " + _reasons(exc)) from None
 
 
 class RpcReply(Message):
     ok: bool
     error: Text | None = None
-    result: Any = None
+    result: dict[str, JsonValue] | None = None
+
+    def parse_result(self, model: type[R]) -> R:
+        """The result as ``model``; ProtocolError if the reply is a refusal or does not fit."""
+        if not self.ok or self.result is None:
+            raise ProtocolError(self.error or "refused without a reason")
+        try:
+            return model.model_validate(self.result)
+        except ValidationError as exc:
+            raise ProtocolError(f"invalid {model.__name__}: " + _reasons(exc)) from None
+
+
+
+def _reasons(exc: ValidationError) -> str:
+    first = exc.errors(include_input=False, include_url=False)
+    return "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in first[:5])
 
 
 M = TypeVar("M", bound=Message)

@@ -511,6 +511,7 @@ class Demo:
     def _start_services(self) -> None:
         from doorbell.core.config import load_config
         from doorbell.core.signing import generate_key, public_key_text, save_private_key
+        from sharing_service.context import ServiceContext
         from sharing_service.core import SharingCore
         from sharing_service.db import Database
 
@@ -523,10 +524,10 @@ class Demo:
             cfg = load_config(self.cfg_files["sharing"])
             db = Database(cfg.sharing.database_url)
             db.migrate()
-            core = SharingCore(db, cfg.sharing, None)
-            core.add_owner(OWNER_ID, pub)
-            core.add_device(DEVICE_ID, OWNER_ID, *HOME)
-            _, self.api_key = core.add_agency(AGENCY)
+            registry = SharingCore(ServiceContext(db, cfg.sharing)).registry
+            registry.add_owner(OWNER_ID, pub)
+            registry.add_device(DEVICE_ID, OWNER_ID, *HOME)
+            _, self.api_key = registry.add_agency(AGENCY)
             db.dispose()
             agency_cfg = w / "config" / "agency.yaml"
             fd = os.open(agency_cfg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

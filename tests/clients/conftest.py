@@ -37,11 +37,11 @@ def clients(tmp_path: Path, clean_broker: Any, s3: Any, mqtt_client: Callable[..
         key = generate_key()
         key_file = tmp_path / "owner-a.pem"
         save_private_key(key, key_file)
-        svc.core.add_owner("owner-a", public_key_text(key))
-        svc.core.add_owner("owner-b", public_key_text(generate_key()))
-        svc.core.add_device("dev-a", "owner-a", *HOME_A)
-        svc.core.add_device("dev-b", "owner-b", *HOME_B)
-        _, api_key = svc.core.add_agency("Springfield PD")
+        svc.core.registry.add_owner("owner-a", public_key_text(key))
+        svc.core.registry.add_owner("owner-b", public_key_text(generate_key()))
+        svc.core.registry.add_device("dev-a", "owner-a", *HOME_A)
+        svc.core.registry.add_device("dev-b", "owner-b", *HOME_B)
+        _, api_key = svc.core.registry.add_agency("Springfield PD")
         owner_cfg = tmp_path / "owner.yaml"
         owner_cfg.write_text(yaml.safe_dump({
             "owner": {"owner_id": "owner-a", "key_file": str(key_file), "sharing_url": svc.url},

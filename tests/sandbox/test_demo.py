@@ -110,12 +110,13 @@ def test_demo_runs_every_step_and_leaves_nothing_running(tmp_path: Path) -> None
     assert v["ok"] is True and v["checked"] >= 8
     assert {"delivery", "decision", "grant", "link_issued", "download", "revocation"} <= set(by[24]["data"]["kinds"])
     from doorbell.core.config import SharingSection
+    from sharing_service.context import ServiceContext
     from sharing_service.core import SharingCore
     from sharing_service.db import Database
 
     db = Database(f"sqlite:///{workdir / 'sharing' / 'sharing.db'}")
     try:
-        report = SharingCore(db, SharingSection(), None).verify_audit()
+        report = SharingCore(ServiceContext(db, SharingSection())).registry.verify_audit()
     finally:
         db.dispose()
     assert report["ok"] is True and report["head_seq"] == v["head_seq"] and report["head_hash"] == v["head_hash"]

@@ -20,7 +20,7 @@ import pytest
 from doorbell.clients.agency.client import AgencyClient
 from doorbell.core.signing import generate_key, public_key_text
 from doorbell.sandbox.embedded import free_port
-from sharing_service.core import Clock
+from sharing_service.context import Clock
 from sharing_service.service import SharingService
 from tests.support.sharing import HOME_A, HOME_B, Env, service_config
 
@@ -37,10 +37,10 @@ def running_env(tmp_path: Path, broker: Any, s3: Any, mqtt_client: Callable[...,
         assert svc.bridge is not None and svc.bridge.wait_connected(10), "bridge did not connect"
         keys = {o: generate_key() for o in ("owner-a", "owner-b")}
         for o, k in keys.items():
-            svc.core.add_owner(o, public_key_text(k))
-        svc.core.add_device("dev-a", "owner-a", *HOME_A)
-        svc.core.add_device("dev-b", "owner-b", *HOME_B)
-        _, key = svc.core.add_agency("Springfield PD")
+            svc.core.registry.add_owner(o, public_key_text(k))
+        svc.core.registry.add_device("dev-a", "owner-a", *HOME_A)
+        svc.core.registry.add_device("dev-b", "owner-b", *HOME_B)
+        _, key = svc.core.registry.add_agency("Springfield PD")
         client = AgencyClient(svc.url, key)
         yield Env(svc, clock, broker, s3, key, client, keys, mqtt_client)
         client.close()

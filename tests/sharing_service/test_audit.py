@@ -51,7 +51,7 @@ def _db_path(env: Env) -> str:
 
 
 def test_audit_records_every_step_and_verifies(sharing: Env, history) -> None:
-    report = sharing.core.verify_audit()
+    report = sharing.core.registry.verify_audit()
     assert report["ok"] and report["checked"] == report["head_seq"]
     with sqlite3.connect(_db_path(sharing)) as c:
         kinds = [k for (k,) in c.execute("select kind from audit order by seq")]
@@ -65,14 +65,14 @@ def test_audit_detects_edited_deleted_and_truncated_rows(sharing: Env, history) 
     with sqlite3.connect(db) as c:
         seq, details = c.execute("select seq, details from audit where kind='download'").fetchone()
         c.execute("update audit set details=? where seq=?", (details.replace("url_expires_at", "url_expires_aX"), seq))
-    report = sharing.core.verify_audit()
+    report = sharing.core.registry.verify_audit()
     assert not report["ok"] and report["bad_seq"] == seq and "edited" in report["reason"]
     with sqlite3.connect(db) as c:  # put it back, then delete a middle row instead
         c.execute("update audit set details=? where seq=?", (details, seq))
-    assert sharing.core.verify_audit()["ok"]
+    assert sharing.core.registry.verify_audit()["ok"]
     with sqlite3.connect(db) as c:
         c.execute("delete from audit where seq=?", (seq,))
-    report = sharing.core.verify_audit()
+    report = sharing.core.registry.verify_audit()
     assert not report["ok"] and report["bad_seq"] == seq
     # A forger who recomputes every later hash still cannot hide it from an owner who kept the head.
 
@@ -81,7 +81,7 @@ def test_audit_detects_deleted_tail(sharing: Env, history) -> None:
     with sqlite3.connect(_db_path(sharing)) as c:
         last = c.execute("select max(seq) from audit").fetchone()[0]
         c.execute("delete from audit where seq=?", (last,))
-    report = sharing.core.verify_audit()
+    report = sharing.core.registry.verify_audit()
     assert not report["ok"] and "rows deleted" in report["reason"]
 
 
@@ -92,7 +92,7 @@ def test_owner_fetches_and_verifies_its_own_audit_view(sharing: Env, history) ->
     assert va["complete"] and va["start_prev"] == GENESIS
     report = verify_owner_view(va, "owner-a")
     assert report.ok, report.problems
-    assert report.head_hash == va["head"]["hash"] == sharing.core.verify_audit()["head_hash"]
+    assert report.head_hash == va["head"]["hash"] == sharing.core.registry.verify_audit()["head_hash"]
     full = [r for r in va["rows"] if "details" in r]
     assert {r["owner_id"] for r in full} == {"owner-a"}
     assert {r["kind"] for r in full} >= {"delivery", "decision", "grant", "link_issued", "download", "revocation"}
@@ -119,22 +119,23 @@ def test_owner_fetches_and_verifies_its_own_audit_view(sharing: Env, history) ->
 
 def test_owner_rpc_methods(sharing: Env, history) -> None:
     oa = history["oa"]
-    grants = rpc(sharing, oa, "owner-a", "grants")
-    assert grants.ok and grants.result[0]["grant_id"] == history["gid"] and grants.result[0]["state"] == "revoked"
-    reqs = rpc(sharing, oa, "owner-a", "requests")
-    assert reqs.ok and reqs.result[0]["request_id"] == history["rid"] and reqs.result[0]["state"] == "approved"
-    assert reqs.result[0]["clip_ids"] == sorted(history["a_ids"])
-    assert rpc(sharing, oa, "owner-a", "requests", state="pending").result == []
-    clips = rpc(sharing, oa, "owner-a", "clips", limit=10)
-    assert clips.ok and sorted(c["clip_id"] for c in clips.result) == sorted(history["a_ids"])
-    assert all(c["device_id"] == "dev-a" for c in clips.result)
-    link = rpc(sharing, oa, "owner-a", "clip_link", clip_id=history["a_ids"][0])
-    assert link.ok and httpx.get(link.result["url"]).status_code == 200
+    grants = rpc(sharing, oa, "owner-a", "grants").parse_result(p.GrantList).grants
+    assert grants[0].grant_id == history["gid"] and grants[0].state == "revoked"
+    reqs = rpc(sharing, oa, "owner-a", "requests").parse_result(p.RequestList).requests
+    assert reqs[0].request_id == history["rid"] and reqs[0].state == "approved"
+    assert reqs[0].clip_ids == sorted(history["a_ids"])
+    assert rpc(sharing, oa, "owner-a", "requests", state="pending").parse_result(p.RequestList).requests == []
+    clips = rpc(sharing, oa, "owner-a", "clips", limit=10).parse_result(p.ClipList).clips
+    assert sorted(c.clip_id for c in clips) == sorted(history["a_ids"])
+    assert all(c.device_id == "dev-a" for c in clips)
+    link = rpc(sharing, oa, "owner-a", "clip_link", clip_id=history["a_ids"][0]).parse_result(p.ClipLink)
+    assert httpx.get(link.url).status_code == 200
     snap = rpc(sharing, oa, "owner-a", "clip_link", clip_id=history["a_ids"][0], what="snapshot")
-    assert snap.ok and httpx.get(snap.result["url"]).content.startswith(b"\xff\xd8\xff")
+    assert httpx.get(snap.parse_result(p.ClipLink).url).content.startswith(b"\xff\xd8\xff")
     # owner-b's clip is not owner-a's to link; bad params and methods fail cleanly.
-    b_clip = rpc(sharing, history["ob"], "owner-b", "clips").result[0]["clip_id"]
-    for params in ({"clip_id": b_clip}, {"clip_id": "nope"}, {"clip_id": history["a_ids"][0], "what": "x"}):
+    b_clip = rpc(sharing, history["ob"], "owner-b", "clips").parse_result(p.ClipList).clips[0].clip_id
+    for params in ({"clip_id": b_clip}, {"clip_id": "nope"}, {"clip_id": history["a_ids"][0], "what": "x"},
+                   {"clip_id": b_clip, "extra": 1}):
         r = rpc(sharing, oa, "owner-a", "clip_link", **params)
         assert not r.ok and r.error
     r = rpc(sharing, oa, "owner-a", "grants", limit="many")
@@ -145,7 +146,7 @@ def test_owner_rpc_methods(sharing: Env, history) -> None:
     assert not r.ok and "method" in r.error
     with sqlite3.connect(_db_path(sharing)) as c:
         assert c.execute("select count(*) from audit where kind='owner_link'").fetchone()[0] == 2
-    assert sharing.core.verify_audit()["ok"]
+    assert sharing.core.registry.verify_audit()["ok"]
 
 
 def test_verify_rows_pure() -> None:

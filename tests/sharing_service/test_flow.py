@@ -202,7 +202,7 @@ def test_grant_and_request_expiry(sharing: Env, three_clips) -> None:
 
     sharing.clock.advance(73 * 3600)  # past request_ttl_h (72): owner-b never answered
     assert sharing.agency.status(rid)["status"] == "closed"
-    assert sharing.core.sweep() == 1
+    assert sharing.core.sweeper.sweep() == 1
     closed, _ = expect_json(owner_b, p.request_topic("owner-b", rid), p.RequestClosed)
     assert closed.state == "expired"
     assert retained(sharing, "owner-b", p.request_topic("owner-b", rid), p.RequestClosed).state == "expired"
@@ -217,7 +217,7 @@ def test_grant_and_request_expiry(sharing: Env, three_clips) -> None:
     with pytest.raises(ApiError) as err:
         sharing.agency.download_url(rid, ids[0])
     assert err.value.status == 404
-    assert sharing.core.sweep() == 1
+    assert sharing.core.sweeper.sweep() == 1
     g, graw = expect_json(owner, p.grant_topic("owner-a", res.grant_id), p.GrantState)
     while g.state == "active":
         g, graw = expect_json(owner, p.grant_topic("owner-a", res.grant_id), p.GrantState)
@@ -230,14 +230,12 @@ def test_requests_recorded_before_a_stop_are_delivered_after_restart(sharing: En
     owner = sharing.owner("owner-a")
     svc = sharing.service
     svc.matcher.stop()                     # as if the process died right after answering the agency
-    sharing.core.schedule = lambda rid: None
     rid = sharing.agency.create_request_raw(sharing.request_body())["id"]
-    assert sharing.core.undelivered() == [rid]
+    assert sharing.core.delivery.undelivered() == [rid]
     with pytest.raises(TimeoutError):
         owner.expect(p.request_topic("owner-a", rid), wait=0.5)
-    sharing.core.__dict__.pop("schedule")
     svc.matcher.start()                    # what a restart does: re-queue undelivered requests
     req, _ = expect_json(owner, p.request_topic("owner-a", rid), p.PoliceRequest)
     assert sorted(c.clip_id for c in req.clips) == sorted(c for c, _ in three_clips)
-    assert sharing.core.undelivered() == []
-    assert sharing.core.deliver(rid) == 0  # never asks twice
+    assert sharing.core.delivery.undelivered() == []
+    assert sharing.core.delivery.deliver(rid) == 0  # never asks twice

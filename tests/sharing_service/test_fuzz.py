@@ -26,7 +26,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory, broker: Any, s3: Any) 
     svc = SharingService(service_config(tmp, broker, s3), mqtt_client_id=f"fuzz-{secrets.token_hex(4)}",
                          sweep_interval_s=3600)
     svc.start()
-    _, key = svc.core.add_agency("Fuzz PD")
+    _, key = svc.core.registry.add_agency("Fuzz PD")
     try:
         yield {"url": svc.url, "key": key, "service": svc}
     finally:

@@ -24,6 +24,6 @@ def test_postgres_happy_path_and_audit(sharing_pg: Env) -> None:
     t0 = sharing_pg.clock() - 2 * 3600
     clips = [sharing_pg.put_clip("dev-a", t0 + i * 600) for i in range(3)]
     test_flow.test_happy_path_two_of_three(sharing_pg, clips)
-    report = sharing_pg.core.verify_audit()
+    report = sharing_pg.core.registry.verify_audit()
     assert report["ok"] and report["checked"] >= 6
     assert sharing_pg.core.db.dialect == "postgresql"

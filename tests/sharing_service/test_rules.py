@@ -187,7 +187,7 @@ def test_api_keys_and_rate_limit(sharing: Env) -> None:
         stored = [(a.key_id, a.key_hash) for a in s.query(Agency).all()]
     assert all(sharing.agency_key.split("_", 2)[2] not in h for _, h in stored)
 
-    _, key = sharing.core.add_agency("Tiny PD", rate_per_min=3)
+    _, key = sharing.core.registry.add_agency("Tiny PD", rate_per_min=3)
     tiny = AgencyClient(url, key)
     for _ in range(3):
         tiny.requests()
@@ -196,7 +196,7 @@ def test_api_keys_and_rate_limit(sharing: Env) -> None:
     assert err.value.status == 429 and err.value.code == "rate_limited"
     r = httpx.get(f"{url}/v1/requests", headers={"Authorization": f"Bearer {key}"})
     assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
-    sharing.core.set_agency_disabled("Tiny PD", True)
+    sharing.core.registry.set_agency_disabled("Tiny PD", True)
     time.sleep(0.1)
     assert httpx.get(f"{url}/v1/transparency").status_code == 200  # public
     tiny.close()
@@ -204,7 +204,7 @@ def test_api_keys_and_rate_limit(sharing: Env) -> None:
 
 def test_agency_key_disabled_is_refused(sharing: Env) -> None:
     sharing.agency.requests()
-    sharing.core.set_agency_disabled("Springfield PD", True)
+    sharing.core.registry.set_agency_disabled("Springfield PD", True)
     with pytest.raises(ApiError) as err:
         sharing.agency.requests()
     assert err.value.status == 401
@@ -243,8 +243,8 @@ def test_rule6_transparency_per_agency_monthly_without_home_identifiers(sharing:
     assert rows["Springfield PD"]["approvals"] is None and rows["Springfield PD"]["denials"] is None
     assert rows["Shelbyville PD"] == {"agency": "Shelbyville PD", "month": month, "requests": 1,
                                       "approvals": 0, "denials": 0, "clips_shared": 0}
-    sharing.core.transparency_k = 1  # with suppression off, the figures are exact
-    exact = {r["agency"]: r for r in sharing.core.transparency()["rows"]}["Springfield PD"]
+    sharing.core.transparency.k = 1  # with suppression off, the figures are exact
+    exact = {r["agency"]: r for r in sharing.core.transparency.figures()["rows"]}["Springfield PD"]
     assert (exact["approvals"], exact["denials"], exact["clips_shared"]) == (1, 1, 2)
     text = json.dumps(pub)
     for ident in ("owner-a", "owner-b", "dev-a", "dev-b", str(HOME_A[0]), str(HOME_B[0]), rid):

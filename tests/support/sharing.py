@@ -20,7 +20,7 @@ from doorbell.clients.agency.client import AgencyClient
 from doorbell.core import protocol as p
 from doorbell.core.bucket import clip_keys
 from doorbell.core.config import parse_config
-from sharing_service.core import Clock
+from sharing_service.context import Clock
 from sharing_service.service import SharingService
 from tests.support.polling import wait_for
 
@@ -48,7 +48,7 @@ class Env:
         return self.service.core
 
     def new_agency(self, name: str) -> AgencyClient:
-        _, key = self.core.add_agency(name)
+        _, key = self.core.registry.add_agency(name)
         return AgencyClient(self.service.url, key)
 
     def put_clip(self, device: str, started_at: float, length: float = 10.0, body: bytes | None = None,

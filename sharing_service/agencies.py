@@ -1,0 +1,159 @@
+"""The agency role: authenticate, record requests (rule 3), report status, issue links.
+
+Nothing returned here depends on which homes were asked or what they answered
+until a clip is actually shared (rule 2); matching happens later, through the
+injected :class:`~sharing_service.delivery.Scheduler`.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from doorbell.core import protocol as p
+from sharing_service import audit
+from sharing_service.context import FUTURE_SKEW_S, AgencyInfo, NotFound, Refused, ServiceContext, hash_secret
+from sharing_service.delivery import Scheduler
+from sharing_service.models import Agency, Clip, Grant, GrantClip, Request
+from sharing_service.schemas import RequestCreate
+
+API_KEY_RE = re.compile(r"^dbk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
+_DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+
+Status = dict[str, object]
+
+
+class AgencyDesk:
+    def __init__(self, ctx: ServiceContext, scheduler: Scheduler):
+        self.ctx = ctx
+        self.scheduler = scheduler
+
+    def authenticate(self, api_key: str) -> AgencyInfo | None:
+        """Constant-time check of an API key against its stored hash."""
+        m = API_KEY_RE.match(api_key or "")
+        key_id, secret = (m.group(1), m.group(2)) if m else ("", api_key or "")
+        with self.ctx.db.read() as s:
+            agency = s.execute(select(Agency).where(Agency.key_id == key_id)).scalar_one_or_none() if m else None
+            stored = agency.key_hash if agency else _DUMMY_HASH
+            ok = hmac.compare_digest(hash_secret(secret), stored)
+            if not ok or agency is None or agency.disabled:
+                return None
+            return AgencyInfo(agency.id, agency.name, agency.rate_per_min)
+
+    def check_request(self, body: RequestCreate, now: float) -> tuple[float, float]:
+        """Sharing rule 3 with the configured limits; returns the window as UNIX times."""
+        st = self.ctx.settings
+        if not body.case_number.strip():
+            raise Refused("missing_field", "case_number is required")
+        if not body.legal_basis.strip():
+            raise Refused("missing_field", "legal_basis is required")
+        if not body.reason.strip():
+            raise Refused("missing_field", "reason is required")
+        if body.attest_not_protest is not True:
+            raise Refused("attestation_required",
+                          "attest_not_protest must be true: requests may not target lawful protest")
+        start, end = body.window_start.timestamp(), body.window_end.timestamp()
+        if end <= start:
+            raise Refused("window_invalid", "window_end must be after window_start")
+        if end - start > st.max_window_h * 3600 + 1e-6:
+            raise Refused("window_too_long", f"the time window may be at most {st.max_window_h:g} hours")
+        if start > now + FUTURE_SKEW_S or end > now + FUTURE_SKEW_S:
+            raise Refused("window_in_future", "the time window must be in the past (footage must exist)")
+        if body.radius_m > st.max_radius_m:
+            raise Refused("radius_too_large", f"the radius may be at most {st.max_radius_m:g} m")
+        return start, end
+
+    def create_request(self, agency: AgencyInfo, body: RequestCreate) -> Status:
+        """Record a request; its owners are matched and asked by the scheduler, off this path."""
+        now = self.ctx.clock()
+        start, end = self.check_request(body, now)
+        rid = p.new_token()
+        expires = now + self.ctx.settings.request_ttl_h * 3600
+        with self.ctx.db.write() as s:
+            req = Request(id=rid, agency_id=agency.id, case_number=body.case_number.strip(),
+                          legal_basis=body.legal_basis.strip(), reason=body.reason.strip(),
+                          attest_not_protest=True, window_start=start, window_end=end, lat=body.lat,
+                          lon=body.lon, radius_m=body.radius_m, grant_days=self.ctx.settings.grant_default_days,
+                          created_at=now, expires_at=expires)
+            s.add(req)
+            audit.append(s, kind="request", actor=f"agency:{agency.name}", subject=rid, ts=now,
+                         details={"case_number": req.case_number, "legal_basis": req.legal_basis,
+                                  "window": [start, end], "area": [body.lat, body.lon, body.radius_m],
+                                  "expires_at": expires})
+        self.scheduler.schedule(rid)
+        return {"id": rid, "status": "pending", "created_at": now, "expires_at": expires}
+
+    def _own_request(self, s: Session, agency: AgencyInfo, rid: str) -> Request:
+        req = s.get(Request, rid) if re.match(p.TOKEN_PATTERN, rid or "") else None
+        if req is None or req.agency_id != agency.id:
+            raise NotFound()  # another agency's request looks exactly like a missing one
+        return req
+
+    def _active_clips(self, s: Session, rid: str, now: float) -> list[tuple[Clip, Grant]]:
+        rows = s.execute(select(Clip, Grant).join(GrantClip, GrantClip.clip_id == Clip.id)
+                         .join(Grant, Grant.id == GrantClip.grant_id)
+                         .where(Grant.request_id == rid, Grant.state == "active", Grant.expires_at > now)
+                         .order_by(Clip.started_at, Clip.id)).all()
+        return list(rows)
+
+    def _status(self, s: Session, req: Request, now: float) -> Status:
+        shared = s.execute(select(func.count()).select_from(GrantClip)
+                           .join(Grant, Grant.id == GrantClip.grant_id)
+                           .where(Grant.request_id == req.id, Grant.state == "active",
+                                  Grant.expires_at > now)).scalar_one()
+        return {"id": req.id, "case_number": req.case_number,
+                "status": "pending" if now < req.expires_at else "closed",
+                "created_at": req.created_at, "expires_at": req.expires_at,
+                "window_start": req.window_start, "window_end": req.window_end, "clips_shared": int(shared)}
+
+    def request_status(self, agency: AgencyInfo, rid: str) -> Status:
+        now = self.ctx.clock()
+        with self.ctx.db.read() as s:
+            return self._status(s, self._own_request(s, agency, rid), now)
+
+    def list_requests(self, agency: AgencyInfo, limit: int = 100) -> list[Status]:
+        now = self.ctx.clock()
+        with self.ctx.db.read() as s:
+            reqs = s.execute(select(Request).where(Request.agency_id == agency.id)
+                             .order_by(Request.created_at.desc()).limit(max(1, min(limit, 500)))).scalars().all()
+            return [self._status(s, r, now) for r in reqs]
+
+    def shared_clips(self, agency: AgencyInfo, rid: str) -> dict[str, object]:
+        """Approved, unexpired, unrevoked clips with fresh short-lived links (each audited)."""
+        now = self.ctx.clock()
+        ttl = self.ctx.settings.link_ttl_s
+        with self.ctx.db.write() as s:
+            self._own_request(s, agency, rid)
+            items, entries = [], []
+            for clip, grant in self._active_clips(s, rid, now):
+                url = self._link(clip)
+                entries.append({"kind": "link_issued", "actor": f"agency:{agency.name}", "subject": clip.id,
+                                "owner_id": grant.owner_id, "ts": now,
+                                "details": {"request_id": rid, "grant_id": grant.id, "url_expires_at": now + ttl}})
+                items.append({"clip_id": clip.id, "started_at": clip.started_at, "ended_at": clip.ended_at,
+                              "trigger": clip.trigger, "size": clip.size, "sha256": clip.sha256, "url": url,
+                              "url_expires_at": now + ttl, "access_expires_at": grant.expires_at})
+            audit.append_many(s, entries)
+        return {"request_id": rid, "clips": items}
+
+    def download_url(self, agency: AgencyInfo, rid: str, clip_id: str) -> str:
+        now = self.ctx.clock()
+        with self.ctx.db.write() as s:
+            self._own_request(s, agency, rid)
+            for clip, grant in self._active_clips(s, rid, now):
+                if clip.id == clip_id:
+                    url = self._link(clip)
+                    audit.append(s, kind="download", actor=f"agency:{agency.name}", subject=clip.id,
+                                 owner_id=grant.owner_id, ts=now,
+                                 details={"request_id": rid, "grant_id": grant.id,
+                                          "url_expires_at": now + self.ctx.settings.link_ttl_s})
+                    return url
+        raise NotFound("shared clip")  # unapproved, revoked, expired and non-existent look the same
+
+    def _link(self, clip: Clip) -> str:
+        if self.ctx.presigner is None:
+            raise Refused("unavailable", "storage is not configured", 503)
+        return self.ctx.presigner.get_url(clip.key, self.ctx.settings.link_ttl_s, filename=f"{clip.id}.mp4")

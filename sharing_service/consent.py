@@ -1,0 +1,176 @@
+"""The owner's signed consent: decisions become grants, revokes end them.
+
+Every signed owner message shares one envelope (:meth:`Consent._handle_signed`):
+decode or refuse, apply in one transaction, refuse a nonce that raced in twice,
+then publish the verdict on ``owners/{o}/results/{nonce}`` after the commit.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Literal, TypeVar
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from doorbell.core import protocol as p
+from doorbell.core.signing import SignatureError, verify
+from sharing_service import audit
+from sharing_service.context import Outgoing, ServiceContext
+from sharing_service.models import Agency, Grant, GrantClip, Nonce, Owner, Request, RequestClip, RequestTarget
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=p.SignedMessage)
+ClosedState = Literal["approved", "denied", "expired", "withdrawn"]
+
+
+def closed_message(rid: str, owner_id: str, state: ClosedState) -> Outgoing:
+    """Replaces an owner's retained request once it is decided or expired."""
+    return Outgoing(p.request_topic(owner_id, rid),
+                    p.RequestClosed(request_id=rid, owner_id=owner_id, state=state).to_json(), retain=True)
+
+
+def grant_state_message(s: Session, g: Grant) -> Outgoing:
+    """The retained state of one grant, for the owner's app."""
+    req = s.get(Request, g.request_id)
+    agency = s.get(Agency, g.agency_id)
+    clip_ids = sorted(s.execute(select(GrantClip.clip_id).where(GrantClip.grant_id == g.id)).scalars())
+    msg = p.GrantState(grant_id=g.id, request_id=g.request_id, owner_id=g.owner_id,
+                       agency=agency.name if agency else "?", case_number=req.case_number if req else "?",
+                       clip_ids=clip_ids, created_at=g.created_at, expires_at=g.expires_at,
+                       state=g.state)  # type: ignore[arg-type]
+    return Outgoing(p.grant_topic(g.owner_id, g.id), msg.to_json(), retain=True)
+
+
+class Consent:
+    def __init__(self, ctx: ServiceContext):
+        self.ctx = ctx
+
+    def handle_decision(self, topic_owner: str, topic_rid: str, payload: bytes) -> list[Outgoing]:
+        """Verify a signed decision and turn an approval into a grant."""
+        return self._handle_signed(p.Decision, "decision", topic_owner, topic_rid, payload, self._decide)
+
+    def handle_revoke(self, topic_owner: str, topic_gid: str, payload: bytes) -> list[Outgoing]:
+        """A signed revoke ends a grant at once: the next link or download fails."""
+        return self._handle_signed(p.Revoke, "revoke", topic_owner, topic_gid, payload, self._revoke)
+
+    def _refuse(self, s: Session | None, owner_id: str, ref: str, reason: str, subject: str) -> list[Outgoing]:
+        log.warning("refused message from owner %s (%s): %s", owner_id, subject, reason)
+        if s is not None and s.get(Owner, owner_id) is not None:
+            audit.append(s, kind="refusal", actor=f"owner:{owner_id}", subject=subject, owner_id=owner_id,
+                         details={"reason": reason, "ref": ref}, ts=self.ctx.clock())
+        return [Outgoing(p.result_topic(owner_id, ref), p.Result(ref=ref, ok=False, reason=reason[:2000]).to_json())]
+
+    def _verify_signed(self, s: Session, msg: p.SignedMessage, topic_owner: str, now: float) -> str | None:
+        """Signature, validity and replay checks; returns a refusal reason or None."""
+        if msg.owner_id != topic_owner:
+            return "owner_id in the message does not match the topic"
+        owner = s.get(Owner, topic_owner)
+        if owner is None:
+            return "unknown owner"
+        try:
+            verify(msg, owner.public_key, now=now, max_age_s=self.ctx.settings.decision_max_age_s)
+        except SignatureError as exc:
+            return str(exc)
+        if s.get(Nonce, msg.nonce) is not None:
+            return "replayed message (nonce already used)"
+        s.add(Nonce(nonce=msg.nonce, owner_id=topic_owner, seen_at=now, expires_at=float(msg.expires_at)))
+        s.flush()
+        return None
+
+    def _handle_signed(self, model: type[S], kind: str, topic_owner: str, topic_ref: str, payload: bytes,
+                       apply: Callable[[Session, str, str, S, float], list[Outgoing]]) -> list[Outgoing]:
+        now = self.ctx.clock()
+        try:
+            msg = p.decode(model, payload, kind)
+        except p.ProtocolError as exc:
+            with self.ctx.db.write() as s:
+                out = self._refuse(s, topic_owner, topic_ref, str(exc), topic_ref)
+            self.ctx.outbox.emit(out)
+            return out
+        try:
+            with self.ctx.db.write() as s:
+                out = apply(s, topic_owner, topic_ref, msg, now)
+        except IntegrityError:  # the same nonce raced in twice
+            with self.ctx.db.write() as s:
+                out = self._refuse(s, topic_owner, msg.nonce, "replayed message (nonce already used)", topic_ref)
+        self.ctx.outbox.emit(out)
+        return out
+
+    def _decide(self, s: Session, owner_id: str, topic_rid: str, msg: p.Decision, now: float) -> list[Outgoing]:
+        ref = msg.nonce
+        if msg.request_id != topic_rid:
+            return self._refuse(s, owner_id, ref, "request_id in the message does not match the topic", topic_rid)
+        reason = self._verify_signed(s, msg, owner_id, now)
+        if reason:
+            return self._refuse(s, owner_id, ref, reason, topic_rid)
+        target = s.get(RequestTarget, (msg.request_id, owner_id))
+        req = s.get(Request, msg.request_id)
+        if target is None or req is None:
+            return self._refuse(s, owner_id, ref, "no such request for this owner", topic_rid)
+        if target.state != "pending" or now >= req.expires_at:
+            state = target.state if target.state != "pending" else "expired"
+            return self._refuse(s, owner_id, ref, f"request is no longer pending ({state})", topic_rid)
+        agency = s.get(Agency, req.agency_id)
+        agency_name = agency.name if agency else "?"
+        out: list[Outgoing] = []
+        if msg.decision == "deny":
+            target.state, target.decided_at = "denied", now
+            audit.append(s, kind="decision", actor=f"owner:{owner_id}", subject=req.id, owner_id=owner_id, ts=now,
+                         details={"decision": "deny", "nonce": msg.nonce, "signature": msg.signature})
+            out.append(Outgoing(p.result_topic(owner_id, ref), p.Result(ref=ref, ok=True).to_json()))
+            out.append(closed_message(req.id, owner_id, "denied"))
+            log.info("owner %s denied request %s", owner_id, req.id)
+            return out
+        offered = set(s.execute(select(RequestClip.clip_id).where(RequestClip.request_id == req.id,
+                                                                  RequestClip.owner_id == owner_id)).scalars())
+        outside = [c for c in msg.clip_ids if c not in offered]
+        if outside:
+            return self._refuse(s, owner_id, ref, "clip ids not offered in this request: " + ", ".join(outside[:10]),
+                                topic_rid)
+        days = min(float(msg.grant_days), self.ctx.settings.grant_max_days)
+        gid = p.new_token()
+        expires = now + days * 86400
+        s.add(Grant(id=gid, request_id=req.id, owner_id=owner_id, agency_id=req.agency_id, decision_nonce=msg.nonce,
+                    created_at=now, expires_at=expires, state="active"))
+        s.flush()
+        s.execute(insert(GrantClip), [{"grant_id": gid, "clip_id": c} for c in msg.clip_ids])
+        target.state, target.decided_at = "approved", now
+        audit.append(s, kind="decision", actor=f"owner:{owner_id}", subject=req.id, owner_id=owner_id, ts=now,
+                     details={"decision": "approve", "clip_ids": list(msg.clip_ids), "grant_days": msg.grant_days,
+                              "nonce": msg.nonce, "issued_at": msg.issued_at, "expires_at": msg.expires_at,
+                              "signature": msg.signature})
+        audit.append(s, kind="grant", actor="service", subject=gid, owner_id=owner_id, ts=now,
+                     details={"request_id": req.id, "agency": agency_name, "clip_ids": list(msg.clip_ids),
+                              "expires_at": expires})
+        out.append(Outgoing(p.result_topic(owner_id, ref),
+                            p.Result(ref=ref, ok=True, grant_id=gid, expires_at=expires).to_json()))
+        out.append(Outgoing(p.grant_topic(owner_id, gid), p.GrantState(
+            grant_id=gid, request_id=req.id, owner_id=owner_id, agency=agency_name, case_number=req.case_number,
+            clip_ids=list(msg.clip_ids), created_at=now, expires_at=expires, state="active").to_json(), retain=True))
+        out.append(closed_message(req.id, owner_id, "approved"))
+        log.info("owner %s approved %d clip(s) for request %s: grant %s until %.0f",
+                 owner_id, len(msg.clip_ids), req.id, gid, expires)
+        return out
+
+    def _revoke(self, s: Session, owner_id: str, topic_gid: str, msg: p.Revoke, now: float) -> list[Outgoing]:
+        ref = msg.nonce
+        if msg.grant_id != topic_gid:
+            return self._refuse(s, owner_id, ref, "grant_id in the message does not match the topic", topic_gid)
+        reason = self._verify_signed(s, msg, owner_id, now)
+        if reason:
+            return self._refuse(s, owner_id, ref, reason, topic_gid)
+        grant = s.get(Grant, msg.grant_id)
+        if grant is None or grant.owner_id != owner_id:
+            return self._refuse(s, owner_id, ref, "no such grant for this owner", topic_gid)
+        if grant.state != "active":
+            return self._refuse(s, owner_id, ref, f"grant is already {grant.state}", topic_gid)
+        grant.state, grant.revoked_at = "revoked", now
+        audit.append(s, kind="revocation", actor=f"owner:{owner_id}", subject=grant.id, owner_id=owner_id, ts=now,
+                     details={"request_id": grant.request_id, "nonce": msg.nonce, "signature": msg.signature,
+                              "was_expiring_at": grant.expires_at})
+        log.info("owner %s revoked grant %s", owner_id, grant.id)
+        return [Outgoing(p.result_topic(owner_id, ref), p.Result(ref=ref, ok=True, grant_id=grant.id).to_json()),
+                grant_state_message(s, grant)]
