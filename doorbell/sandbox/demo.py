@@ -7,7 +7,7 @@ identity) and SeaweedFS (S3, one identity per role) through
 SQLite), the firmware (``doorbell firmware run`` on the synthetic porch
 camera, a video file or a USB webcam) and the cloud agent (``doorbell agent
 run``) as child processes. Then it walks the story step by step, using the
-owner's app code (:class:`doorbell.clients.owner.cli.OwnerApp`) and the
+owner's app code (:class:`doorbell.clients.owner.app.OwnerApp`) and the
 agency client (:mod:`doorbell.clients.agency.cli`):
 
 ring -> chime -> ring event at the owner -> clips in the bucket -> a police
@@ -557,11 +557,11 @@ class Demo:
             st.data.update(url=self.sharing_url, pid=proc.pid)
 
         with self.step("Connect the owner's app (MQTT over TLS as the owner)") as st:
-            from doorbell.clients.owner.cli import OwnerApp
+            from doorbell.clients.owner.app import OwnerApp
 
             self.owner = OwnerApp(load_config(self.cfg_files["owner"]), connect_timeout=self.start_timeout).connect()
             self.owner.watch([DEVICE_ID])
-            wait_until(lambda: self.owner.rpc("clips", {"limit": 1}, timeout=2) is not None, self.start_timeout,
+            wait_until(lambda: self.owner.clips(limit=1, timeout=2) is not None, self.start_timeout,
                        "an RPC answer from the service")
             st.detail = "subscribed to the doorbell's events; the service answers the owner's RPC calls"
 
@@ -582,7 +582,7 @@ class Demo:
     # ---------------------------------------------------------------- helpers
     def _wait_event(self, pred: Callable[[dict[str, Any]], bool], what: str, proc: Any = None,
                     timeout: float | None = None) -> dict[str, Any]:
-        from doorbell.clients.owner.cli import describe_event
+        from doorbell.clients.owner.render import describe_event
 
         timeout = self.timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
@@ -626,7 +626,7 @@ class Demo:
 
     def _one_ring(self, label: str) -> dict[str, Any]:
         """Ring, then see the chime (firmware), the ring at the owner, and the clip in the bucket."""
-        from doorbell.clients.owner.cli import fmt_time
+        from doorbell.clients.owner.render import fmt_time
 
         with self.step(f"{label}: ring the doorbell") as st:
             if self.interactive:
@@ -647,7 +647,7 @@ class Demo:
             e = self._wait_event(lambda e: e["kind"] == "event" and e["type"] == "ring" and e.get("clip_id") == clip_id,
                                  "the ring event")
             latency = time.time() - t
-            from doorbell.clients.owner.cli import format_event
+            from doorbell.clients.owner.render import format_event
 
             self.ui.info(format_event(e))
             st.detail = f"{latency * 1000:.0f} ms from the press to the owner's app"
@@ -655,24 +655,24 @@ class Demo:
         with self.step("The clip lands in the bucket and in the owner's clip list") as st:
             self.fw_log.find(rf"clip {re.escape(clip_id)} ready for upload", self.timeout, self.fw,
                              "the clip to finish")
-            clip = wait_until(lambda: next((c for c in self.owner.clips(limit=10) if c["clip_id"] == clip_id), None),
+            clip = wait_until(lambda: next((c for c in self.owner.clips(limit=10) if c.clip_id == clip_id), None),
                               self.timeout, f"clip {clip_id} to be uploaded and indexed", interval=0.3)
             obj = self._bucket_object(clip_id)
             if obj is None:
                 raise StepFailed(f"clip {clip_id} is indexed but not in the bucket")
-            if obj["sha256"] != clip["sha256"] or obj["size"] != clip["size"]:
+            if obj["sha256"] != clip.sha256 or obj["size"] != clip.size:
                 raise StepFailed(f"bucket object {obj['key']} differs from the announced clip")
-            length = clip["ended_at"] - clip["started_at"]
-            st.detail = (f"s3://{BUCKET}/{obj['key']} ({clip['size']} bytes, {length:.1f} s, "
-                         f"sha256 {clip['sha256'][:12]}… matches)")
-            st.data.update(clip=clip, object=obj, ring_to_bucket_s=time.time() - t)
+            length = clip.ended_at - clip.started_at
+            st.detail = (f"s3://{BUCKET}/{obj['key']} ({clip.size} bytes, {length:.1f} s, "
+                         f"sha256 {clip.sha256[:12]}… matches)")
+            st.data.update(clip=clip.model_dump(mode="json"), object=obj, ring_to_bucket_s=time.time() - t)
         return clip
 
     # ---------------------------------------------------------------- the story
     def _story(self) -> None:
         from doorbell.clients.agency.cli import download_all
         from doorbell.clients.agency.client import AgencyClient, ApiError
-        from doorbell.clients.owner.cli import confirm, describe_approval, fmt_time
+        from doorbell.clients.owner.render import confirm, describe_approval, fmt_time
 
         ui = self.ui
         ui.line()
@@ -812,14 +812,14 @@ class Demo:
         ui.line()
         ui.title("Accountability")
         with self.step("The owner reads the audit log and verifies its hash chain") as st:
-            from doorbell.clients.owner.cli import audit_summary
+            from doorbell.clients.owner.render import audit_summary
 
             view = self.owner.audit(timeout=self.timeout)
             report = self.owner.verify_audit(view)
-            own = [r for r in view["rows"] if "details" in r]
+            own = [r for r in view.rows if r.details is not None]
             for r in own:
-                ui.info(f"#{r['seq']:<3} {r['kind']:<11} {audit_summary(r)}")
-            kinds = {r["kind"] for r in own}
+                ui.info(f"#{r.seq:<3} {r.kind or '':<11} {audit_summary(r)}")
+            kinds = {r.kind for r in own}
             need = {"delivery", "decision", "grant", "link_issued", "download", "revocation"}
             if not self.facts.get("grant_id"):
                 need = {"delivery", "decision"}

@@ -170,7 +170,7 @@ def test_refusal_by_the_service_is_reported_with_non_zero_exit(clients: ClientEn
     clients.service.bridge.stop()
     t = clients.owner("requests", "--timeout", "2")
     assert t.code == 1 and "timed out after 2 s waiting for the sharing service" in t.err
-    from doorbell.clients.owner.cli import OwnerApp, OwnerError
+    from doorbell.clients.owner.app import OwnerApp, OwnerError
     from doorbell.core.config import load_config
 
     with OwnerApp(load_config(clients.owner_config)) as app:  # the app's own decision path

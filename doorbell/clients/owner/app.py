@@ -1,0 +1,471 @@
+"""The owner's app as a library (:class:`OwnerApp`): one MQTT connection as the owner,
+signing with the owner's Ed25519 key, typed calls to the sharing service.
+
+The owner's laptop or phone holds two secrets: its MQTT credentials (the
+broker's ACL lets it read only its own owner tree and its own devices) and its
+Ed25519 signing key (mode 0600, never sent anywhere). Everything the app does
+goes through the broker:
+
+* live data: ``devices/+/events`` and the retained ``devices/+/status``
+  (the broker only delivers the owner's own devices);
+* police requests and grants: retained ``owners/{o}/requests/+`` and
+  ``owners/{o}/grants/+`` published by the sharing service;
+* decisions and revokes: signed messages on ``owners/{o}/decisions/{rid}`` and
+  ``owners/{o}/grants/{gid}/revoke``; the verdict comes back on
+  ``owners/{o}/results/{nonce}``;
+* queries (audit, grants, requests, clips, clip links): typed RPC calls
+  (:mod:`doorbell.core.protocol`) on ``owners/{o}/rpc/{call}`` answered on ``.../reply``.
+
+Clip bytes come from short-lived presigned links the service issues (and
+audits) per request, exactly like an agency's: the app holds no storage
+credentials. The audit chain is verified with :mod:`doorbell.core.auditchain`
+only. ``doorbell-demo`` drives this class; :mod:`.cli` is the command line
+around it and :mod:`.render` turns its results into text.
+"""
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from doorbell.core import protocol as p
+from doorbell.core.auditchain import ChainReport, verify_owner_view
+from doorbell.core.config import DoorbellConfig
+from doorbell.core.errors import DoorbellError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = "~/.config/doorbell/owner.yaml"
+CONFIG_ENV = "DOORBELL_OWNER_CONFIG"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+R = TypeVar("R", bound=p.RpcResult)
+
+
+class OwnerError(DoorbellError):
+    """Something the owner must be told about (connection, refusal, timeout, bad input)."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class OwnerApp:
+    """One MQTT v5 connection as the owner, with blocking helpers.
+
+    ``cfg`` is a :class:`doorbell.core.config.DoorbellConfig` with ``owner`` and
+    ``mqtt`` sections (TLS from ``mqtt.tls``). Use as a context manager.
+    """
+
+    def __init__(self, cfg: DoorbellConfig, *, connect_timeout: float = 10.0):
+        self.cfg = cfg
+        self.owner_id: str = cfg.owner.owner_id
+        self.connect_timeout = connect_timeout
+        self._inbox: "queue.Queue[Received]" = queue.Queue()
+        self._backlog: "collections.deque[Received]" = collections.deque()
+        self._acks: dict[int, Any] = {}
+        self._cond = threading.Condition()
+        self._connected = threading.Event()
+        self._connect_reason: Any = None
+        self._client: Any = None
+        self._subs: set[str] = set()
+        self._key: Any = None
+
+    # ---------------------------------------------------------------- connection
+    @property
+    def prefix(self) -> str:
+        return f"{p.PREFIX}/owners/{self.owner_id}"
+
+    def connect(self) -> "OwnerApp":
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        m = self.cfg.mqtt
+        if not m.username or m.password is None or not m.password.get_secret_value():
+            raise OwnerError(f"{self.cfg.source}: mqtt.username and mqtt.password are required "
+                             "(from `doorbell provision owner`)", EXIT_USAGE)
+        cid = f"{self.owner_id}-app-{secrets.token_hex(4)}"
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+        c.username_pw_set(m.username, m.password.get_secret_value())
+        if m.tls.enabled:
+            try:
+                c.tls_set(ca_certs=_path(m.tls.ca_file), certfile=_path(m.tls.cert_file),
+                          keyfile=_path(m.tls.key_file))
+            except (OSError, ValueError) as exc:
+                raise OwnerError(f"TLS files unusable: {exc}", EXIT_USAGE) from None
+            c.tls_insecure_set(m.tls.insecure_skip_verify)
+        elif m.host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning("MQTT to %s without TLS: your password and decisions cross the network in clear", m.host)
+        c.on_connect = self._on_connect
+        c.on_message = self._on_message
+        c.on_subscribe = self._on_ack
+        c.on_unsubscribe = self._on_ack
+        c.on_publish = self._on_publish
+        self._client = c
+        try:
+            c.connect(m.host, m.port, keepalive=m.keepalive_s)
+        except (OSError, ValueError) as exc:
+            raise OwnerError(f"cannot reach the MQTT broker at {m.host}:{m.port}: {exc}") from None
+        c.loop_start()
+        if not self._connected.wait(self.connect_timeout):
+            self.close()
+            raise OwnerError(f"no answer from the MQTT broker at {m.host}:{m.port} within {self.connect_timeout:g} s")
+        if self._connect_reason is not None and self._connect_reason.is_failure:
+            reason = self._connect_reason
+            self.close()
+            raise OwnerError(f"the broker refused {m.username!r}: {reason} (check mqtt.username/password)")
+        return self
+
+    def close(self) -> None:
+        if self._client is None:
+            return
+        try:
+            self._client.disconnect()
+        except Exception:  # already gone
+            pass
+        self._client.loop_stop()
+        self._client = None
+
+    def __enter__(self) -> "OwnerApp":
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # paho callbacks (network thread)
+    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        self._connect_reason = reason
+        self._connected.set()
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        self._inbox.put(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def _on_ack(self, _c: Any, _u: Any, mid: int, reasons: Any, _p: Any) -> None:
+        with self._cond:
+            self._acks[mid] = reasons
+            self._cond.notify_all()
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+        with self._cond:
+            self._acks[mid] = reason
+            self._cond.notify_all()
+
+    def _wait_ack(self, mid: int, what: str, wait: float = 10.0) -> Any:
+        with self._cond:
+            if not self._cond.wait_for(lambda: mid in self._acks, wait):
+                raise OwnerError(f"the broker did not acknowledge the {what} within {wait:g} s")
+            return self._acks.pop(mid)
+
+    # ---------------------------------------------------------------- primitives
+    def subscribe(self, topic: str, qos: int = 1) -> None:
+        if topic in self._subs:
+            return
+        with self._cond:
+            _rc, mid = self._client.subscribe(topic, qos)
+        reasons = self._wait_ack(mid, f"subscription to {topic}")
+        if any(getattr(r, "is_failure", False) for r in reasons):
+            raise OwnerError(f"the broker refused the subscription to {topic}: {reasons[0]} (ACL)")
+        self._subs.add(topic)
+
+    def unsubscribe(self, topic: str) -> None:
+        if topic not in self._subs:
+            return
+        with self._cond:
+            _rc, mid = self._client.unsubscribe(topic)
+        self._wait_ack(mid, f"unsubscription from {topic}")
+        self._subs.discard(topic)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        with self._cond:
+            info = self._client.publish(topic, payload, qos=1)
+        reason = self._wait_ack(info.mid, f"message to {topic}")
+        if getattr(reason, "is_failure", False):
+            raise OwnerError(f"the broker refused the message to {topic}: {reason} (ACL)")
+
+    def next_message(self, timeout: float) -> Received | None:
+        """The next message: first those set aside while waiting for something else."""
+        if self._backlog:
+            return self._backlog.popleft()
+        try:
+            return self._inbox.get(timeout=max(0.0, timeout))
+        except queue.Empty:
+            return None
+
+    def wait_for(self, topic_filter: str, timeout: float,
+                 keep: Callable[[Received], None] | None = None) -> Received:
+        """The next message on ``topic_filter``; others go to ``keep``, or are set aside
+        for :meth:`next_message` (an event arriving during an RPC call is not lost)."""
+        import paho.mqtt.client as mqtt
+
+        deadline = time.monotonic() + timeout
+        aside: list[Received] = []
+        try:
+            while True:
+                try:
+                    msg = self._inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    raise OwnerError(f"timed out after {timeout:g} s waiting for the sharing service "
+                                     "(is it running and connected to the broker?)") from None
+                if mqtt.topic_matches_sub(topic_filter, msg.topic):
+                    return msg
+                if keep is not None:
+                    keep(msg)
+                elif len(self._backlog) + len(aside) < 10000:
+                    aside.append(msg)
+        finally:
+            self._backlog.extend(aside)
+
+    # ---------------------------------------------------------------- RPC
+    def call(self, params: p.RpcParams, result: type[R], timeout: float = 10.0,
+             keep: Callable[[Received], None] | None = None) -> R:
+        """Call the service (``owners/{o}/rpc/{call}``) and return its typed result; OwnerError if refused."""
+        call_id = p.new_token()
+        reply_topic = p.rpc_reply_topic(self.owner_id, call_id)
+        self.subscribe(reply_topic)
+        self.publish(p.rpc_topic(self.owner_id, call_id), p.RpcCall.of(params).to_json())
+        msg = self.wait_for(reply_topic, timeout, keep)
+        self.unsubscribe(reply_topic)
+        try:
+            reply = p.decode(p.RpcReply, msg.payload, "rpc_reply")
+        except p.ProtocolError as exc:
+            raise OwnerError(f"invalid reply from the service: {exc}") from None
+        if not reply.ok:
+            raise OwnerError(f"the service refused {params.method}: {reply.error}")
+        try:
+            return reply.parse_result(result)
+        except p.ProtocolError as exc:
+            raise OwnerError(f"invalid {params.method} result from the service: {exc}") from None
+
+    def retained(self, topic_filter: str, marker: p.RpcParams, result: type[R],
+                 timeout: float = 10.0) -> tuple[list[Received], R]:
+        """Retained messages on ``topic_filter``, plus the result of an RPC used as an end marker.
+
+        The broker queues a subscription's retained messages before it even
+        sees our next PUBLISH, so once the RPC's reply arrives every retained
+        message has arrived too (one connection's deliveries are in order).
+        """
+        import paho.mqtt.client as mqtt
+
+        got: list[Received] = []
+        self.unsubscribe(topic_filter)  # a fresh subscription is what makes the broker resend retained state
+        self.subscribe(topic_filter)
+        try:
+            answer = self.call(marker, result, timeout=timeout, keep=got.append)
+        finally:
+            self.unsubscribe(topic_filter)
+        return [m for m in got if m.payload and mqtt.topic_matches_sub(topic_filter, m.topic)], answer
+
+    # ---------------------------------------------------------------- keys
+    def key(self) -> Any:
+        from doorbell.core.signing import SignatureError, load_private_key
+
+        if self._key is None:
+            path = Path(self.cfg.owner.key_file).expanduser()
+            if not path.exists():
+                raise OwnerError(f"no signing key at {path}: run `doorbell owner keys init` and enrol "
+                                 "the public key it prints", EXIT_USAGE)
+            try:
+                self._key = load_private_key(path)
+            except (SignatureError, ValueError, OSError) as exc:
+                raise OwnerError(str(exc), EXIT_USAGE) from None
+        return self._key
+
+    # ---------------------------------------------------------------- requests
+    def pending_requests(self, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Pending police requests: the retained message (with snapshot links) merged with
+        the service's own list (which also covers a broker that lost retained state)."""
+        msgs, listed = self.retained(f"{self.prefix}/requests/+", p.RequestsParams(state="pending", limit=500),
+                                     p.RequestList, timeout)
+        by_id: dict[str, dict[str, Any]] = {}
+        for m in msgs:
+            try:
+                req = p.decode(p.PoliceRequest, m.payload, "request")
+            except p.ProtocolError:
+                continue  # a RequestClosed placeholder or junk
+            by_id[req.request_id] = req.model_dump(mode="json")
+        out = []
+        for row in listed.requests:
+            full = by_id.get(row.request_id)
+            if full is None:  # not retained (broker restarted without persistence): the RPC data
+                full = {"request_id": row.request_id, "owner_id": self.owner_id, "agency": row.agency,
+                        "case_number": row.case_number, "legal_basis": row.legal_basis,
+                        "reason": row.reason, "window_start": row.window_start,
+                        "window_end": row.window_end, "created_at": row.created_at,
+                        "expires_at": row.expires_at, "grant_days": row.grant_days,
+                        "clips": [{"clip_id": c} for c in row.clip_ids]}
+            out.append(full)
+        return sorted(out, key=lambda r: r["created_at"])
+
+    def request(self, request_id: str, timeout: float = 10.0) -> dict[str, Any]:
+        for r in self.pending_requests(timeout):
+            if r["request_id"] == request_id:
+                return r
+        raise OwnerError(f"no pending request {request_id} (already decided, expired, or not yours); "
+                         "see `doorbell owner requests`")
+
+    def send_signed(self, topic: str, message: p.SignedMessage, timeout: float = 15.0) -> p.Result:
+        """Publish a signed decision/revoke and wait for the service's :class:`~doorbell.core.protocol.Result`."""
+        result_topic = p.result_topic(self.owner_id, message.nonce)
+        self.subscribe(result_topic)
+        self.publish(topic, message.to_json())
+        try:
+            msg = self.wait_for(result_topic, timeout)
+        except OwnerError:
+            valid = max(0, int(message.expires_at - time.time()))
+            raise OwnerError(f"no answer from the sharing service within {timeout:g} s: NOT known to be applied. "
+                             f"The signed message was delivered to the broker; if the service is only down it may "
+                             f"still apply it when it is back (the signature is valid for {valid} s more): check "
+                             "`doorbell owner grants --all` / `requests` before sending again") from None
+        try:
+            return p.decode(p.Result, msg.payload, "result")
+        except p.ProtocolError as exc:
+            raise OwnerError(f"invalid result from the service: {exc}") from None
+
+    def decide(self, request_id: str, approve: bool, clip_ids: list[str] | None = None,
+               grant_days: int = 7, timeout: float = 15.0) -> p.Result:
+        from doorbell.core.signing import sign_decision
+
+        msg = sign_decision(self.key(), owner_id=self.owner_id, request_id=request_id, approve=approve,
+                            clip_ids=clip_ids, grant_days=grant_days)
+        return self.send_signed(p.decision_topic(self.owner_id, request_id), msg, timeout)
+
+    def revoke(self, grant_id: str, timeout: float = 15.0) -> p.Result:
+        from doorbell.core.signing import sign_revoke
+
+        msg = sign_revoke(self.key(), owner_id=self.owner_id, grant_id=grant_id)
+        return self.send_signed(p.revoke_topic(self.owner_id, grant_id), msg, timeout)
+
+    def grants(self, timeout: float = 10.0) -> list[p.GrantInfo]:
+        """The service's list (which knows time-based expiry) plus grants only seen retained."""
+        msgs, listed = self.retained(f"{self.prefix}/grants/+", p.GrantsParams(limit=500), p.GrantList, timeout)
+        by_id = {g.grant_id: g for g in listed.grants}
+        for m in msgs:
+            try:
+                g = p.decode(p.GrantState, m.payload, "grant")
+            except p.ProtocolError:
+                continue
+            if g.grant_id not in by_id:
+                by_id[g.grant_id] = p.GrantInfo(grant_id=g.grant_id, request_id=g.request_id, agency=g.agency,
+                                                case_number=g.case_number, clip_ids=g.clip_ids,
+                                                created_at=g.created_at, expires_at=g.expires_at, state=g.state)
+        now = time.time()
+        rows = [g.model_copy(update={"state": "expired"}) if g.state == "active" and g.expires_at <= now else g
+                for g in by_id.values()]
+        return sorted(rows, key=lambda g: g.created_at, reverse=True)
+
+    # ---------------------------------------------------------------- clips
+    def clips(self, limit: int = 20, device: str | None = None, since: float | None = None,
+              until: float | None = None, timeout: float = 10.0) -> list[p.ClipInfo]:
+        try:
+            params = p.ClipsParams(limit=limit, device_id=device, since=since, until=until)
+        except ValueError as exc:
+            raise OwnerError(f"invalid clip query: {exc}", EXIT_USAGE) from None
+        return self.call(params, p.ClipList, timeout).clips
+
+    def clip_info(self, clip_id: str) -> p.ClipInfo:
+        """One of the owner's clips (its id encodes its start time, so the search is narrow)."""
+        t = clip_id_time(clip_id)
+        for r in self.clips(limit=500, since=t - 700 if t else None, until=t + 700 if t else None):
+            if r.clip_id == clip_id:
+                return r
+        raise OwnerError(f"no clip {clip_id} among your clips (see `doorbell owner clips`)")
+
+    def fetch_clip(self, clip_id: str, dest: Path, what: str = "video") -> dict[str, object]:
+        """Download one own clip (or its snapshot) through a short-lived link; the video's
+        SHA-256 is checked against the device's announcement before the file appears."""
+        import httpx
+
+        info = self.clip_info(clip_id)
+        link = self.call(p.ClipLinkParams(clip_id=clip_id, what="snapshot" if what == "snapshot" else "video"),
+                         p.ClipLink)
+        try:
+            r = httpx.get(link.url, timeout=60.0)
+        except httpx.HTTPError as exc:
+            raise OwnerError(f"download failed: {exc}") from None
+        if r.status_code != 200:
+            raise OwnerError(f"the storage server refused the link: HTTP {r.status_code}")
+        data = r.content
+        digest = hashlib.sha256(data).hexdigest()
+        if what == "video" and digest != info.sha256:
+            raise OwnerError(f"clip {clip_id}: SHA-256 mismatch (got {digest[:16]}…, expected "
+                             f"{info.sha256[:16]}…); the file was not saved")
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.part")
+        tmp.write_bytes(data)
+        os.replace(tmp, dest)
+        return {"clip_id": clip_id, "path": str(dest), "size": len(data), "sha256": digest,
+                "verified": what == "video", "link_expires_at": link.expires_at}
+
+    # ---------------------------------------------------------------- audit
+    def audit(self, page: int = 500, timeout: float = 15.0) -> p.AuditView:
+        """The whole audit view (own rows in full, others as digests), page by page."""
+        rows: list[p.AuditRow] = []
+        since = 1
+        first: p.AuditView | None = None
+        while True:
+            view = self.call(p.AuditParams(since=since, limit=page), p.AuditView, timeout=timeout)
+            first = first or view
+            rows.extend(view.rows)
+            if view.complete or not view.next_since:
+                break
+            since = view.next_since
+        return p.AuditView(from_seq=1, start_prev=first.start_prev, rows=rows, head=view.head,
+                           owner_head=view.owner_head, complete=view.complete)
+
+    def verify_audit(self, view: p.AuditView) -> ChainReport:
+        return verify_owner_view(view.model_dump(mode="json", exclude_none=True), self.owner_id)
+
+    # ---------------------------------------------------------------- events
+    def watch(self, devices: Iterable[str] = ()) -> None:
+        """Subscribe to device events and status (the broker delivers only your own devices)."""
+        devs = list(devices)
+        if devs:
+            for d in devs:
+                self.subscribe(p.events_topic(d))
+                self.subscribe(p.status_topic(d))
+        else:
+            self.subscribe(f"{p.PREFIX}/devices/+/events")
+            self.subscribe(f"{p.PREFIX}/devices/+/status")
+
+
+def clip_id_time(clip_id: str) -> float | None:
+    """Start time encoded in a clip id (``20261123T212719123Z-1a2b3c``), or None."""
+    try:
+        dt = datetime.strptime(clip_id[:18], "%Y%m%dT%H%M%S%f")
+
+        return dt.replace(tzinfo=UTC).timestamp()
+    except ValueError:
+        return None
+
+
+def _path(p: Any) -> str | None:
+    return str(Path(p).expanduser()) if p else None
+
+
+
+def load_owner_config(path: str | None) -> DoorbellConfig:
+    from doorbell.core.config import load_config
+
+    chosen = path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+    p = Path(chosen).expanduser()
+    if not p.exists():
+        raise OwnerError(f"no owner config at {p}: pass --config FILE (see config/owner.yaml)", EXIT_USAGE)
+    return load_config(p)
+
