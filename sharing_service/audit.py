@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 
 from doorbell.core import protocol as p
 from doorbell.core.auditchain import GENESIS, ChainReport, body_digest, canonical, chain_hash, verify_rows
-from sharing_service.models import AuditEntry, AuditHead
+from sharing_service.models import AuditEntry, AuditHead, AuditOwnerHead
 
-KINDS = ("request", "delivery", "decision", "refusal", "grant", "link_issued", "download",
+KINDS = ("owner_key", "request", "delivery", "decision", "refusal", "grant", "link_issued", "download",
          "revocation", "expiry", "grant_expiry", "owner_link")
 
 
@@ -41,6 +41,14 @@ def append_many(session: Session, items: list[dict[str, Any]]) -> list[dict[str,
     head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
                            .with_for_update()).one()
     seq, prev = head.seq, head.hash
+    # The global head row is locked above, so the owners' heads need no lock of their own.
+    owners = {item["owner_id"] for item in items if item.get("owner_id")}
+    owner_heads: dict[str, tuple[int, str]] = {}
+    if owners:
+        owner_heads = {o: (n, h) for o, n, h in session.execute(
+            select(AuditOwnerHead.owner_id, AuditOwnerHead.seq, AuditOwnerHead.hash)
+            .where(AuditOwnerHead.owner_id.in_(owners))).all()}
+    known = set(owner_heads)
     rows = []
     now = time.time()
     for item in items:
@@ -50,19 +58,33 @@ def append_many(session: Session, items: list[dict[str, Any]]) -> list[dict[str,
         digest = body_digest(seq=seq, ts=ts, kind=item["kind"], actor=item["actor"], subject=item["subject"],
                              owner_id=item.get("owner_id"), details_json=details_json)
         h = chain_hash(prev, digest)
+        owner_id = item.get("owner_id")
+        owner_seq = owner_prev = owner_hash = None
+        if owner_id:
+            n, owner_prev = owner_heads.get(owner_id, (0, GENESIS))
+            owner_seq, owner_hash = n + 1, chain_hash(owner_prev, digest)
+            owner_heads[owner_id] = (owner_seq, owner_hash)
         rows.append({"seq": seq, "ts": ts, "kind": item["kind"], "actor": item["actor"], "subject": item["subject"],
-                     "owner_id": item.get("owner_id"), "details": details_json, "body_digest": digest,
-                     "prev_hash": prev, "hash": h})
+                     "owner_id": owner_id, "details": details_json, "body_digest": digest,
+                     "prev_hash": prev, "hash": h, "owner_seq": owner_seq, "owner_prev": owner_prev,
+                     "owner_hash": owner_hash})
         prev = h
     session.execute(insert(AuditEntry), rows)
     session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+    for o in owners:
+        n, h = owner_heads[o]
+        if o in known:
+            session.execute(update(AuditOwnerHead).where(AuditOwnerHead.owner_id == o).values(seq=n, hash=h))
+        else:
+            session.execute(insert(AuditOwnerHead).values(owner_id=o, seq=n, hash=h))
     return rows
 
 
 def _row(e: AuditEntry) -> dict[str, Any]:
     return {"seq": e.seq, "ts": e.ts, "kind": e.kind, "actor": e.actor, "subject": e.subject,
             "owner_id": e.owner_id, "details": e.details, "body_digest": e.body_digest,
-            "prev_hash": e.prev_hash, "hash": e.hash}
+            "prev_hash": e.prev_hash, "hash": e.hash, "owner_seq": e.owner_seq, "owner_prev": e.owner_prev,
+            "owner_hash": e.owner_hash}
 
 
 def verify_chain(session: Session, batch: int = 5000) -> ChainReport:
@@ -80,7 +102,9 @@ def verify_chain(session: Session, batch: int = 5000) -> ChainReport:
                 yield _row(e)
             last = chunk[-1].seq
 
-    return verify_rows(rows(), head=(head.seq, head.hash))
+    owner_heads = {o: (n, h) for o, n, h in session.execute(
+        select(AuditOwnerHead.owner_id, AuditOwnerHead.seq, AuditOwnerHead.hash)).all()}
+    return verify_rows(rows(), head=(head.seq, head.hash), owner_heads=owner_heads)
 
 
 def owner_view(session: Session, owner_id: str, since: int = 1, limit: int = 2000) -> p.AuditView:
@@ -95,6 +119,7 @@ def owner_view(session: Session, owner_id: str, since: int = 1, limit: int = 200
     entries = session.execute(select(AuditEntry).where(AuditEntry.seq >= since)
                               .order_by(AuditEntry.seq).limit(limit)).scalars().all()
     start_prev = entries[0].prev_hash if entries else (head.hash if since > head.seq else GENESIS)
+    own_head = session.get(AuditOwnerHead, owner_id)
     rows: list[p.AuditRow] = []
     for e in entries:
         if e.owner_id == owner_id:
@@ -103,5 +128,8 @@ def owner_view(session: Session, owner_id: str, since: int = 1, limit: int = 200
             rows.append(p.AuditRow(seq=e.seq, body_digest=e.body_digest, hash=e.hash))
     last = entries[-1].seq if entries else since - 1
     return p.AuditView(from_seq=since, start_prev=start_prev, rows=rows,
-                       head=p.AuditHeadRef(seq=head.seq, hash=head.hash), complete=last >= head.seq,
+                       head=p.AuditHeadRef(seq=head.seq, hash=head.hash),
+                       owner_head=p.OwnerChainHead(seq=own_head.seq if own_head else 0,
+                                                   hash=own_head.hash if own_head else GENESIS),
+                       complete=last >= head.seq,
                        next_since=None if last >= head.seq else last + 1)

@@ -171,8 +171,14 @@ class AuditEntry(Base):
     body_digest: Mapped[str] = mapped_column(String(64), nullable=False)
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    # The owner's own chain over the rows about them (NULL when owner_id is NULL): a row
+    # hidden by setting owner_id NULL, or deleted, leaves a gap in it (see docs/sharing.md).
+    owner_seq: Mapped[int | None] = mapped_column(Integer)
+    owner_prev: Mapped[str | None] = mapped_column(String(64))
+    owner_hash: Mapped[str | None] = mapped_column(String(64))
     __table_args__ = (Index("ix_audit_owner_seq", "owner_id", "seq"),
-                      Index("ix_audit_kind_ts", "kind", "ts"))
+                      Index("ix_audit_kind_ts", "kind", "ts"),
+                      Index("ux_audit_owner_chain", "owner_id", "owner_seq", unique=True))
 
 
 class AuditHead(Base):
@@ -180,5 +186,14 @@ class AuditHead(Base):
 
     __tablename__ = "audit_head"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(Integer, nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class AuditOwnerHead(Base):
+    """Each owner's chain head (last owner_seq and owner_hash): catches a deleted own tail."""
+
+    __tablename__ = "audit_owner_head"
+    owner_id: Mapped[str] = mapped_column(String(63), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)

@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 from doorbell.core.errors import DoorbellError
 from doorbell.core.logsetup import setup_logging
+from doorbell.core.protocol import ClipInfo
 
 DEVICE_ID = "front-door"
 OWNER_ID = "demo-owner"
@@ -559,7 +560,9 @@ class Demo:
         with self.step("Connect the owner's app (MQTT over TLS as the owner)") as st:
             from doorbell.clients.owner.app import OwnerApp
 
-            self.owner = OwnerApp(load_config(self.cfg_files["owner"]), connect_timeout=self.start_timeout).connect()
+            # the owner's pinned audit heads live with this run's database, not in the user's home
+            self.owner = OwnerApp(load_config(self.cfg_files["owner"]), connect_timeout=self.start_timeout,
+                                  state_dir=self.workdir / "owner" / "state").connect()
             self.owner.watch([DEVICE_ID])
             wait_until(lambda: self.owner.clips(limit=1, timeout=2) is not None, self.start_timeout,
                        "an RPC answer from the service")
@@ -624,7 +627,7 @@ class Demo:
                     return {"key": obj["Key"], "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
         return None
 
-    def _one_ring(self, label: str) -> dict[str, Any]:
+    def _one_ring(self, label: str) -> ClipInfo:
         """Ring, then see the chime (firmware), the ring at the owner, and the clip in the bucket."""
         from doorbell.clients.owner.render import fmt_time
 
@@ -679,14 +682,14 @@ class Demo:
         ui.title("The doorbell")
         clip_a = self._one_ring("A visitor")
         clip_b = self._one_ring("Later, another visitor")
-        self.facts["clips"] = [clip_a["clip_id"], clip_b["clip_id"]]
+        self.facts["clips"] = [clip_a.clip_id, clip_b.clip_id]
 
         ui.line()
         ui.title("A police request, and the owner's consent")
         api = AgencyClient(self.sharing_url, self.api_key)
         try:
             with self.step("The agency files a request (case, legal basis, window, area)") as st:
-                start = clip_a["started_at"] - 600
+                start = clip_a.started_at - 600
                 end = time.time()
                 iso = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
                 ui.dim(f"(as: doorbell agency request create --case 2026-DEMO-001 --basis 'Search warrant 4711' "
@@ -719,7 +722,7 @@ class Demo:
                 st.detail = f"{len(offered)} matching clips offered"
                 st.data.update(offered=offered)
 
-            chosen = [clip_a["clip_id"]]
+            chosen = [clip_a.clip_id]
             days = 7
             with self.step("The owner approves ONE of the two clips (signed with Ed25519)") as st:
                 text = describe_approval(req, chosen, days)
@@ -759,12 +762,12 @@ class Demo:
 
             with self.step("The unapproved clip stays invisible to the agency") as st:
                 try:
-                    api.download_url(rid, clip_b["clip_id"])
-                    raise StepFailed(f"the agency could get a link for unapproved clip {clip_b['clip_id']}")
+                    api.download_url(rid, clip_b.clip_id)
+                    raise StepFailed(f"the agency could get a link for unapproved clip {clip_b.clip_id}")
                 except ApiError as exc:
                     if exc.status != 404:
                         raise StepFailed(f"unexpected answer {exc.status} {exc.code}") from None
-                    st.detail = (f"{clip_b['clip_id']}: HTTP 404 {exc.code} "
+                    st.detail = (f"{clip_b.clip_id}: HTTP 404 {exc.code} "
                                  "(same answer as for a clip that does not exist)")
                     st.data.update(refused=exc.code)
 
@@ -788,7 +791,7 @@ class Demo:
 
             with self.step("A second request; the owner denies it (signed)") as st:
                 created2 = api.create_request(case_number="2026-DEMO-002", legal_basis="Police Act §24",
-                                              attest_not_protest=True, window_start=clip_a["started_at"] - 600,
+                                              attest_not_protest=True, window_start=clip_a.started_at - 600,
                                               window_end=time.time(), lat=HOME[0], lon=HOME[1], radius_m=300,
                                               reason="Looking for a witness")
                 rid2 = created2["id"]

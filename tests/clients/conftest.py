@@ -19,7 +19,10 @@ from tests.support.clients import HOME_A, HOME_B, ClientEnv
 
 
 @pytest.fixture
-def clients(tmp_path: Path, clean_broker: Any, s3: Any, mqtt_client: Callable[..., Any]) -> Iterator[ClientEnv]:
+def clients(tmp_path: Path, clean_broker: Any, s3: Any, mqtt_client: Callable[..., Any],
+            monkeypatch: pytest.MonkeyPatch) -> Iterator[ClientEnv]:
+    # the owner app pins the audit heads it verified under $XDG_STATE_HOME/doorbell
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
     from sharing_service.service import SharingService
 
     cfg = parse_config({

@@ -24,7 +24,7 @@ def cfg_file(tmp_path: Path) -> Path:
 def test_admin_cli_enrols_and_lists(cfg_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = ["--config", str(cfg_file)]
     assert main(["sharing", "migrate", *c]) == 0
-    assert "revision 0002" in capsys.readouterr().out
+    assert "revision 0003" in capsys.readouterr().out
     key = public_key_text(generate_key())
     assert main(["sharing", "owner", "add", "owner-a", "--public-key", key, *c]) == 0
     assert main(["sharing", "owner", "add", "owner-a", "--public-key", key, *c]) == 1       # duplicate
@@ -159,7 +159,44 @@ def test_upgrade_from_0001_keeps_data(tmp_path: Path) -> None:
                   "window_start, window_end, lat, lon, radius_m, grant_days, created_at, expires_at) "
                   "values ('r1', 1, 'c', 'b', 'r', 1, 1, 2, 0, 0, 10, 7, 1700000000, 1700003600)")
     db.migrate()
-    assert db.current_revision() == "0002"
+    assert db.current_revision() == "0003"
     with sqlite3.connect(tmp_path / "old.db") as c:
         assert c.execute("select matched_at from requests where id='r1'").fetchone()[0] == 1700000000
+    db.dispose()
+
+
+def test_upgrade_to_0003_puts_existing_rows_on_each_owners_chain(tmp_path: Path) -> None:
+    """Rows written before the per-owner chain existed are chained in seq order by 0003,
+    so the service's check and an owner's first verification pass on an upgraded log."""
+    from doorbell.core.auditchain import GENESIS, body_digest, chain_hash, verify_owner_view
+    from doorbell.core.config import SharingSection
+    from sharing_service import audit
+    from sharing_service.context import ServiceContext
+    from sharing_service.core import SharingCore
+    from sharing_service.db import Database
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    db = Database(url)
+    db.migrate("0002")
+    prev = GENESIS
+    owners = ["owner-a", None, "owner-b", "owner-a", "owner-a"]
+    with sqlite3.connect(tmp_path / "old.db") as c:
+        for seq, owner in enumerate(owners, start=1):
+            d = body_digest(seq=seq, ts=1700000000 + seq, kind="delivery", actor="service", subject="r1",
+                            owner_id=owner, details_json="{}")
+            h = chain_hash(prev, d)
+            c.execute("insert into audit (seq, ts, kind, actor, subject, owner_id, details, body_digest, prev_hash, "
+                      "hash) values (?, ?, 'delivery', 'service', 'r1', ?, '{}', ?, ?, ?)",
+                      (seq, 1700000000 + seq, owner, d, prev, h))
+            prev = h
+        c.execute("update audit_head set seq=?, hash=? where id=1", (len(owners), prev))
+    db.migrate()
+    assert db.current_revision() == "0003"
+    report = SharingCore(ServiceContext(db, SharingSection())).registry.verify_audit()
+    assert report["ok"], report
+    with db.read() as s:
+        view = audit.owner_view(s, "owner-a").model_dump(mode="json", exclude_none=True)
+    assert [r["owner_seq"] for r in view["rows"] if "details" in r] == [1, 2, 3]
+    assert view["owner_head"]["seq"] == 3
+    assert verify_owner_view(view, "owner-a").ok
     db.dispose()

@@ -125,3 +125,45 @@ def run_proc(argv: list[str], stdin: str = "", timeout: float = 60) -> Result:
     r = subprocess.run([sys.executable, "-m", "doorbell.cli", *argv], input=stdin, capture_output=True,
                        text=True, timeout=timeout)
     return Result(r.returncode, r.stdout, r.stderr)
+
+
+def sharing_db(env: ClientEnv) -> Path:
+    """The service's SQLite file (what an operator with database access edits)."""
+    return Path(env.service.cfg.sharing.database_url.removeprefix("sqlite:///"))
+
+
+def rechain(db: Path) -> None:
+    """The attacker with database access: after editing rows, renumber seqs without gaps and
+    recompute every digest, link, owner chain and head so the log is self-consistent again.
+    (Columns that do not exist in the schema, e.g. before the per-owner chain, are skipped.)"""
+    import sqlite3
+
+    from doorbell.core.auditchain import GENESIS, body_digest, chain_hash
+
+    with sqlite3.connect(db) as c:
+        c.row_factory = sqlite3.Row
+        cols = {r["name"] for r in c.execute("pragma table_info(audit)")}
+        owner_chain = "owner_seq" in cols
+        rows = [dict(r) for r in c.execute("select * from audit order by seq")]
+        c.execute("delete from audit")
+        prev, owners = GENESIS, {}
+        for n, r in enumerate(rows, start=1):
+            r["seq"] = n
+            r["body_digest"] = body_digest(seq=n, ts=r["ts"], kind=r["kind"], actor=r["actor"], subject=r["subject"],
+                                           owner_id=r["owner_id"], details_json=r["details"])
+            r["prev_hash"], r["hash"] = prev, chain_hash(prev, r["body_digest"])
+            prev = r["hash"]
+            if owner_chain:
+                if r["owner_id"]:
+                    k, oprev = owners.get(r["owner_id"], (0, GENESIS))
+                    r["owner_seq"], r["owner_prev"] = k + 1, oprev
+                    r["owner_hash"] = chain_hash(oprev, r["body_digest"])
+                    owners[r["owner_id"]] = (k + 1, r["owner_hash"])
+                else:
+                    r["owner_seq"] = r["owner_prev"] = r["owner_hash"] = None
+            c.execute(f"insert into audit ({', '.join(r)}) values ({', '.join('?' for _ in r)})", list(r.values()))
+        c.execute("update audit_head set seq=?, hash=? where id=1", (len(rows), prev))
+        if owner_chain:
+            c.execute("delete from audit_owner_head")
+            c.executemany("insert into audit_owner_head (owner_id, seq, hash) values (?, ?, ?)",
+                          [(o, k, h) for o, (k, h) in owners.items()])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import logging
 import os
 import queue
@@ -39,9 +40,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from doorbell.core import protocol as p
-from doorbell.core.auditchain import ChainReport, verify_owner_view
+from doorbell.core.auditchain import AuditPin, ChainReport, check_pin, pin_of, verify_owner_view
 from doorbell.core.config import DoorbellConfig
 from doorbell.core.errors import DoorbellError
+from doorbell.core.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +75,12 @@ class OwnerApp:
     ``mqtt`` sections (TLS from ``mqtt.tls``). Use as a context manager.
     """
 
-    def __init__(self, cfg: DoorbellConfig, *, connect_timeout: float = 10.0):
+    def __init__(self, cfg: DoorbellConfig, *, connect_timeout: float = 10.0, state_dir: Path | None = None):
         self.cfg = cfg
         self.owner_id: str = cfg.owner.owner_id
         self.connect_timeout = connect_timeout
+        # where the audit heads verified last are pinned; default $XDG_STATE_HOME/doorbell
+        self.state_dir = state_dir
         self._inbox: "queue.Queue[Received]" = queue.Queue()
         self._backlog: "collections.deque[Received]" = collections.deque()
         self._acks: dict[int, Any] = {}
@@ -429,8 +433,46 @@ class OwnerApp:
         return p.AuditView(from_seq=1, start_prev=first.start_prev, rows=rows, head=view.head,
                            owner_head=view.owner_head, complete=view.complete)
 
-    def verify_audit(self, view: p.AuditView) -> ChainReport:
-        return verify_owner_view(view.model_dump(mode="json", exclude_none=True), self.owner_id)
+    def audit_pin_path(self) -> Path:
+        """Where the last verified heads are kept (default ``$XDG_STATE_HOME/doorbell``)."""
+        state = self.state_dir or Path(os.environ.get("XDG_STATE_HOME") or "~/.local/state").expanduser() / "doorbell"
+        return state / f"owner-{self.owner_id}-audit-head.json"
+
+    def audit_pin(self) -> AuditPin | None:
+        """The heads this owner verified last, or None before the first verification."""
+        path = self.audit_pin_path()
+        try:
+            data = json.loads(path.read_text())
+            pin = AuditPin.from_dict(data)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise OwnerError(f"cannot read the audit head you verified last ({path}): {exc}. Without it a "
+                             "rewrite of your history cannot be detected; restore it, or delete it to trust "
+                             "the current log from now on") from None
+        if pin.owner_id != self.owner_id:
+            raise OwnerError(f"{path} belongs to owner {pin.owner_id}, not {self.owner_id}")
+        return pin
+
+    def verify_audit(self, view: p.AuditView, pin: bool = True) -> ChainReport:
+        """Verify the view (global chain, own chain, heads) and that it extends the heads
+        verified last; on success the new heads are pinned for next time."""
+        data = view.model_dump(mode="json", exclude_none=True)
+        report = verify_owner_view(data, self.owner_id)
+        if not pin:
+            return report
+        last = self.audit_pin()
+        if last is not None:
+            check_pin(data, last, report)
+        if report.ok and view.complete and view.from_seq == 1:
+            new = pin_of(report, self.owner_id)
+            path = self.audit_pin_path()
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write(path, json.dumps({**new.as_dict(), "verified_at": time.time()}, indent=2))
+            except OSError as exc:
+                raise OwnerError(f"verified, but cannot record the verified head in {path}: {exc}") from None
+        return report
 
     # ---------------------------------------------------------------- events
     def watch(self, devices: Iterable[str] = ()) -> None:
