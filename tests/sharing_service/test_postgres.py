@@ -27,3 +27,26 @@ def test_postgres_happy_path_and_audit(sharing_pg: Env) -> None:
     report = sharing_pg.core.registry.verify_audit()
     assert report["ok"] and report["checked"] >= 6
     assert sharing_pg.core.db.dialect == "postgresql"
+
+
+def test_postgres_owner_sees_a_hidden_row(sharing_pg: Env) -> None:
+    """Issue 15 finding 2 on PostgreSQL: owner_id set NULL on a row about owner-a leaves a hole
+    in owner-a's own chain, in the view the owner verifies."""
+    from sqlalchemy import text
+
+    from doorbell.core.auditchain import verify_owner_view
+    from sharing_service import audit
+
+    t0 = sharing_pg.clock() - 2 * 3600
+    clips = [sharing_pg.put_clip("dev-a", t0 + i * 600) for i in range(3)]
+    test_flow.test_happy_path_two_of_three(sharing_pg, clips)
+    with sharing_pg.core.db.read() as s:
+        before = audit.owner_view(s, "owner-a").model_dump(mode="json", exclude_none=True)
+    assert verify_owner_view(before, "owner-a").ok
+    with sharing_pg.core.db.write() as s:
+        s.execute(text("UPDATE audit SET owner_id = NULL WHERE seq = (SELECT min(seq) FROM audit "
+                       "WHERE owner_id = 'owner-a' AND kind = 'grant')"))
+    with sharing_pg.core.db.read() as s:
+        after = audit.owner_view(s, "owner-a").model_dump(mode="json", exclude_none=True)
+    report = verify_owner_view(after, "owner-a")
+    assert not report.ok and "rows about the owner are missing" in str(report.reason), report.problems
