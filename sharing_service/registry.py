@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from doorbell.core import protocol as p
 from doorbell.core.signing import SignatureError, parse_public_key
+from doorbell.core.text import refusal as text_refusal
 from sharing_service import audit
 from sharing_service.context import COORD_DECIMALS, NotFound, Refused, ServiceContext, hash_secret
 from sharing_service.models import Agency, Device, Owner
@@ -63,6 +64,9 @@ class Registry:
         name = (name or "").strip()
         if not 1 <= len(name) <= 200:
             raise Refused("invalid_field", "agency name must be 1-200 characters")
+        why = text_refusal(name)
+        if why:  # owners read the name in every request
+            raise Refused("invalid_field", f"agency name {why}")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(32)
         with self.ctx.db.write() as s:

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from doorbell.core.text import refusal as text_refusal
 
 
 class ErrorDetail(BaseModel):
@@ -37,6 +39,16 @@ class RequestCreate(BaseModel):
     radius_m: float = Field(gt=0, le=800, description="radius around (lat, lon) in metres; at most 800 "
                                                     "(or the lower sharing.max_radius_m)")
     reason: Annotated[str, Field(min_length=1, max_length=2000, description="why the footage is needed")]
+
+    @field_validator("case_number", "legal_basis", "reason")
+    @classmethod
+    def _readable(cls, value: str) -> str:
+        """The owner reads these before signing: no terminal controls, line breaks, bidi
+        overrides or invisible-only text (doorbell.core.text, the one policy)."""
+        why = text_refusal(value)
+        if why:
+            raise ValueError(why)
+        return value
 
 
 class RequestCreated(BaseModel):

@@ -46,13 +46,19 @@ def refusal(text: str) -> str | None:
                    "are not allowed)"
         if ch in BIDI_CONTROLS:
             return f"contains the bidirectional control U+{ord(ch):04X} (it reorders what the owner reads)"
-    if text and all(_is_invisible(ch) for ch in text):
+    # Whitespace-only text is left to the caller, which reports it as missing.
+    if text.strip() and all(_is_invisible(ch) for ch in text):
         return "contains only invisible characters"
     return None
 
 
+def _escaped(ch: str) -> bool:
+    return _is_control(ch) or _is_hidden(ch) or ch in BLANK_LOOKALIKES
+
+
 def neutralise(text: str) -> str:
-    """``text`` with every control, bidi, format and unassigned character shown as ``\\u{XXXX}``."""
-    if not any(_is_control(ch) or _is_hidden(ch) for ch in text):
+    """``text`` with every control, bidi, format, blank-looking and unassigned character
+    shown as ``\\u{XXXX}``."""
+    if not any(_escaped(ch) for ch in text):
         return text
-    return "".join(f"\\u{{{ord(ch):04x}}}" if _is_control(ch) or _is_hidden(ch) else ch for ch in text)
+    return "".join(f"\\u{{{ord(ch):04x}}}" if _escaped(ch) else ch for ch in text)
