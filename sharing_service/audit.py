@@ -9,6 +9,7 @@ appends. See :mod:`doorbell.core.auditchain` for the hash construction.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import insert, select, update
@@ -91,7 +92,7 @@ def verify_chain(session: Session, batch: int = 5000) -> ChainReport:
     """Recompute every digest and link from genesis to the recorded head."""
     head = session.execute(select(AuditHead).where(AuditHead.id == 1)).scalar_one()
 
-    def rows():  # type: ignore[no-untyped-def]
+    def rows() -> Iterator[dict[str, Any]]:
         last = 0
         while True:
             chunk = session.execute(select(AuditEntry).where(AuditEntry.seq > last)

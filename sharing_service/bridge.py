@@ -151,13 +151,13 @@ class OwnerBridge:
             log.warning("dropped message: %s", exc)
             return
         if t.kind == "clips" and t.device_id:
-            self.core.clips.index_clip(t.device_id, msg.payload)
+            self.core.clips.index_clip(t.device_id, bytes(msg.payload))
         elif t.kind == "decision" and t.owner_id and t.name:
-            self.core.consent.handle_decision(t.owner_id, t.name, msg.payload)
+            self.core.consent.handle_decision(t.owner_id, t.name, bytes(msg.payload))
         elif t.kind == "revoke" and t.owner_id and t.name:
-            self.core.consent.handle_revoke(t.owner_id, t.name, msg.payload)
+            self.core.consent.handle_revoke(t.owner_id, t.name, bytes(msg.payload))
         elif t.kind == "rpc" and t.owner_id and t.name:
-            self.core.rpc.handle(t.owner_id, t.name, msg.payload)
+            self.core.rpc.handle(t.owner_id, t.name, bytes(msg.payload))
         else:
             log.debug("ignoring %s", msg.topic)
 

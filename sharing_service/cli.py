@@ -10,7 +10,7 @@ import sys
 from typing import Any
 
 
-def register(subs: argparse._SubParsersAction) -> None:
+def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", help="YAML config file (sharing, mqtt, s3 sections)")
     p = subs.add_parser("sharing", help="sharing service: agency API, owner bridge, registry admin")

@@ -87,7 +87,7 @@ class OwnerRpc:
                     grant_id=g.id, request_id=g.request_id, agency=agency.name if agency else "?",
                     case_number=req.case_number if req else "?",
                     clip_ids=sorted(s.execute(select(GrantClip.clip_id).where(GrantClip.grant_id == g.id)).scalars()),
-                    created_at=g.created_at, expires_at=g.expires_at, state=state,  # type: ignore[arg-type]
+                    created_at=g.created_at, expires_at=g.expires_at, state=state,
                     revoked_at=g.revoked_at))
             return p.GrantList(grants=out)
 
@@ -109,7 +109,7 @@ class OwnerRpc:
                     request_id=r.id, agency=agency.name if agency else "?", case_number=r.case_number,
                     legal_basis=r.legal_basis, reason=r.reason, window_start=r.window_start,
                     window_end=r.window_end, created_at=r.created_at, expires_at=r.expires_at,
-                    state=state, decided_at=t.decided_at, clip_ids=clip_ids,  # type: ignore[arg-type]
+                    state=state, decided_at=t.decided_at, clip_ids=clip_ids,
                     grant_days=r.grant_days))
             return p.RequestList(requests=out)
 

@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from doorbell.core.config import DoorbellConfig
 from doorbell.core.sdnotify import Notifier, Watchdog
@@ -20,6 +21,9 @@ from sharing_service.core import SharingCore
 from sharing_service.db import Database
 from sharing_service.delivery import Delivery
 from sharing_service.storage import Presigner
+
+if TYPE_CHECKING:
+    import uvicorn
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +111,7 @@ class SharingService:
         self.sweep_interval_s = sweep_interval_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._server = None
+        self._server: uvicorn.Server | None = None
         self._sock: socket.socket | None = None
         self.port: int | None = None
 
@@ -128,7 +132,7 @@ class SharingService:
         self.port = sock.getsockname()[1]
         return sock
 
-    def _make_server(self):  # type: ignore[no-untyped-def]
+    def _make_server(self) -> uvicorn.Server:
         import uvicorn
 
         from sharing_service.api import create_app

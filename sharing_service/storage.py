@@ -40,4 +40,4 @@ class Presigner:
         params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
         if filename:
             params["ResponseContentDisposition"] = f'attachment; filename="{filename}"'
-        return self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl_s)
+        return str(self._client.generate_presigned_url("get_object", Params=params, ExpiresIn=ttl_s))

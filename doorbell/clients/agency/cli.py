@@ -93,7 +93,7 @@ def load_settings(args: argparse.Namespace, needs_key: bool = True) -> tuple[str
     return str(url), (str(key) if key else None)
 
 
-def register(subs: argparse._SubParsersAction) -> None:
+def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--url", metavar="URL",
                         help=f"sharing service (default ${URL_ENV}, the config, or {DEFAULT_URL})")

@@ -79,22 +79,25 @@ class AgencyClient:
         body = {"case_number": case_number, "legal_basis": legal_basis, "attest_not_protest": attest_not_protest,
                 "window_start": _time(window_start), "window_end": _time(window_end),
                 "lat": lat, "lon": lon, "radius_m": radius_m, "reason": reason}
-        return self.call("POST", "/v1/requests", json=body).json()
+        return _object(self.call("POST", "/v1/requests", json=body))
 
     def create_request_raw(self, body: dict[str, Any]) -> dict[str, Any]:
-        return self.call("POST", "/v1/requests", json=body).json()
+        return _object(self.call("POST", "/v1/requests", json=body))
 
     def requests(self) -> list[dict[str, Any]]:
         """GET /v1/requests: this agency's requests, newest first."""
-        return self.call("GET", "/v1/requests").json()["requests"]
+        rows = _object(self.call("GET", "/v1/requests")).get("requests")
+        if not isinstance(rows, list):
+            raise ApiError(200, "unexpected", "the service's request list is not a list")
+        return rows
 
     def status(self, request_id: str) -> dict[str, Any]:
         """GET /v1/requests/{id}: ``status`` pending/closed, ``expires_at``, ``clips_shared``."""
-        return self.call("GET", f"/v1/requests/{request_id}").json()
+        return _object(self.call("GET", f"/v1/requests/{request_id}"))
 
     def clips(self, request_id: str) -> dict[str, Any]:
         """GET /v1/requests/{id}/clips: shared clips with presigned ``url`` (valid minutes)."""
-        return self.call("GET", f"/v1/requests/{request_id}/clips").json()
+        return _object(self.call("GET", f"/v1/requests/{request_id}/clips"))
 
     def download_url(self, request_id: str, clip_id: str) -> str:
         """The presigned URL behind GET .../clips/{clip_id}/download (each call is audited)."""
@@ -105,7 +108,7 @@ class AgencyClient:
 
     def transparency(self) -> dict[str, Any]:
         """GET /v1/transparency (public)."""
-        return self.call("GET", "/v1/transparency").json()
+        return _object(self.call("GET", "/v1/transparency"))
 
     # -------------------------------------------------------------- storage links
 
@@ -126,3 +129,14 @@ class AgencyClient:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
         return dest
+
+
+def _object(r: httpx.Response) -> dict[str, Any]:
+    """The response's JSON object; ApiError if the body is not one."""
+    try:
+        data = r.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ApiError(r.status_code, "unexpected", "the service did not answer with a JSON object")
+    return data

@@ -53,6 +53,18 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 R = TypeVar("R", bound=p.RpcResult)
 
 
+@dataclass(frozen=True)
+class FetchedClip:
+    """A clip (or snapshot) saved by :meth:`OwnerApp.fetch_clip`."""
+
+    clip_id: str
+    path: str
+    size: int
+    sha256: str
+    verified: bool  # the video's SHA-256 matched the device's announcement
+    link_expires_at: float
+
+
 class OwnerError(DoorbellError):
     """Something the owner must be told about (connection, refusal, timeout, bad input)."""
 
@@ -390,7 +402,7 @@ class OwnerApp:
                 return r
         raise OwnerError(f"no clip {clip_id} among your clips (see `doorbell owner clips`)")
 
-    def fetch_clip(self, clip_id: str, dest: Path, what: str = "video") -> dict[str, object]:
+    def fetch_clip(self, clip_id: str, dest: Path, what: str = "video") -> FetchedClip:
         """Download one own clip (or its snapshot) through a short-lived link; the video's
         SHA-256 is checked against the device's announcement before the file appears."""
         import httpx
@@ -414,8 +426,8 @@ class OwnerApp:
         tmp = dest.with_name(f".{dest.name}.part")
         tmp.write_bytes(data)
         os.replace(tmp, dest)
-        return {"clip_id": clip_id, "path": str(dest), "size": len(data), "sha256": digest,
-                "verified": what == "video", "link_expires_at": link.expires_at}
+        return FetchedClip(clip_id=clip_id, path=str(dest), size=len(data), sha256=digest,
+                           verified=what == "video", link_expires_at=link.expires_at)
 
     # ---------------------------------------------------------------- audit
     def audit(self, page: int = 500, timeout: float = 15.0) -> p.AuditView:

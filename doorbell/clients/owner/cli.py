@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from doorbell.clients.owner.render import (
 from doorbell.core import protocol as p
 
 
-def register(subs: argparse._SubParsersAction) -> None:
+def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", "-c", metavar="FILE",
                         help=f"owner config (owner + mqtt sections); default ${CONFIG_ENV} or {DEFAULT_CONFIG}")
@@ -260,20 +261,23 @@ def _cmd_clips(args: argparse.Namespace) -> int:
         else:
             cache = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "doorbell" / "clips"
             dest = cache / f"{a.clip_id}{ext}"
-        info = app.fetch_clip(a.clip_id, dest, what)
+        fetched = app.fetch_clip(a.clip_id, dest, what)
+        info: dict[str, object] = dict(asdict(fetched))
+        opened = False
         if a.action == "open":
             opener = shutil.which("xdg-open") or shutil.which("open")
-            info["opened"] = bool(opener and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-                                              or sys.platform == "darwin"))
-            if info["opened"]:
+            opened = bool(opener and (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                                      or sys.platform == "darwin"))
+            info["opened"] = opened
+            if opener and opened:
                 subprocess.Popen([opener, str(dest)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                  start_new_session=True)
         if a.json:
             _emit(a, info)
         else:
-            check = "SHA-256 verified" if info["verified"] else "snapshot"
-            print(f"✓ {dest} ({fmt_size(info['size'])}, {check})")
-            if a.action == "open" and not info.get("opened"):
+            check = "SHA-256 verified" if fetched.verified else "snapshot"
+            print(f"✓ {dest} ({fmt_size(fetched.size)}, {check})")
+            if a.action == "open" and not opened:
                 print("  (no desktop to open it on; the file is saved above)")
         return EXIT_OK
     return _run(args, body)
