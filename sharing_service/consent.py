@@ -40,7 +40,7 @@ def grant_state_message(s: Session, g: Grant) -> Outgoing:
     msg = p.GrantState(grant_id=g.id, request_id=g.request_id, owner_id=g.owner_id,
                        agency=agency.name if agency else "?", case_number=req.case_number if req else "?",
                        clip_ids=clip_ids, created_at=g.created_at, expires_at=g.expires_at,
-                       state=g.state)  # type: ignore[arg-type]
+                       state=g.state)
     return Outgoing(p.grant_topic(g.owner_id, g.id), msg.to_json(), retain=True)
 
 
@@ -96,6 +96,10 @@ class Consent:
         except IntegrityError:  # the same nonce raced in twice
             with self.ctx.db.write() as s:
                 out = self._refuse(s, topic_owner, msg.nonce, "replayed message (nonce already used)", topic_ref)
+        except Exception:  # rolled back: the owner must hear that it was not applied, not nothing
+            log.exception("applying %s %s from owner %s failed; rolled back", kind, topic_ref, topic_owner)
+            out = self._refuse(None, topic_owner, msg.nonce, "not applied: internal error at the sharing service "
+                               "(logged); nothing changed, you may send it again", topic_ref)
         self.ctx.outbox.emit(out)
         return out
 

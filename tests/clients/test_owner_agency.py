@@ -178,7 +178,7 @@ def test_refusal_by_the_service_is_reported_with_non_zero_exit(clients: ClientEn
             app.decide(rid2, False, timeout=1.5)
             raise AssertionError("a decision without an answer must not count as done")
         except OwnerError as exc:
-            assert "no answer from the sharing service within 1.5 s" in str(exc)
+            assert "no answer from the sharing service within 1.5 s: NOT known to be applied" in str(exc)
             assert "may still apply it" in str(exc)
 
 

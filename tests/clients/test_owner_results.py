@@ -1,0 +1,48 @@
+"""Issue 15, finding 1 (second half): an owner's decision or revoke is never acknowledged
+and then lost silently. The service answers every one on ``owners/{o}/results/{nonce}``
+(applied, or refused with a reason, also when applying fails), the owner's app waits for
+that answer and exits non-zero when it is a refusal or does not come; and no other owner
+(nor the owner itself) can read or forge another owner's results. (No answer at all: the
+app's timeout, test_owner_agency.py::test_refusal_by_the_service_is_reported_with_non_zero_exit.)"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+from doorbell.core import protocol as p
+from tests.support.clients import ClientEnv, sharing_db
+
+NOT_AUTHORIZED = 135
+
+
+def test_another_owner_can_neither_read_nor_forge_results(clients: ClientEnv) -> None:
+    c1 = clients.put_clip(time.time() - 1200)
+    rid = clients.file_request()
+    spy = clients.mqtt("owner-b")
+    spy.sub(f"{p.PREFIX}/owners/owner-a/results/+", qos=1)     # granted, but delivery is filtered by the ACL
+    forged = p.Result(ref="0" * 32, ok=True, grant_id="f" * 32).to_json()
+    for user in ("owner-b", "owner-a"):                          # the owner itself cannot fake "applied" either
+        rc = clients.mqtt(user).pub(p.result_topic("owner-a", "0" * 32), forged, qos=1)
+        assert rc.value == NOT_AUTHORIZED, (user, rc)
+    r = clients.owner("approve", rid, "--clip", c1, "--yes", "--json")
+    assert r.code == 0, r
+    result = json.loads(r.out)
+    assert result["ok"] is True and result["grant_id"]           # the service's real verdict reached owner-a
+    assert [m.topic for m in spy.drain(settle=0.5) if "/owner-a/" in m.topic] == []
+
+
+def test_a_failure_while_applying_is_reported_as_not_applied(clients: ClientEnv) -> None:
+    """The database fails mid-way (a table the approval needs is gone): the transaction rolls
+    back and the owner is told so, instead of hearing nothing."""
+    c1 = clients.put_clip(time.time() - 1200)
+    rid = clients.file_request()
+    with sqlite3.connect(sharing_db(clients)) as c:
+        c.execute("pragma foreign_keys=off")
+        c.execute("drop table grant_clips")
+    r = clients.owner("approve", rid, "--clip", c1, "--yes")
+    assert r.code == 1, r
+    assert "not applied: internal error at the sharing service" in r.err, r.err
+    with sqlite3.connect(sharing_db(clients)) as c:
+        assert c.execute("select count(*) from grants").fetchone()[0] == 0
+        assert c.execute("select state from request_targets where request_id=?", (rid,)).fetchone()[0] == "pending"
