@@ -143,7 +143,8 @@ class OwnerBridge:
 
     def _handle(self, msg: mqtt.MQTTMessage) -> None:
         if msg.retain and not msg.topic.endswith("/clips"):
-            log.warning("ignoring retained owner message on %s (decisions must be live)", msg.topic)
+            # a stale retained decision must not apply at every reconnect; its sender is told so
+            self.core.consent.refuse_retained(msg.topic, bytes(msg.payload))
             return
         try:
             t = p.parse_topic(msg.topic)

@@ -56,6 +56,26 @@ class Consent:
         """A signed revoke ends a grant at once: the next link or download fails."""
         return self._handle_signed(p.Revoke, "revoke", topic_owner, topic_gid, payload, self._revoke)
 
+    def refuse_retained(self, topic: str, payload: bytes) -> list[Outgoing]:
+        """A retained decision or revoke is never applied (it would be replayed to the service at
+        every reconnect); the owner is answered, on its nonce's result topic when it has one."""
+        log.warning("ignoring retained owner message on %s (decisions must be live)", topic)
+        try:
+            t = p.parse_topic(topic)
+        except p.ProtocolError:
+            return []
+        if t.kind not in ("decision", "revoke") or not t.owner_id or not t.name:
+            return []
+        ref = t.name
+        try:
+            ref = p.decode(p.Decision if t.kind == "decision" else p.Revoke, payload, t.kind).nonce
+        except p.ProtocolError:
+            pass
+        out = self._refuse(None, t.owner_id, ref, "not applied: decisions and revokes must be sent live, "
+                           "not as retained messages", t.name)
+        self.ctx.outbox.emit(out)
+        return out
+
     def _refuse(self, s: Session | None, owner_id: str, ref: str, reason: str, subject: str) -> list[Outgoing]:
         log.warning("refused message from owner %s (%s): %s", owner_id, subject, reason)
         if s is not None and s.get(Owner, owner_id) is not None:

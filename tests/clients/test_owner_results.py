@@ -46,3 +46,31 @@ def test_a_failure_while_applying_is_reported_as_not_applied(clients: ClientEnv)
     with sqlite3.connect(sharing_db(clients)) as c:
         assert c.execute("select count(*) from grants").fetchone()[0] == 0
         assert c.execute("select state from request_targets where request_id=?", (rid,)).fetchone()[0] == "pending"
+
+
+def test_a_retained_decision_is_answered_not_applied(clients: ClientEnv) -> None:
+    """A retained decision would reach the service again at every reconnect: it is refused,
+    and the sender hears so instead of nothing."""
+    from doorbell.core.signing import load_private_key, sign_decision
+
+    c1 = clients.put_clip(time.time() - 1200)
+    rid = clients.file_request()
+    msg = sign_decision(load_private_key(clients.key_file), owner_id="owner-a", request_id=rid, approve=True,
+                        clip_ids=[c1], grant_days=7)
+    owner = clients.mqtt("owner-a")
+    owner.sub(p.result_topic("owner-a", msg.nonce), qos=1)
+    clients.service.bridge.stop()
+    assert not owner.pub(p.decision_topic("owner-a", rid), msg.to_json(), qos=1, retain=True).is_failure
+    from sharing_service.bridge import OwnerBridge
+
+    # the service (re)connects: the broker hands it the retained message as retained
+    bridge = OwnerBridge(clients.core, clients.service.cfg.mqtt, client_id=f"svc-{msg.nonce[:8]}")
+    bridge.start()
+    try:
+        result = p.decode(p.Result, owner.expect(p.result_topic("owner-a", msg.nonce), wait=15).payload)
+        assert result.ok is False and "must be sent live" in str(result.reason)
+    finally:
+        bridge.stop()
+        owner.pub(p.decision_topic("owner-a", rid), b"", qos=1, retain=True)   # clear it
+    with sqlite3.connect(sharing_db(clients)) as c:
+        assert c.execute("select count(*) from grants").fetchone()[0] == 0
