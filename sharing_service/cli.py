@@ -7,7 +7,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from doorbell.core.config import DoorbellConfig
+
+if TYPE_CHECKING:
+    from sharing_service.core import SharingCore
 
 
 def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -74,13 +80,13 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sw.set_defaults(func=_sweep)
 
 
-def _cfg(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _cfg(args: argparse.Namespace) -> DoorbellConfig:
     from doorbell.core.config import load_config
 
     return load_config(args.config)
 
 
-def _core(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _core(args: argparse.Namespace) -> SharingCore:
     from sharing_service.context import ServiceContext
     from sharing_service.core import SharingCore
     from sharing_service.db import Database
@@ -91,7 +97,7 @@ def _core(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return SharingCore(ServiceContext(db, cfg.sharing))
 
 
-def _run(fn) -> int:  # type: ignore[no-untyped-def]
+def _run(fn: Callable[[], object]) -> int:
     from sharing_service.context import Refused
 
     try:
@@ -149,13 +155,19 @@ def openapi_spec() -> dict[str, Any]:
 
 
 def _owner_add(args: argparse.Namespace) -> int:
-    return _run(lambda: (_core(args).registry.add_owner(args.owner_id, args.public_key),
-                         print(f"owner {args.owner_id} enrolled")))
+    def act() -> None:
+        _core(args).registry.add_owner(args.owner_id, args.public_key)
+        print(f"owner {args.owner_id} enrolled")
+
+    return _run(act)
 
 
 def _owner_set_key(args: argparse.Namespace) -> int:
-    return _run(lambda: (_core(args).registry.set_owner_key(args.owner_id, args.public_key),
-                         print(f"owner {args.owner_id}: key replaced")))
+    def act() -> None:
+        _core(args).registry.set_owner_key(args.owner_id, args.public_key)
+        print(f"owner {args.owner_id}: key replaced")
+
+    return _run(act)
 
 
 def _owner_list(args: argparse.Namespace) -> int:
@@ -164,8 +176,11 @@ def _owner_list(args: argparse.Namespace) -> int:
 
 
 def _device_add(args: argparse.Namespace) -> int:
-    return _run(lambda: (_core(args).registry.add_device(args.device_id, args.owner, args.lat, args.lon),
-                         print(f"device {args.device_id} enrolled for {args.owner}")))
+    def act() -> None:
+        _core(args).registry.add_device(args.device_id, args.owner, args.lat, args.lon)
+        print(f"device {args.device_id} enrolled for {args.owner}")
+
+    return _run(act)
 
 
 def _device_list(args: argparse.Namespace) -> int:
@@ -187,8 +202,11 @@ def _agency_list(args: argparse.Namespace) -> int:
 
 
 def _agency_disable(args: argparse.Namespace) -> int:
-    return _run(lambda: (_core(args).registry.set_agency_disabled(args.name, args.disabled),
-                         print(f"agency {args.name!r} {'disabled' if args.disabled else 'enabled'}")))
+    def act() -> None:
+        _core(args).registry.set_agency_disabled(args.name, args.disabled)
+        print(f"agency {args.name!r} {'disabled' if args.disabled else 'enabled'}")
+
+    return _run(act)
 
 
 def _audit_verify(args: argparse.Namespace) -> int:

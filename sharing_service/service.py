@@ -12,6 +12,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from types import FrameType
 from typing import TYPE_CHECKING
 
 from doorbell.core.config import DoorbellConfig
@@ -138,7 +139,7 @@ class SharingService:
         from sharing_service.api import create_app
 
         class Server(uvicorn.Server):
-            def handle_exit(self, sig: int, frame) -> None:  # type: ignore[no-untyped-def]
+            def handle_exit(self, sig: int, frame: FrameType | None) -> None:
                 super().handle_exit(sig, frame)
                 # uvicorn re-raises the signal after shutdown, which would kill the process before
                 # the bridge and the database are closed; we stop them and exit 0 instead.
