@@ -47,6 +47,16 @@ MAX_PAYLOAD = {
     "grant": 16 * 1024,
 }
 
+# Deepest JSON nesting accepted (objects and arrays). The deepest real message
+# (an RPC reply listing audit entries) nests 5 levels; 32 leaves room and stays
+# far below where the C decoder recurses into RecursionError (about 1,000).
+MAX_DEPTH = 32
+# Tokens that change nesting, with JSON strings matched whole so brackets inside
+# them do not count (the regex engine scans strings without Python-level recursion).
+# An unterminated string matches to the end, so every quote starts at most one
+# linear scan (no quadratic rescans on hostile input).
+_NESTING_RE = re.compile(rb'"[^"\\]*(?:\\(?:.|$)[^"\\]*)*(?:"|$)|[\[\]{}]', re.DOTALL)
+
 
 class ProtocolError(DoorbellError, ValueError):
     """A message that must be dropped; ``str(err)`` is the reason to log."""
@@ -164,6 +174,8 @@ _TOPIC_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 
 def parse_topic(topic: str) -> Topic:
     """Split a topic into kind and ids, validating each id; raises ProtocolError."""
+    if not isinstance(topic, str):
+        raise ProtocolError(f"topic must be text, got {type(topic).__name__}")
     for kind, rx in _TOPIC_PATTERNS:
         m = rx.match(topic)
         if not m:
@@ -606,16 +618,56 @@ def _reasons(exc: ValidationError) -> str:
 M = TypeVar("M", bound=Message)
 
 
-def decode(model: type[M], payload: bytes | bytearray | str, kind: str | None = None) -> M:
-    """Validate a JSON payload against a model, enforcing the topic kind's size limit."""
-    limit = MAX_PAYLOAD.get(kind or "", 64 * 1024)
-    raw = payload.encode() if isinstance(payload, str) else bytes(payload)
+def _as_bytes(payload: object) -> bytes:
+    """The payload as bytes; anything that is not bytes-like or text is refused, not crashed on."""
+    if isinstance(payload, str):
+        try:
+            return payload.encode()
+        except UnicodeEncodeError as exc:  # lone surrogates
+            raise ProtocolError(f"payload is not valid text: {exc.reason}") from None
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return bytes(payload)
+    raise ProtocolError(f"payload must be bytes, got {type(payload).__name__}")
+
+
+def nesting_depth(raw: bytes, limit: int = MAX_DEPTH) -> int:
+    """Deepest object/array nesting in a JSON text, counted iteratively (no recursion).
+
+    Stops counting once ``limit`` is passed and returns ``limit + 1``; unbalanced
+    brackets are left for the JSON parser to report.
+    """
+    depth = deepest = 0
+    for m in _NESTING_RE.finditer(raw):
+        c = m.group()
+        if c in (b"[", b"{"):
+            depth += 1
+            if depth > deepest:
+                deepest = depth
+                if deepest > limit:
+                    return deepest
+        elif c in (b"]", b"}"):
+            depth -= 1
+    return deepest
+
+
+def loads_json(payload: bytes | bytearray | str, limit: int, what: str = "this topic") -> Any:
+    """Parse untrusted JSON: size, nesting depth and every decoder failure become ProtocolError."""
+    raw = _as_bytes(payload)
     if len(raw) > limit:
-        raise ProtocolError(f"payload of {len(raw)} bytes exceeds the {limit}-byte limit for {kind or 'this topic'}")
+        raise ProtocolError(f"payload of {len(raw)} bytes exceeds the {limit}-byte limit for {what}")
+    if nesting_depth(raw) > MAX_DEPTH:
+        raise ProtocolError(f"payload nests deeper than {MAX_DEPTH} levels")
     try:
-        data = json.loads(raw)
+        return json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProtocolError(f"payload is not JSON: {exc}") from None
+    except (ValueError, RecursionError, MemoryError) as exc:  # e.g. an integer of 5,000 digits
+        raise ProtocolError(f"payload cannot be decoded: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def decode(model: type[M], payload: bytes | bytearray | str, kind: str | None = None) -> M:
+    """Validate a JSON payload against a model, enforcing the topic kind's size limit."""
+    data = loads_json(payload, MAX_PAYLOAD.get(kind or "", 64 * 1024), kind or "this topic")
     if not isinstance(data, dict):
         raise ProtocolError("payload must be a JSON object")
     try:
@@ -624,27 +676,30 @@ def decode(model: type[M], payload: bytes | bytearray | str, kind: str | None = 
         first = exc.errors(include_input=False, include_url=False)
         reasons = "; ".join(f"{'.'.join(map(str, e['loc'])) or '<root>'}: {e['msg']}" for e in first[:5])
         raise ProtocolError(f"invalid {model.__name__}: {reasons}") from None
+    except (ValueError, TypeError, RecursionError) as exc:  # a validator failing outside pydantic's wrapper
+        raise ProtocolError(f"invalid {model.__name__}: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 def decode_command(name: str, payload: bytes) -> Message:
-    if name not in COMMAND_MODELS:
+    if not isinstance(name, str) or name not in COMMAND_MODELS:
         raise ProtocolError(f"unknown command {name!r}")
     return decode(COMMAND_MODELS[name], payload, "command")
 
 
 def decode_status(payload: bytes) -> str:
-    text = bytes(payload[: MAX_PAYLOAD["status"] + 1]).decode("ascii", "replace")
+    text = _as_bytes(payload)[: MAX_PAYLOAD["status"] + 1].decode("ascii", "replace")
     if text not in (STATUS_ONLINE, STATUS_OFFLINE):
         raise ProtocolError(f"status must be 'online' or 'offline', got {text[:16]!r}")
     return text
 
 
 def decode_snapshot(payload: bytes) -> bytes:
-    if len(payload) > MAX_PAYLOAD["snapshot"]:
+    raw = _as_bytes(payload)
+    if len(raw) > MAX_PAYLOAD["snapshot"]:
         raise ProtocolError("snapshot larger than the limit")
-    if not bytes(payload[:3]) == b"\xff\xd8\xff":
+    if not raw[:3] == b"\xff\xd8\xff":
         raise ProtocolError("snapshot is not a JPEG")
-    return bytes(payload)
+    return raw
 
 
 def ha_discovery_payload(device_id: str, name: str, discovery_prefix: str = "homeassistant",

@@ -138,3 +138,44 @@ def test_home_assistant_discovery_and_reannounce(agent_config, start_agent, mqtt
     ha.pub(protocol.ha_status_topic(), b"online")
     again = expect_kind(ha, topic, retained=False)
     assert json.loads(again.payload) == cfg
+
+
+@pytest.mark.parametrize("payload", [
+    b"[" * 2000 + b"]" * 2000,  # 4,000 bytes, under the 4 KiB limit: RecursionError in the decoder before
+    b'{"v":1,"enabled":' * 220 + b"true" + b"}" * 220,
+])
+def test_hostile_command_over_the_broker_is_refused_counted_and_shown(
+        agent_config, start_agent, mqtt_client, observer, tmp_path, payload):
+    """An owner's (valid credentials) hostile payload: refused, counted, shown by `doorbell agent status`."""
+    import subprocess
+    import sys
+
+    from tests.support.agent import write_config_file
+
+    assert len(payload) <= protocol.MAX_PAYLOAD["command"]
+    obs = observer("dev-a")
+    cfg = agent_config("dev-a")
+    agent = start_agent(cfg)
+    owner = mqtt_client("owner-a")
+    assert not owner.pub(protocol.command_topic("dev-a", "privacy"), payload).is_failure
+    wait_for(lambda: agent.board.snapshot()["counters"]["commands_refused"] == 1, what="refusal counted")
+    err = agent.board.snapshot()["last_error"]
+    assert err["where"] == "command" and "refused command" in err["message"]
+    assert agent.healthy() and agent.link.connected.is_set()
+    # the CLI a user runs shows it (status.json is rewritten every second)
+    cfg_file = write_config_file(cfg, tmp_path / "agent.yaml")
+
+    def shown() -> str | None:
+        out = subprocess.run([sys.executable, "-m", "doorbell.cli", "agent", "status", "--config", str(cfg_file)],
+                             capture_output=True, text=True, timeout=60)
+        line = next((ln for ln in out.stdout.splitlines() if ln.startswith("last error:")), "")
+        return out.stdout if "refused command" in line and "commands refused 1" in out.stdout else None
+
+    text = wait_for(shown, timeout=30, interval=0.5, what="`doorbell agent status` shows the refusal")
+    assert "agent:        running" in text
+    # still serving: a ring goes out and a good command is accepted
+    ev = _ring(agent)
+    assert protocol.decode(DeviceEvent, obs.expect(protocol.events_topic("dev-a")).payload).event_id == ev.event_id
+    owner.pub(protocol.command_topic("dev-a", "privacy"), protocol.PrivacyCommand(enabled=False).to_json())
+    wait_for(agent.spool.take_commands, what="good command after the hostile one")
+    assert agent.board.snapshot()["counters"]["commands_accepted"] == 1
