@@ -22,6 +22,7 @@ opens a socket.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -61,7 +62,10 @@ class Outbox:
 
     def __init__(self, root: Path):
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # full disk: put() fails and is retried; reading needs no directory
+            log.warning("cannot create %s: %s", self.root, exc)
 
     def put(self, body: dict[str, Any]) -> Path:
         path = self.root / f"{time.time_ns():020d}-{body.get('kind', 'msg')}.json"
@@ -70,7 +74,11 @@ class Outbox:
 
     def items(self, limit: int) -> list[tuple[Path, dict[str, Any]]]:
         out = []
-        for path in sorted(self.root.glob("*.json"))[:limit]:
+        try:
+            paths = sorted(self.root.glob("*.json"))[:limit]
+        except OSError:
+            return out
+        for path in paths:
             try:
                 out.append((path, json.loads(path.read_bytes())))
             except (OSError, ValueError) as exc:
@@ -80,6 +88,18 @@ class Outbox:
 
     def done(self, path: Path) -> None:
         path.unlink(missing_ok=True)
+
+    def put_all(self, bodies: list[dict[str, Any]]) -> None:
+        """Queue several messages, all or none: a full disk half-way removes the ones written."""
+        written: list[Path] = []
+        try:
+            for body in bodies:
+                written.append(self.put(body))
+        except OSError:
+            for path in written:
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            raise
 
 
 @dataclass
@@ -102,7 +122,10 @@ class Agent:
         self.device_id = cfg.device.id
         self.spool = Spool(cfg.spool.dir)
         self.state_dir = Path(cfg.agent.state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a full disk degrades the agent (status, outbox retried), never stops it
+            log.warning("cannot create the state directory %s: %s", self.state_dir, exc)
         self.outbox = Outbox(self.state_dir / OUTBOX_DIR)
         self.stop_event = threading.Event()
         self.events_wake = threading.Event()
@@ -120,6 +143,9 @@ class Agent:
             uploader = Uploader(cfg.s3, self.device_id, self.state_dir, cfg.agent.conditional_writes)
         self.uploader = uploader
         self._outstanding: dict[str, tuple[Pending, _Item]] = {}
+        # Acknowledged by the broker but not yet removed from disk (e.g. a read-only remount):
+        # never published again by this process; removal is retried.
+        self._acked_undeleted: dict[str, Callable[[], None]] = {}
         self._threads: list[threading.Thread] = []
         self._status = StatusWriter(self.board, self.spool.root, self.state_dir, self.stop_event)
 
@@ -139,7 +165,7 @@ class Agent:
         # collector's reach: full collections then skip it, so no GC pause stalls a ring.
         gc.freeze()
         self.board.set("state", "running")
-        self._status.write_now()
+        self._status.write_safe()  # a full disk must not stop the start: rings still flow
         log.info("agent %s started (device %s, spool %s, bucket %s)", __version__, self.device_id,
                  self.spool.root, self.cfg.s3.bucket)
 
@@ -188,10 +214,7 @@ class Agent:
         self.uploader.close()
         self.board.mqtt(False, "stopped")
         self.board.set("state", "stopped")
-        try:
-            self._status.write_now()
-        except OSError as exc:
-            log.warning("cannot write final status: %s", exc)
+        self._status.write_safe()
         log.info("agent stopped")
 
     def _guard(self, fn: Callable[[], None]) -> Callable[[], None]:
@@ -296,9 +319,10 @@ class Agent:
 
         Returns True when work remains (window full, or a PUBACK is still missing).
         """
+        self._retry_acked_removals()
         items = source(WINDOW + len(self._outstanding))
         for item in items:
-            if item.key in self._outstanding:
+            if item.key in self._outstanding or item.key in self._acked_undeleted:
                 continue
             if len(self._outstanding) >= WINDOW:
                 break
@@ -314,9 +338,22 @@ class Agent:
                 continue
             if not acked:
                 return True  # paho re-sends it after reconnecting; keep order, do not publish again
-            item.on_acked()
             del self._outstanding[key]
+            try:
+                item.on_acked()
+            except OSError as exc:
+                log.error("cannot remove acknowledged %s (%s); it is not sent again, removal retried", key, exc)
+                self.board.error("spool", f"cannot remove acknowledged {Path(key).name}: {exc}")
+                self._acked_undeleted[key] = item.on_acked
         return len(items) >= WINDOW
+
+    def _retry_acked_removals(self) -> None:
+        for key, on_acked in list(self._acked_undeleted.items()):
+            try:
+                on_acked()
+            except OSError:
+                continue
+            del self._acked_undeleted[key]
 
     def _event_items(self, limit: int) -> list[_Item]:
         items = []
@@ -326,6 +363,8 @@ class Agent:
             key = str(path)
             if key in self._outstanding:
                 items.append(self._outstanding[key][1])
+                continue
+            if key in self._acked_undeleted:
                 continue
             try:
                 event = DeviceEvent.model_validate_json(path.read_bytes())
@@ -365,6 +404,8 @@ class Agent:
             key = str(path)
             if key in self._outstanding:
                 items.append(self._outstanding[key][1])
+                continue
+            if key in self._acked_undeleted:
                 continue
             drop = lambda _r, p=path: self.outbox.done(p)  # noqa: E731
             if body.get("kind") == "clip":
@@ -437,6 +478,7 @@ class Agent:
 
         backoff = Backoff(self.cfg.agent.retry_base_s, self.cfg.agent.retry_max_s)
         recovered = False
+        unannounced: tuple[Any, Any] | None = None  # in the bucket, but its announcement not yet queued
         inflight: deque[tuple[Any, Future[Any]]] = deque()
         pool = ThreadPoolExecutor(max_workers=PIPELINE, thread_name_prefix="agent-clip")
 
@@ -450,6 +492,10 @@ class Agent:
 
         try:
             while not self.stop_event.is_set():
+                if unannounced is not None:
+                    if not self._try_finalize(*unannounced, backoff):
+                        continue
+                    unannounced = None
                 clip = None
                 try:
                     if not recovered:
@@ -499,18 +545,38 @@ class Agent:
                     continue
                 backoff.reset()
                 self.board.s3(True)
-                self._finalize(clip, outcome)
+                if not self._try_finalize(clip, outcome, backoff):
+                    drop_inflight()  # younger clips wait: announcements keep the clips' order
+                    unannounced = (clip, outcome)
         finally:
             self.uploader.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def _try_finalize(self, clip: Any, outcome: Any, backoff: Backoff) -> bool:
+        """_finalize; on a full disk the clip stays pending (already in the bucket, so it is not
+        uploaded again) and the announcement is retried after the backoff. False then."""
+        try:
+            self._finalize(clip, outcome)
+            return True
+        except FileNotFoundError as exc:  # retention removed the clip meanwhile; its objects are in the bucket
+            log.warning("clip %s vanished before it was announced: %s", clip.clip_id, exc)
+            return True
+        except OSError as exc:
+            delay = backoff.next()
+            log.warning("clip %s is in the bucket but its announcement cannot be queued (%s); retrying in %.1fs",
+                        clip.clip_id, exc, delay)
+            self.board.error("outbox", f"cannot queue the announcement of {clip.clip_id}: {exc}")
+            self.stop_event.wait(delay)
+            return False
+
     def _finalize(self, clip: Any, outcome: Any) -> None:
         """The bucket confirmed the clip: queue its announcement, then move it to ``uploaded/``."""
         message = clip.meta.to_message(outcome.keys.video, outcome.snapshot_key)
-        self.outbox.put({"kind": "clip", "topic": protocol.clips_topic(self.device_id),
-                         "payload": message.to_json().decode(), "clip_id": clip.clip_id})
+        bodies: list[dict[str, Any]] = [{"kind": "clip", "topic": protocol.clips_topic(self.device_id),
+                                         "payload": message.to_json().decode(), "clip_id": clip.clip_id}]
         if outcome.snapshot_key:
-            self.outbox.put({"kind": "snapshot", "clip_id": clip.clip_id})
+            bodies.append({"kind": "snapshot", "clip_id": clip.clip_id})
+        self.outbox.put_all(bodies)
         self.spool.mark_uploaded(clip.clip_id)
         self.board.uploaded(clip.clip_id, outcome.keys.video, outcome.bytes_sent, outcome.seconds,
                             len(outcome.skipped))

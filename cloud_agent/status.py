@@ -8,6 +8,7 @@ itself, so it tells the truth about the queue even when the agent is down.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from doorbell.core.spool import CLIP_FILE, atomic_write
+
+log = logging.getLogger(__name__)
 
 STATUS_FILE = "status.json"
 OUTBOX_DIR = "outbox"
@@ -132,18 +135,32 @@ class StatusWriter(threading.Thread):
         self.state_dir = Path(state_dir)
         self.stop_event = stop
         self.interval = interval
+        self._failing = False
 
     def write_now(self) -> None:
         self.board.update_queue(queue_depth(self.spool_root, self.state_dir))
         atomic_write(self.state_dir / STATUS_FILE, json.dumps(self.board.snapshot(), indent=1).encode())
 
+    def write_safe(self) -> bool:
+        """write_now, but a full or read-only disk only degrades the agent: logged once per
+        outage (not every second), retried on the next tick, and its end is logged too."""
+        try:
+            self.write_now()
+        except OSError as exc:
+            if not self._failing:
+                log.warning("cannot write %s (%s); the agent keeps running and retries every %.0fs",
+                            self.state_dir / STATUS_FILE, exc, self.interval)
+                self.board.error("status", f"cannot write status: {exc}")
+            self._failing = True
+            return False
+        if self._failing:
+            log.info("status file written again")
+            self._failing = False
+        return True
+
     def run(self) -> None:
         while not self.stop_event.wait(self.interval):
-            try:
-                self.write_now()
-            except OSError as exc:  # a full disk must not kill the agent; the log says why
-                import logging
-                logging.getLogger(__name__).warning("cannot write status: %s", exc)
+            self.write_safe()
 
 
 def read_status(state_dir: Path) -> dict[str, Any] | None:

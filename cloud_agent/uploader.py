@@ -157,7 +157,14 @@ class Uploader:
         self.cfg = s3
         self.device_id = device_id
         self.state_dir = Path(state_dir)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # full disk: the journal falls back to memory (see _write_journal)
+            log.warning("cannot create %s: %s", self.state_dir, exc)
+        # Journals that could not be written (full disk): kept here so a retry in this process
+        # still aborts what it left; after a crash, recover()'s sweep of the prefix does that.
+        self._mem_journals: dict[str, dict[str, Any]] = {}
+        self._journal_degraded = False
         self.bucket = s3.bucket
         shrink_botocore_buffers()
         self.client = client or _lean_session().client(
@@ -460,6 +467,8 @@ class Uploader:
         return self.journal_dir / f"{clip_id}.json"
 
     def _read_journal(self, clip_id: str) -> dict[str, Any] | None:
+        if clip_id in self._mem_journals:
+            return json.loads(json.dumps(self._mem_journals[clip_id]))
         try:
             data = json.loads(self._journal_path(clip_id).read_bytes())
             return data if isinstance(data, dict) else {}
@@ -470,18 +479,37 @@ class Uploader:
             return {}
 
     def _journals(self) -> list[tuple[str, dict[str, Any]]]:
+        try:
+            stems = {path.stem for path in self.journal_dir.glob("*.json")}
+        except OSError:
+            stems = set()
         out = []
-        for path in sorted(self.journal_dir.glob("*.json")):
-            journal = self._read_journal(path.stem)
+        for clip_id in sorted(stems | set(self._mem_journals)):
+            journal = self._read_journal(clip_id)
             if journal is not None:
-                out.append((path.stem, journal))
+                out.append((clip_id, journal))
         return out
 
     def _write_journal(self, clip_id: str, data: dict[str, Any]) -> None:
-        self.journal_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self._journal_path(clip_id), json.dumps(data).encode())
+        """Journal atomically; on a full disk keep it in memory instead (logged once per outage),
+        so uploads, which free the spool, go on rather than wait for space."""
+        try:
+            self.journal_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self._journal_path(clip_id), json.dumps(data).encode())
+        except OSError as exc:
+            if not self._journal_degraded:
+                log.warning("cannot write the upload journal (%s); keeping it in memory until the disk "
+                            "has room (after a crash, the start-up sweep aborts unfinished uploads)", exc)
+                self._journal_degraded = True
+            self._mem_journals[clip_id] = json.loads(json.dumps(data))
+            return
+        self._mem_journals.pop(clip_id, None)
+        if self._journal_degraded:
+            log.info("upload journal written to disk again")
+            self._journal_degraded = False
 
     def _clear_journal(self, clip_id: str) -> None:
+        self._mem_journals.pop(clip_id, None)
         try:
             self._journal_path(clip_id).unlink()
         except FileNotFoundError:

@@ -1,7 +1,9 @@
 """Agent test fixtures: an in-process agent wired to the real broker and S3 fixtures."""
 from __future__ import annotations
 
+import errno
 import logging
+import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -58,3 +60,47 @@ def observer(mqtt_client: Callable[..., Any]) -> Callable[[str], Any]:
 logging.getLogger("botocore").setLevel(logging.WARNING)
 
 
+
+
+class FullDisk:
+    """A small tmpfs mounted for one test, filled to the last byte by ``fill()``."""
+
+    def __init__(self, path: Any):
+        self.path = path
+        self.filler = path / "filler"
+
+    def fill(self) -> None:
+        with open(self.filler, "ab", buffering=0) as fh:
+            chunk = b"\0" * 4096
+            try:
+                while True:
+                    fh.write(chunk)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC:
+                    raise
+        for n in (512, 64, 1):  # the last partial block too
+            try:
+                with open(self.filler, "ab", buffering=0) as fh:
+                    while True:
+                        fh.write(b"\0" * n)
+            except OSError:
+                pass
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def full_disk(tmp_path: Any) -> Iterator[FullDisk]:
+    """A real filesystem that can be filled (a 1 MiB tmpfs); skipped where mounting is not allowed."""
+    mnt = tmp_path / "small-fs"
+    mnt.mkdir()
+    try:
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", str(mnt)],
+                       check=True, capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError) as exc:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root / CAP_SYS_ADMIN): {exc}")
+    try:
+        yield FullDisk(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False, capture_output=True, timeout=10)
