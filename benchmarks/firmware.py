@@ -11,13 +11,23 @@ Run: .venv/bin/python benchmarks/firmware.py [--presses 2000] [--service-presses
    file appearing in spool/events/ (inotify), i.e. what the agent can see.
 3. recording cost per frame (privacy mask + libx264 ultrafast encode + ring
    buffer), at 640x480 and 1280x720, on the synthetic porch scene.
+4. peak RSS (VmHWM) of ``doorbell firmware run`` as a real process at
+   1280x720@15 while it records two ring clips, with each camera backend that
+   runs off a Pi: ``synthetic`` (renders the porch scene itself), ``file``
+   (PyAV decodes a 720p recording of that scene, as a real camera delivers
+   frames) and ``opencv`` (cv2.VideoCapture on the same file). Target < 150 MB.
+
+Only the RSS figures: ``benchmarks/firmware.py --rss-only [--json PATH]``.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import queue
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -144,11 +154,125 @@ def bench_recording(width: int, height: int, frames: int = 150) -> dict[str, flo
                 (store.ring._packets[-1].ts - store.ring._packets[0].ts) if len(store.ring) else 0.0)}
 
 
+RSS_BACKENDS = ("synthetic", "file", "opencv")
+
+
+def _vm(pid: int, key: str) -> float:
+    """A /proc/<pid>/status field in MB (0 once the process is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def make_720p_recording(path: Path, seconds: float = 20.0, fps: float = 15.0) -> Path:
+    """The synthetic porch scene (visitor walks up) encoded at 1280x720: the file/opencv backends' input."""
+    import av
+
+    from firmware.scene import PorchScene
+
+    scene = PorchScene(1280, 720, fps, script="walkup")
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=int(fps))
+        stream.width, stream.height, stream.pix_fmt = 1280, 720, "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "23"}
+        for i in range(int(seconds * fps)):
+            frame = av.VideoFrame.from_ndarray(scene.render(i)[0], format="bgr24")
+            for pkt in stream.encode(frame):
+                out.mux(pkt)
+        for pkt in stream.encode():
+            out.mux(pkt)
+    return path
+
+
+def bench_firmware_rss(backend: str, source: Path | None, width: int = 1280, height: int = 720,
+                       fps: float = 15.0, clips: int = 2) -> dict[str, float | str]:
+    """Peak RSS of ``doorbell firmware run`` recording ``clips`` ring clips with one camera backend."""
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="fw-rss-") as tmp:
+        work = Path(tmp)
+        camera: dict[str, object] = {"backend": backend, "width": width, "height": height, "fps": fps}
+        if backend == "synthetic":
+            camera["source"] = "demo_loop"
+        else:
+            camera["source"] = str(source)
+        if backend == "file":
+            camera["loop"] = True
+        cfg = {"device": {"id": "bench"}, "spool": {"dir": str(work / "spool")},
+               "gpio": {"pin_factory": "mock", "ring_interval_s": 0.0, "long_press_s": None},
+               "camera": camera, "clips": {"pre_roll_s": 4.0, "post_roll_s": 4.0, "max_length_s": 60.0},
+               "logging": {"level": "WARNING"}}
+        (work / "device.yaml").write_text(yaml.safe_dump(cfg))
+        env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        with open(work / "firmware.log", "wb") as log_fh:
+            proc = subprocess.Popen([sys.executable, "-m", "doorbell.cli", "firmware", "run", "--ring-on-stdin",
+                                     "--config", str(work / "device.yaml")], stdin=subprocess.PIPE,
+                                    stdout=log_fh, stderr=subprocess.STDOUT, env=env)
+        try:
+            clip_dir = work / "spool" / "clips"
+            time.sleep(6.0)  # camera, encoder and a full pre-roll are up
+            if proc.poll() is not None:
+                raise RuntimeError(f"firmware exited {proc.returncode}: {(work / 'firmware.log').read_text()[-2000:]}")
+            after_start = _vm(proc.pid, "VmRSS")
+            samples = []
+            for n in range(1, clips + 1):
+                assert proc.stdin is not None
+                proc.stdin.write(b"\n")
+                proc.stdin.flush()
+                deadline = time.monotonic() + 60
+                while not (clip_dir.is_dir() and len(list(clip_dir.iterdir())) >= n):
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise RuntimeError(f"no clip from the {backend} backend: "
+                                           f"{(work / 'firmware.log').read_text()[-2000:]}")
+                    samples.append(_vm(proc.pid, "VmRSS"))
+                    time.sleep(0.25)
+            peak = _vm(proc.pid, "VmHWM")
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    return {"backend": backend, "size": f"{width}x{height}@{fps:g}", "after_start_mb": round(after_start, 1),
+            "recording_max_mb": round(max(samples or [0.0]), 1), "peak_mb": round(peak, 1)}
+
+
+def bench_rss_all(backends: tuple[str, ...] = RSS_BACKENDS) -> list[dict[str, float | str]]:
+    out = []
+    with tempfile.TemporaryDirectory(prefix="fw-rss-src-") as tmp:
+        source = make_720p_recording(Path(tmp) / "porch-720p.mp4") if set(backends) - {"synthetic"} else None
+        for backend in backends:
+            if backend == "opencv":
+                try:
+                    import cv2  # noqa: F401
+                except ImportError:
+                    continue
+            out.append(bench_firmware_rss(backend, source))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presses", type=int, default=2000)
     ap.add_argument("--service-presses", type=int, default=300)
+    ap.add_argument("--rss-only", action="store_true", help="only the peak-RSS figures (about 1 minute)")
+    ap.add_argument("--json", help="with --rss-only: also write the figures to this JSON file")
     args = ap.parse_args()
+    if args.rss_only:
+        rows = bench_rss_all()
+        print("| firmware peak RSS, `doorbell firmware run`, 2 ring clips | after start MB | max while recording MB "
+              "| peak (VmHWM) MB |")
+        print("|---|---:|---:|---:|")
+        for r in rows:
+            print(f"| {r['backend']} camera {r['size']} | {r['after_start_mb']} | {r['recording_max_mb']} | "
+                  f"{r['peak_mb']} |")
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=1))
+        return 0
     import platform
 
     print(f"# firmware benchmark on {platform.processor() or platform.machine()}, Python {platform.python_version()}")
@@ -167,6 +291,10 @@ def main() -> int:
         r = bench_recording(w, h)
         print(f"| {r['size']} | {r['mask_ms']:.3f} | {r['enc_p50']:.2f} | {r['enc_p99']:.2f} | "
               f"{r['ring_kib']:.0f} ({r['ring_s']:.1f} s) |")
+    print("\n| firmware peak RSS (`doorbell firmware run`, 2 ring clips) | after start MB | peak (VmHWM) MB |")
+    print("|---|---:|---:|")
+    for r in bench_rss_all():
+        print(f"| {r['backend']} camera {r['size']} | {r['after_start_mb']} | {r['peak_mb']} |")
     return 0
 
 

@@ -1,6 +1,6 @@
 """Every benchmark of the product, one table: ``scripts/bench.sh`` runs this.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--only motion,chime,e2e,agent,sharing]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only motion,firmware,e2e,sharing,recovery,agent]
                                            [--json PATH] [--markdown PATH]
 
 Each component benchmark runs as its own child process with ``--json`` (so a
@@ -14,6 +14,8 @@ crash or a leak in one cannot skew another, and each one's RSS is its own):
   MockFactory, the real DoorbellIO), ``runs`` runs of ``presses`` presses; and
   the spool's durable event write (``Spool.publish_event``: write, fsync,
   rename, directory fsync) on this disk, the floor under every ring's path;
+  and ``doorbell firmware run``'s peak RSS at 1280x720 while recording, with
+  the synthetic, file (PyAV) and OpenCV camera backends;
 - ``e2e``: benchmarks/e2e.py: firmware, agent, broker and the owner's app as
   real processes, button edge -> MQTT subscriber and -> ``doorbell owner
   events --follow``, firmware and agent peak RSS;
@@ -24,6 +26,10 @@ crash or a leak in one cannot skew another, and each one's RSS is its own):
   (MB per CPU second) of our streaming age encryptor vs the stock ``age`` CLI
   (and rage via pyrage) on the same 1.5 MB and 40 MB files, decryption vs
   ``age -d``, and our peak Python allocation while encrypting 40 MB;
+- ``recovery``: benchmarks/recovery.py: the agent (product retry settings)
+  after a broker outage (broker back -> ring at a subscriber) and a bucket
+  outage (bucket back -> queued clip announced; also with the bucket dying
+  mid-multipart);
 - ``sharing``: benchmarks/sharing.py ``--rounds 3``: request create/status
   throughput and p99 from separate load processes on a 10,000-device,
   1,000,000-clip index (500 creates + 2,000 status reads per round).
@@ -57,7 +63,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-COMPONENTS = ["motion", "firmware", "e2e", "sharing", "crypto", "agent"]  # agent last: its repeats fill the budget
+COMPONENTS = ["motion", "firmware", "e2e", "sharing", "crypto", "recovery", "agent"]  # agent last: its repeats fill the budget
 LIGHTING_ONLY = {"lighting_ramp", "exposure_step", "ir_switch", "noise_only"}
 PEER_NAMES = {"mog2": "OpenCV MOG2", "picamera2": "picamera2 example", "frigate": "Frigate-style"}
 
@@ -166,6 +172,12 @@ def firmware_figures(r: dict[str, Any]) -> list[Figure]:
                "ms", [x["p50"] for x in ev], runs_note=enote),
         Figure("spool_event_write_p99_ms", "floor: spool event write, p99", "ms", [x["p99"] for x in ev],
                runs_note=enote, detail="max %.1f ms" % max(x["max"] for x in ev)),
+    ] + [
+        Figure(f"firmware_peak_rss_{x['backend']}_mb",
+               f"firmware peak RSS (VmHWM), `doorbell firmware run` recording 2 ring clips, {x['backend']} camera "
+               f"{x['size']}", "MB", [x["peak_mb"]], target=("<", 150.0), runs_note="1 run",
+               detail="RSS %s MB after start-up" % x["after_start_mb"])
+        for x in r.get("rss", [])
     ]
 
 
@@ -239,6 +251,17 @@ def agent_figures(runs: list[dict[str, Any]]) -> list[Figure]:
     figs.append(Figure("agent_peak_rss_mb", "agent peak RSS (VmHWM) during the uploads", "MB",
                        [r["agent_peak_rss_mb"] for r in runs], target=("<", 60.0), runs_note=note))
     return figs
+
+
+def recovery_figures(r: dict[str, Any]) -> list[Figure]:
+    note = f"{r['reps']} outage(s) of {r['outage_s']:.0f} s"
+    rows = [("broker_outage_s", "recovery: broker back -> a ring reaches a subscriber", 5.0),
+            ("bucket_outage_s", "recovery: bucket back -> queued clip uploaded and announced", 10.0),
+            ("bucket_outage_mid_multipart_s",
+             "recovery: bucket back after dying mid-multipart -> clip uploaded and announced", 10.0)]
+    return [Figure(f"recovery_{key}", label, "s", r[key]["values"], target=("<", target), target_on="max",
+                   runs_note=note, detail=f"agent.retry_base_s {r['retry_base_s']}, retry_max_s {r['retry_max_s']}")
+            for key, label, target in rows]
 
 
 def sharing_figures(r: dict[str, Any]) -> list[Figure]:
@@ -336,7 +359,8 @@ def firmware_child(runs: int, presses: int) -> dict[str, Any]:
     assert spec.loader is not None
     spec.loader.exec_module(mod)
     return {"runs": [mod.bench_edge_to_chime(presses) for _ in range(runs)],
-            "event_write": [event_write(min(presses, 300)) for _ in range(runs)]}
+            "event_write": [event_write(min(presses, 300)) for _ in range(runs)],
+            "rss": mod.bench_rss_all()}
 
 
 def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[list[Figure], dict[str, Any]]:
@@ -348,7 +372,7 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
         return motion_figures(raw), raw
     if name == "firmware":
         raw = _run_json([py, str(HERE / "run_all.py"), "--child", "firmware", "--runs", "2" if quick else "3",
-                         "--presses", "200" if quick else "1000"], lp, 300)
+                         "--presses", "200" if quick else "1000"], lp, 600)
         return firmware_figures(raw), raw
     if name == "e2e":
         args = ["--presses", "40", "--blocks", "2", "--size", "320x240"] if quick else []
@@ -369,6 +393,10 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
     if name == "crypto":
         raw = _run_json([py, str(HERE / "crypto.py")] + (["--quick"] if quick else []), lp, 600)
         return crypto_figures(raw), raw
+    if name == "recovery":
+        args = ["--reps", "1", "--outage", "10"] if quick else ["--reps", "2", "--outage", "20"]
+        raw = _run_json([py, str(HERE / "recovery.py"), *args], lp, 900)
+        return recovery_figures(raw), raw
     if name == "sharing":
         args = (["--devices", "500", "--clips", "20000", "--creates", "40", "--statuses", "200", "--workers", "2",
                  "--rounds", "2"] if quick else ["--rounds", "3", "--creates", "500", "--statuses", "2000"])
@@ -478,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.from_json:
         doc = json.loads(a.from_json.read_text())
         build = {"motion": motion_figures, "firmware": firmware_figures, "e2e": e2e_figures, "sharing": sharing_figures,
-                 "crypto": crypto_figures, "agent": lambda raw: agent_figures(raw["runs"])}
+                 "crypto": crypto_figures, "recovery": recovery_figures, "agent": lambda raw: agent_figures(raw["runs"])}
         doc["figures"] = [f.row() for n in COMPONENTS if n in doc["raw"] for f in build[n](doc["raw"][n])]
         print(render_markdown(doc))
         return 0

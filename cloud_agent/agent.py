@@ -10,7 +10,9 @@ Threads (all stop on SIGTERM, see :meth:`Agent.shutdown`):
   retained snapshot. Up to :data:`WINDOW` QoS 1 messages are in flight; each
   spool file is deleted only after its PUBACK, in order.
 - **uploader**: one clip at a time, oldest first; on failure it retries the
-  same clip after an exponential backoff with jitter, so order is kept. Once
+  same clip after an exponential backoff with jitter, capped at
+  :data:`UPLOAD_RETRY_MAX_S` so uploads resume within seconds of the bucket
+  returning, and order is kept. Once
   the bucket confirmed all three objects, the ``clips`` message is written to
   the outbox (``{state_dir}/outbox``, atomic), then the clip moves to
   ``uploaded/``.
@@ -51,6 +53,12 @@ log = logging.getLogger(__name__)
 
 WINDOW = 64  # QoS 1 messages in flight at once while draining a backlog
 PIPELINE = 2  # clips uploading at once (confirmed strictly in order)
+# Longest wait between upload retries, whatever ``agent.retry_max_s`` says: a failing attempt
+# against a dead endpoint returns at once, so an uncapped exponential backoff reaches a minute
+# within a short outage and the clip then waits up to that long after the bucket is back.
+# With at most 4 s (jittered, so a fleet does not retry in step) uploads resume within about
+# 5 s of the bucket returning (benchmarks/recovery.py).
+UPLOAD_RETRY_MAX_S = 4.0
 
 
 class Outbox:
@@ -476,7 +484,8 @@ class Agent:
 
         from cloud_agent.uploader import LocalCorruption, UploadCancelled, UploadConflict
 
-        backoff = Backoff(self.cfg.agent.retry_base_s, self.cfg.agent.retry_max_s)
+        base = min(self.cfg.agent.retry_base_s, UPLOAD_RETRY_MAX_S)
+        backoff = Backoff(base, max(base, min(self.cfg.agent.retry_max_s, UPLOAD_RETRY_MAX_S)))
         recovered = False
         unannounced: tuple[Any, Any] | None = None  # in the bucket, but its announcement not yet queued
         inflight: deque[tuple[Any, Future[Any]]] = deque()

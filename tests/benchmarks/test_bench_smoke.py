@@ -24,6 +24,9 @@ EXPECTED = [
     "agent_throughput_MBps", "agent_peak_rss_mb", "agent_ring_leg_p99_ms",
     "sharing_create_rps", "sharing_create_p99_ms", "sharing_status_rps", "sharing_status_p99_ms",
     "encrypt_MBps_per_core_1_5", "decrypt_MBps_per_core_1_5", "encrypt_peak_alloc_kb",  # issue 12
+    # issue 16: recovery after outages, firmware RSS with a real camera backend
+    "recovery_broker_outage_s", "recovery_bucket_outage_s", "recovery_bucket_outage_mid_multipart_s",
+    "firmware_peak_rss_synthetic_mb", "firmware_peak_rss_file_mb",
 ]
 
 
