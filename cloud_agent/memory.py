@@ -10,49 +10,14 @@ Two glibc knobs, both no-ops where glibc is absent:
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
-import gc
 import logging
 
+# The glibc knobs are shared with the firmware (doorbell.core.memory); re-exported for the agent.
+from doorbell.core.memory import limit_arenas, trim
+
+__all__ = ["limit_arenas", "shrink_botocore_buffers", "trim"]
+
 log = logging.getLogger(__name__)
-
-M_ARENA_MAX = -8
-M_MMAP_THRESHOLD = -3
-
-
-def _libc() -> ctypes.CDLL | None:
-    name = ctypes.util.find_library("c")
-    try:
-        lib = ctypes.CDLL(name or "libc.so.6")
-    except OSError:
-        return None
-    return lib if hasattr(lib, "mallopt") and hasattr(lib, "malloc_trim") else None
-
-
-def limit_arenas(n: int = 2, mmap_threshold: int = 256 * 1024) -> bool:
-    """Cap malloc arenas and pin the mmap threshold.
-
-    A fixed ``M_MMAP_THRESHOLD`` stops glibc from raising it after the first
-    large free, so the 1 MiB buffers botocore reads a part through (checksum,
-    SigV4 payload hash) are mmapped and unmapped again instead of staying in
-    the heap: each concurrent part transfer otherwise leaves ~2.5 MB resident.
-    """
-    lib = _libc()
-    if lib is None:
-        return False
-    ok = bool(lib.mallopt(M_ARENA_MAX, n))
-    if mmap_threshold:
-        ok = bool(lib.mallopt(M_MMAP_THRESHOLD, mmap_threshold)) and ok
-    return ok
-
-
-def trim() -> None:
-    """Collect garbage and return free heap pages to the OS."""
-    gc.collect()
-    lib = _libc()
-    if lib is not None:
-        lib.malloc_trim(0)
 
 
 def shrink_botocore_buffers(size: int = 256 * 1024) -> None:

@@ -56,6 +56,9 @@ def _load(path: str | None):
 
 
 def _run(args: argparse.Namespace) -> int:
+    from firmware.memory import tune_process
+
+    tune_process()  # before any thread or codec exists
     from firmware.service import FirmwareService
 
     cfg = _load(args.config)
@@ -87,6 +90,9 @@ def _ring(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
+    from firmware.memory import tune_process
+
+    tune_process()
     from doorbell.core.config import parse_config
     from firmware.service import FirmwareService
 

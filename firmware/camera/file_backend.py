@@ -38,7 +38,9 @@ class FileCamera(Camera):
             stream = self._container.streams.video[0]
         except (av.FFmpegError, IndexError) as exc:
             raise CameraError(f"cannot decode {self.path}: {exc}") from None
-        stream.thread_type = "AUTO"
+        # Slice threads, not frame threads: each frame thread keeps its own decoded frames
+        # (about 6 MB more at 720p) for a speed a paced camera does not need.
+        stream.thread_type = "SLICE"
         rate = stream.average_rate or stream.guessed_rate
         self.fps = float(rate) if rate else self.cfg.fps
         self.width = stream.codec_context.width - stream.codec_context.width % 2
