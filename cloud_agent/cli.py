@@ -36,9 +36,10 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("botocore").setLevel(logging.WARNING)
     logging.getLogger("s3transfer").setLevel(logging.WARNING)
     logging.getLogger("cloud_agent.paho").setLevel(logging.WARNING)
-    from cloud_agent.memory import limit_arenas
+    from cloud_agent.memory import disable_thp, limit_arenas
 
     limit_arenas(2)  # before any thread exists
+    disable_thp()  # no 2 MiB rounding of large buffers (see doorbell.core.memory)
     from cloud_agent.agent import Agent
 
     return Agent(cfg).run()

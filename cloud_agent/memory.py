@@ -13,9 +13,9 @@ from __future__ import annotations
 import logging
 
 # The glibc knobs are shared with the firmware (doorbell.core.memory); re-exported for the agent.
-from doorbell.core.memory import limit_arenas, trim
+from doorbell.core.memory import disable_thp, limit_arenas, trim
 
-__all__ = ["limit_arenas", "shrink_botocore_buffers", "trim"]
+__all__ = ["disable_thp", "limit_arenas", "shrink_botocore_buffers", "trim"]
 
 log = logging.getLogger(__name__)
 

@@ -167,7 +167,7 @@ class Uploader:
         self._journal_degraded = False
         self.bucket = s3.bucket
         shrink_botocore_buffers()
-        self.client = client or _lean_session().client(
+        self.client = client or _lean_session(self.state_dir / "cache").client(
             "s3",
             endpoint_url=s3.endpoint_url,
             region_name=s3.region,
@@ -516,24 +516,34 @@ class Uploader:
             pass
 
 
-def _lean_session() -> "boto3.session.Session":
-    """A boto3 session whose endpoint table lists S3 only.
+def _lean_session(cache_dir: Path | None = None) -> "boto3.session.Session":
+    """A boto3 session whose endpoint table lists S3 only (see cloud_agent/endpoints.py)."""
+    from cloud_agent import endpoints
 
-    botocore keeps all of ``endpoints.json`` (every AWS service in every
-    partition, ~7 MB of Python objects) alive for the client's lifetime; the
-    agent talks to one S3 endpoint, so everything else is dropped before the
-    client is built. Saves about 6 MB of the agent's RSS.
-    """
     session = boto3.session.Session()
     try:
-        data = session._session.get_component("data_loader").load_data("endpoints")
-        for partition in data.get("partitions", []):
-            services = partition.get("services", {})
-            for name in [n for n in services if n != "s3"]:
-                del services[name]
+        core = session._session
+        loader = core.get_component("data_loader")
+        if not _builtin_endpoints(loader):
+            # the operator supplied their own endpoints.json: use it as botocore would, pruned
+            endpoints.prune(loader.load_data("endpoints"))
+            return session
+        from botocore.regions import EndpointResolver
+
+        core._register_internal_component(
+            "endpoint_resolver", EndpointResolver(endpoints.s3_endpoints(cache_dir, loader), uses_builtin_data=True))
     except Exception:  # an unexpected botocore layout costs memory, never correctness
         log.debug("could not prune the endpoint table", exc_info=True)
     return session
+
+
+def _builtin_endpoints(loader: Any) -> bool:
+    """Whether the endpoints.json botocore would load is its bundled one."""
+    for base in loader.search_paths:
+        for name in ("endpoints.json", "endpoints.json.gz"):
+            if (Path(base) / name).is_file():
+                return bool(loader.is_builtin_path(str(Path(base) / "endpoints")))
+    return False
 
 
 def _if_none_match(params: dict[str, Any], **_kwargs: Any) -> None:

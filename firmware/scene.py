@@ -58,6 +58,7 @@ PERSON_H = 1.75
 _HEAD_TOP = 0.03
 _FEET = 0.985
 _N_POSES = 8
+_BAND = 64  # rows shaded/blended at once: bounds float temporaries (memory), same result
 _N_FLAG = 16
 
 # Visitor paths as (lateral metres, distance metres) waypoints ending at the door.
@@ -663,7 +664,13 @@ class PorchScene:
     def _background(self, light: bool, ir: bool) -> np.ndarray:
         key = (light, ir)
         if key not in self._bg_cache:
-            self._bg_cache[key] = np.clip(self._shade(self._bg_f, light, ir), 0, 255).astype(np.uint8)
+            # Shaded in bands of rows: the float temporaries of a whole 720p frame are ~45 MB.
+            bg = np.empty((self.height, self.width, 3), np.uint8)
+            for y0 in range(0, self.height, _BAND):
+                y1 = min(self.height, y0 + _BAND)
+                band = self._shade(self._bg_f[y0:y1], light, ir, (0, y0, self.width, y1))
+                bg[y0:y1] = np.clip(band, 0, 255).astype(np.uint8)
+            self._bg_cache[key] = bg
         return self._bg_cache[key]
 
     def _flag_patch(self, light: bool, ir: bool, k: int) -> np.ndarray:
@@ -829,13 +836,17 @@ class PorchScene:
         alp = cv2.resize(alphas[pose], (cw, ch), interpolation=interp)
         spr = spr[sy0:sy0 + fy1 - fy0, sx0:sx0 + fx1 - fx0]
         alp = alp[sy0:sy0 + fy1 - fy0, sx0:sx0 + fx1 - fx0, None]
-        region = (fx0, fy0, fx1, fy1)
-        spr = self._shade(spr, light, ir, region)
-        roi = frame[fy0:fy1, fx0:fx1]
-        out = roi.astype(np.float32)
-        out += alp * (spr - out)
-        np.clip(out, 0, 255, out=out)
-        roi[...] = out.astype(np.uint8)
+        # Blended in bands of rows (the same arithmetic per pixel): a visitor close to the
+        # lens covers most of the frame, and its float temporaries would otherwise peak at
+        # several frame-sized arrays.
+        for b0 in range(0, fy1 - fy0, _BAND):
+            b1 = min(fy1 - fy0, b0 + _BAND)
+            shaded = self._shade(spr[b0:b1], light, ir, (fx0, fy0 + b0, fx1, fy0 + b1))
+            roi = frame[fy0 + b0:fy0 + b1, fx0:fx1]
+            out = roi.astype(np.float32)
+            out += alp[b0:b1] * (shaded - out)
+            np.clip(out, 0, 255, out=out)
+            roi[...] = out.astype(np.uint8)
 
 
 __all__ = ["COLOR_ORDER", "REGIONS", "PATHS", "PRESETS", "Phase", "Script", "Truth", "PorchScene", "poly_mask"]
