@@ -1,6 +1,6 @@
 """Every benchmark of the product, one table: ``scripts/bench.sh`` runs this.
 
-    .venv/bin/python benchmarks/run_all.py [--quick] [--only motion,firmware,e2e,sharing,recovery,agent]
+    .venv/bin/python benchmarks/run_all.py [--quick] [--only motion,firmware,e2e,sharing,crypto,recovery,agent]
                                            [--json PATH] [--markdown PATH]
 
 Each component benchmark runs as its own child process with ``--json`` (so a
