@@ -93,6 +93,8 @@ def bucket_outage(broker: DoorbellBroker, s3: SeaweedS3, spool: Spool, video: Pa
         time.sleep(outage)
         s3.start(timeout=120)
         t_up = time.monotonic()
+        print(f"{time.strftime('%H:%M:%S')} bucket back ({'mid-multipart' if mid_upload else 'queued'}, "
+              f"clip {clip.clip_id})", file=sys.stderr, flush=True)
         return wait_clip(obs, clip.clip_id, timeout=300) - t_up
     finally:
         obs.close()
@@ -166,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         s3.stop()
         broker.stop()
         if agent is not None:
-            results["agent_log_tail"] = (work / "agent.log").read_text(errors="replace").splitlines()[-20:]
+            results["agent_log"] = (work / "agent.log").read_text(errors="replace").splitlines()[-400:]
         shutil.rmtree(work, ignore_errors=True)
 
     print(f"## Recovery benchmark ({reps} rep(s), {outage:.0f} s outages, "

@@ -546,6 +546,9 @@ class Agent:
                     continue
                 except Exception as exc:  # endpoint down, credentials, network: retry in order later
                     drop_inflight()
+                    renew = getattr(self.uploader, "renew_transfers", None)
+                    if renew is not None:
+                        renew()  # nothing in flight now; see Uploader.renew_transfers
                     delay = backoff.next()
                     log.warning("upload failed (%s: %s); retrying in %.1fs", type(exc).__name__, exc, delay)
                     self.board.error("upload", f"{type(exc).__name__}: {exc}")
