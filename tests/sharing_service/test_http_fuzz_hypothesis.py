@@ -45,7 +45,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, broker: Any, s3: Any) -> I
     svc = SharingService(service_config(tmp, broker, s3), mqtt_client_id=f"httpfuzz-{secrets.token_hex(4)}",
                          sweep_interval_s=3600)
     svc.start()
-    _, key = svc.core.add_agency("Hypothesis PD", rate_per_min=1_000_000)
+    _, key = svc.core.registry.add_agency("Hypothesis PD", rate_per_min=1_000_000)
     try:
         with httpx.Client(base_url=svc.url, timeout=30, follow_redirects=False) as http:
             yield {"http": http, "key": key}
