@@ -1,12 +1,10 @@
 """Keep the agent's resident memory small (a Pi Zero 2 W has 512 MB for everything).
 
-Two glibc knobs, both no-ops where glibc is absent:
-
-- ``M_ARENA_MAX``: glibc gives each thread that mallocs its own arena and
-  rarely returns their memory; the agent has a dozen threads (paho, inotify,
-  s3transfer's pool), so capping arenas at 2 saves several MB of RSS for no
-  measurable throughput cost here. Must run before the threads start.
-- ``malloc_trim(0)``: after an upload, hand freed heap pages back to the OS.
+The process-wide knobs (malloc arenas and mmap threshold, no transparent huge
+pages, ``malloc_trim``) live in :mod:`doorbell.core.memory`, shared with the
+firmware, and are re-exported here; what is the agent's own is the size of the
+buffers botocore reads request bodies through. Measured with
+``benchmarks/agent.py`` (see docs/performance.md).
 """
 from __future__ import annotations
 
@@ -20,7 +18,7 @@ __all__ = ["disable_thp", "limit_arenas", "shrink_botocore_buffers", "trim"]
 log = logging.getLogger(__name__)
 
 
-def shrink_botocore_buffers(size: int = 256 * 1024) -> None:
+def shrink_botocore_buffers(size: int = 64 * 1024) -> None:
     """Hash request bodies in ``size`` pieces instead of botocore's 1 MiB.
 
     botocore reads each part through a 1 MiB buffer twice (flexible checksum,
