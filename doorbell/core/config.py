@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from doorbell.core.age import AgeError, parse_recipient
 from doorbell.core.errors import DoorbellError
 
 ENV_PREFIX = "DOORBELL__"
@@ -156,6 +157,53 @@ class ClipsSection(Section):
         return self
 
 
+class EncryptionSection(Section):
+    """Device side of end-to-end encryption (issue 12; docs/encryption.md).
+
+    When ``enabled``, the firmware writes each clip's video, snapshot, metadata
+    and signed manifest into the spool only as age files encrypted to
+    ``recipients`` (every household member, plus an optional offline recovery
+    key), and the agent uploads them under opaque object names. The device
+    keeps only these public keys: nothing on it opens a clip it recorded.
+    Off by default until the owner app, sharing service and agency client read
+    encrypted clips; the lead turns it on then.
+    """
+
+    enabled: bool = Field(False, description="encrypt and sign clips on the device (needs recipients)")
+    recipients: list[str] = Field(default_factory=list, max_length=64,
+                                  description="age1... X25519 public keys: household members and a recovery key")
+    device_key_file: Path = Field(Path("/etc/doorbell/device_ed25519.pem"),
+                                  description="the device's Ed25519 key that signs clip manifests")
+    ha_snapshot_plaintext: bool | None = Field(
+        None, description="publish each clip's snapshot in clear (retained) for Home Assistant; this JPEG "
+        "leaves the end-to-end boundary. Default (null): true while encryption is off, false when it is on")
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for i, text in enumerate(v):
+            try:
+                key = str(parse_recipient(text.strip()))
+            except AgeError as exc:
+                raise ValueError(f"recipients[{i}]: {exc}") from None
+            if key in out:
+                raise ValueError(f"recipients[{i}]: listed twice")
+            out.append(key)
+        return out
+
+    @model_validator(mode="after")
+    def _usable(self) -> "EncryptionSection":
+        if self.enabled and not self.recipients:
+            raise ValueError("enabled needs at least one recipient (doorbell provision device --recipient age1...)")
+        return self
+
+    @property
+    def snapshot_in_clear(self) -> bool:
+        """Whether the agent may publish a clip's snapshot JPEG in clear over MQTT (Home Assistant)."""
+        return (not self.enabled) if self.ha_snapshot_plaintext is None else self.ha_snapshot_plaintext
+
+
 class RetentionSection(Section):
     max_age_days: float = Field(30, gt=0, le=3650)
     max_bytes: int = Field(4 * 1024**3, ge=1024**2)
@@ -259,6 +307,7 @@ class DoorbellConfig(Section):
     motion: MotionSection = Field(default_factory=MotionSection)
     privacy: PrivacySection = Field(default_factory=PrivacySection)
     clips: ClipsSection = Field(default_factory=ClipsSection)
+    encryption: EncryptionSection = Field(default_factory=EncryptionSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
     s3: S3Section = Field(default_factory=S3Section)
