@@ -19,7 +19,8 @@ def record_clip(spool_dir: Path, video: Path, *, sealing: Any = None, clear_snap
     """Record one ring clip from real footage through the real recorder (PyAV) into a spool; return it.
 
     ``sealing`` (doorbell.core.spool.Sealing) records it encrypted and signed, as with
-    ``encryption.enabled``. ``frames`` stops the replay early (default: the whole video).
+    ``encryption.enabled``; ``clip.clear`` then still holds the recorder's in-memory metadata
+    (never on disk). ``frames`` stops the replay early (default: the whole video).
     """
     from doorbell.core.config import parse_config
     from doorbell.core.spool import Spool
@@ -51,7 +52,9 @@ def record_clip(spool_dir: Path, video: Path, *, sealing: Any = None, clear_snap
     finally:
         cam.stop()
     [clip] = [c for c in spool.pending_clips() if c.clip_id not in before]
-    return clip
+    [published] = rec.published  # the same clip, with the recorder's in-memory metadata (sealed clips)
+    assert published.clip_id == clip.clip_id
+    return published
 
 
 # Long enough (>= 8 bytes) that random ciphertext never holds one by chance: MP4 brands as
