@@ -403,7 +403,7 @@ class ClipStaging:
         files["manifest"] = self._seal_bytes("manifest", mf.manifest_json(manifest))
         index = SealedClipMeta(clip_id=meta.clip_id, object_id=secrets.token_hex(16), files={
             k: SealedFile(name=SEALED_FILES[k], sha256=r.ciphertext_sha256, size=r.ciphertext_size)
-            for k, r in files.items()})  # type: ignore[misc]
+            for k, r in files.items()})
         _write_synced(self.dir / META_FILE, index.model_dump_json(indent=1).encode())
         return self._rename(SpoolClip(self.dir, index, plain=meta, manifest=manifest))
 
