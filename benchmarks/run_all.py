@@ -24,6 +24,10 @@ crash or a leak in one cannot skew another, and each one's RSS is its own):
   (MB per CPU second) of our streaming age encryptor vs the stock ``age`` CLI
   (and rage via pyrage) on the same 1.5 MB and 40 MB files, decryption vs
   ``age -d``, and our peak Python allocation while encrypting 40 MB;
+- ``sealed``: benchmarks/sealed.py: with ``encryption.enabled``, finished clip
+  -> ciphertext in the bucket by size (agent subprocess, real SeaweedFS), and
+  the firmware's peak RSS with encryption on vs off (``doorbell firmware
+  simulate`` on the same 720p footage, alternating runs);
 - ``sharing``: benchmarks/sharing.py ``--rounds 3``: request create/status
   throughput and p99 from separate load processes on a 10,000-device,
   1,000,000-clip index (500 creates + 2,000 status reads per round).
@@ -57,7 +61,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-COMPONENTS = ["motion", "firmware", "e2e", "sharing", "crypto", "agent"]  # agent last: its repeats fill the budget
+COMPONENTS = ["motion", "firmware", "e2e", "sharing", "crypto", "sealed", "agent"]  # agent last: its repeats fill the budget
 LIGHTING_ONLY = {"lighting_ramp", "exposure_step", "ir_switch", "noise_only"}
 PEER_NAMES = {"mog2": "OpenCV MOG2", "picamera2": "picamera2 example", "frigate": "Frigate-style"}
 
@@ -259,6 +263,26 @@ def sharing_figures(r: dict[str, Any]) -> list[Figure]:
     return figs
 
 
+def sealed_figures(r: dict[str, Any]) -> list[Figure]:
+    figs = []
+    reps = len(r["clip_to_bucket"][0]["values_s"])
+    for row in r["clip_to_bucket"]:
+        slug = row["label"].split()[0].replace(" ", "")
+        figs.append(Figure(f"sealed_clip_to_bucket_s_{slug}", f"encryption on: clip finished (sealed) -> ciphertext "
+                           f"in bucket (+ `clips` message), {row['label']}, {row['bytes'] / 2**20:.2f} MB", "s",
+                           row["values_s"], target=("<", 1.5), runs_note=f"{reps} clips",
+                           detail="to %d recipients; worst %.3f s" % (r["recipients"], row["max_s"])))
+    fw = r["firmware"]
+    off, on = fw["peak_rss_mb"]["off"], fw["peak_rss_mb"]["on"]
+    figs.append(Figure("firmware_rss_growth_sealed_mb", "firmware peak RSS, encryption on minus off (median of "
+                       f"each; `doorbell firmware simulate`, {fw['video']})", "MB",
+                       [statistics.median(on) - statistics.median(off)], target=("<", 5.0),
+                       runs_note=f"{fw['runs']} runs per mode, alternating",
+                       detail="off %.1f MB [%.1f-%.1f], on %.1f MB [%.1f-%.1f]" % (
+                           statistics.median(off), min(off), max(off), statistics.median(on), min(on), max(on))))
+    return figs
+
+
 def crypto_figures(r: dict[str, Any]) -> list[Figure]:
     note = f"{r['runs']} runs, order alternating"
     figs = []
@@ -366,6 +390,9 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
             runs.append(_run_json([py, str(HERE / "agent.py")] + (["--quick"] if quick else []), lp, 900))
             last = time.monotonic() - t
         return agent_figures(runs), {"runs": runs}
+    if name == "sealed":
+        raw = _run_json([py, str(HERE / "sealed.py")] + (["--quick"] if quick else []), lp, 900)
+        return sealed_figures(raw), raw
     if name == "crypto":
         raw = _run_json([py, str(HERE / "crypto.py")] + (["--quick"] if quick else []), lp, 600)
         return crypto_figures(raw), raw
@@ -478,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.from_json:
         doc = json.loads(a.from_json.read_text())
         build = {"motion": motion_figures, "firmware": firmware_figures, "e2e": e2e_figures, "sharing": sharing_figures,
-                 "crypto": crypto_figures, "agent": lambda raw: agent_figures(raw["runs"])}
+                 "crypto": crypto_figures, "sealed": sealed_figures, "agent": lambda raw: agent_figures(raw["runs"])}
         doc["figures"] = [f.row() for n in COMPONENTS if n in doc["raw"] for f in build[n](doc["raw"][n])]
         print(render_markdown(doc))
         return 0

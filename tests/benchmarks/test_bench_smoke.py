@@ -24,6 +24,7 @@ EXPECTED = [
     "agent_throughput_MBps", "agent_peak_rss_mb", "agent_ring_leg_p99_ms",
     "sharing_create_rps", "sharing_create_p99_ms", "sharing_status_rps", "sharing_status_p99_ms",
     "encrypt_MBps_per_core_1_5", "decrypt_MBps_per_core_1_5", "encrypt_peak_alloc_kb",  # issue 12
+    "sealed_clip_to_bucket_s_real", "sealed_clip_to_bucket_s_8", "firmware_rss_growth_sealed_mb",  # issue 12
 ]
 
 
