@@ -101,3 +101,24 @@ def test_sealed_clip_reaches_the_bucket_as_opaque_ciphertext(agent_config, start
     # the spool keeps only ciphertext and the clear index
     uploaded = agent.spool.get_clip(clip.clip_id)
     assert sorted(p.name for p in uploaded.path.iterdir()) == sorted([*SEALED_FILES.values(), "meta.json"])
+
+
+def test_a_sealed_file_altered_in_the_spool_is_quarantined_not_uploaded(agent_config, start_agent, s3,
+                                                                        sample_videos):
+    """The agent checks each age file against the ciphertext SHA-256 the firmware recorded, as for clear clips."""
+    bikes = next(p for p in sample_videos if p.name == "bikes.mp4")
+    owner = age.generate_identity()
+    cfg = agent_config("dev-a", s3={"prefix": "devices/"},
+                       encryption={"enabled": True, "recipients": [str(owner.recipient)]})
+    clip = record_clip(cfg.spool.dir, bikes, sealing=Sealing((owner.recipient,), signing.generate_key()), frames=120)
+    data = bytearray(clip.video.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    clip.video.write_bytes(bytes(data))
+    agent = start_agent(cfg)
+    wait_for(lambda: any(p.name.startswith(clip.clip_id) for p in agent.spool.dir("quarantine").iterdir()),
+             what="quarantined")
+    assert agent.spool.pending_clips() == [] and agent.spool.uploaded_clips() == []
+    listed = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix="devices/dev-a/").get("Contents", [])
+    assert listed == []
+    err = agent.board.snapshot()["last_error"]
+    assert err["where"] == "upload" and clip.clip_id in err["message"] and "sha256" in err["message"]
