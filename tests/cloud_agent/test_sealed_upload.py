@@ -10,6 +10,7 @@ import base64
 import hashlib
 import io
 import re
+import secrets
 import subprocess
 
 from doorbell.core import age, protocol, signing
@@ -19,14 +20,15 @@ from tests.support.agent import wait_for
 from tests.support.firmware import assert_opaque, decode_frames, record_clip
 
 
-def test_sealed_clip_reaches_the_bucket_as_opaque_ciphertext(agent_config, start_agent, observer, s3, tmp_path,
-                                                            sample_videos, mqtt_client):
+def test_sealed_clip_reaches_the_bucket_as_opaque_ciphertext(clean_broker, agent_config, start_agent, observer, s3,
+                                                            tmp_path, sample_videos, mqtt_client):
     bikes = next(p for p in sample_videos if p.name == "bikes.mp4")
     alice, bob = age.generate_identity(), age.generate_identity()
     bob_file = tmp_path / "bob.txt"
     age.save_identity(bob, bob_file)
     device_key = signing.generate_key()
-    cfg = agent_config("dev-a", s3={"prefix": "devices/"},
+    fleet = f"sealed-{secrets.token_hex(4)}/"  # this test's own corner of the shared bucket
+    cfg = agent_config("dev-a", s3={"prefix": fleet},
                        encryption={"enabled": True, "recipients": [str(alice.recipient), str(bob.recipient)]})
     obs = observer("dev-a")
     clip = record_clip(cfg.spool.dir, bikes, sealing=Sealing((alice.recipient, bob.recipient), device_key))
@@ -43,10 +45,10 @@ def test_sealed_clip_reaches_the_bucket_as_opaque_ciphertext(agent_config, start
 
     # the bucket, as its admin sees it: opaque names, ciphertext only, exactly the announced objects
     client = s3.client()
-    listed = client.list_objects_v2(Bucket=s3.bucket, Prefix="devices/dev-a/").get("Contents", [])
+    listed = client.list_objects_v2(Bucket=s3.bucket, Prefix=fleet).get("Contents", [])
     assert {o["Key"] for o in listed} == {o.key for o in announced.objects.values()}
     for kind, obj in announced.objects.items():
-        assert re.fullmatch(r"devices/dev-a/o/[0-9a-f]{32}/[vsmn]", obj.key), obj.key
+        assert re.fullmatch(re.escape(fleet) + r"dev-a/o/[0-9a-f]{32}/[vsmn]", obj.key), obj.key
         assert clip.clip_id not in obj.key
         body = client.get_object(Bucket=s3.bucket, Key=obj.key)["Body"].read()
         assert hashlib.sha256(body).hexdigest() == obj.sha256 == clip.sealed.files[kind].sha256
@@ -108,7 +110,8 @@ def test_a_sealed_file_altered_in_the_spool_is_quarantined_not_uploaded(agent_co
     """The agent checks each age file against the ciphertext SHA-256 the firmware recorded, as for clear clips."""
     bikes = next(p for p in sample_videos if p.name == "bikes.mp4")
     owner = age.generate_identity()
-    cfg = agent_config("dev-a", s3={"prefix": "devices/"},
+    fleet = f"sealed-{secrets.token_hex(4)}/"
+    cfg = agent_config("dev-a", s3={"prefix": fleet},
                        encryption={"enabled": True, "recipients": [str(owner.recipient)]})
     clip = record_clip(cfg.spool.dir, bikes, sealing=Sealing((owner.recipient,), signing.generate_key()), frames=120)
     data = bytearray(clip.video.read_bytes())
@@ -118,7 +121,6 @@ def test_a_sealed_file_altered_in_the_spool_is_quarantined_not_uploaded(agent_co
     wait_for(lambda: any(p.name.startswith(clip.clip_id) for p in agent.spool.dir("quarantine").iterdir()),
              what="quarantined")
     assert agent.spool.pending_clips() == [] and agent.spool.uploaded_clips() == []
-    listed = s3.client().list_objects_v2(Bucket=s3.bucket, Prefix="devices/dev-a/").get("Contents", [])
-    assert listed == []
+    assert s3.client().list_objects_v2(Bucket=s3.bucket, Prefix=fleet).get("KeyCount") == 0
     err = agent.board.snapshot()["last_error"]
     assert err["where"] == "upload" and clip.clip_id in err["message"] and "sha256" in err["message"]
