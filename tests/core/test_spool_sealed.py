@@ -98,3 +98,30 @@ def test_sealed_publish_without_video_fails_cleanly(tmp_spool, sealing):
     assert list(tmp_spool.dir("tmp").iterdir()) == []
     with pytest.raises(SpoolError, match="at least one recipient"):
         Sealing((), seal.device_key)
+
+
+def test_sealed_announcement_and_keys_refuse_bad_input():
+    import base64
+
+    from doorbell.core import protocol
+
+    obj = {"key": "devices/dev-a/o/" + "a" * 32 + "/v", "sha256": "0" * 64, "size": 10}
+    good = {"sealed": True, "device_id": "dev-a", "metadata": base64.b64encode(b"age...").decode(),
+            "objects": {"video": obj, "metadata": obj, "manifest": obj}}
+    msg = protocol.decode(protocol.SealedClipMessage, json.dumps(good), "clips")
+    assert "clip_id" not in msg.to_json().decode() and "started" not in msg.to_json().decode()
+    for bad in ({"objects": {"video": obj}},                                  # no metadata / manifest
+                {"metadata": "not base64!"},
+                {"metadata": "A" * 7000},                                    # larger than a sealed meta can be
+                {"started_at": 1_800_000_000},                               # no clear time may ride along
+                {"objects": {**good["objects"], "thumbnail": obj}}):
+        with pytest.raises(protocol.ProtocolError):
+            protocol.decode(protocol.SealedClipMessage, json.dumps({**good, **bad}), "clips")
+    # a sealed announcement is not a clear ClipMessage (the sharing service drops it until its side lands)
+    with pytest.raises(protocol.ProtocolError):
+        protocol.decode(protocol.ClipMessage, json.dumps(good), "clips")
+    for bad_id in ("A" * 32, "a" * 31, "../" + "a" * 29):
+        with pytest.raises(ValueError):
+            sealed_keys("devices/", "dev-a", bad_id)
+    with pytest.raises(ValueError):
+        sealed_keys("devices/", "../x", "a" * 32)
