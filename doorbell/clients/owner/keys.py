@@ -150,7 +150,7 @@ def register(keys: argparse._SubParsersAction[argparse.ArgumentParser], common: 
 
 
 def _key_file(args: argparse.Namespace) -> Path:
-    from doorbell.clients.owner.cli import load_owner_config
+    from doorbell.clients.owner.app import load_owner_config
 
     return Path(load_owner_config(args.config).owner.key_file)
 
