@@ -33,6 +33,9 @@ def test_sealed_clip_reaches_the_bucket_as_opaque_ciphertext(clean_broker, agent
     obs = observer("dev-a")
     clip = record_clip(cfg.spool.dir, bikes, sealing=Sealing((alice.recipient, bob.recipient), device_key))
     plain = clip.clear  # the recorder's in-memory copy: what the cloud must not learn
+    from cloud_agent.status import queue_depth
+    q = queue_depth(cfg.spool.dir, cfg.agent.state_dir)
+    assert q["clips"] == 1 and q["clip_bytes"] == clip.sealed.files["video"].size
     agent = start_agent(cfg)
 
     msg = obs.expect(protocol.clips_topic("dev-a"), wait=20)
