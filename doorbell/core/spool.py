@@ -47,7 +47,7 @@ from types import TracebackType
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from doorbell.core import manifest as mf
 from doorbell.core.age import Encryptor, StreamResult, X25519Recipient
@@ -136,21 +136,21 @@ class SealedClipMeta(BaseModel):
     object_id: str = Field(pattern=OBJECT_ID_PATTERN)
     files: dict[SealedKind, SealedFile]
 
-    def _check(self) -> None:
+    @model_validator(mode="after")
+    def _complete(self) -> SealedClipMeta:
         for kind in ("video", "metadata", "manifest"):
             if kind not in self.files:
-                raise SpoolError(f"{self.clip_id}: sealed clip has no {kind}")
+                raise ValueError(f"sealed clip has no {kind}")
         for kind, f in self.files.items():
-            if f.name != SEALED_FILES[kind]:
-                raise SpoolError(f"{self.clip_id}: {kind} is named {f.name!r}, not {SEALED_FILES[kind]!r}")
+            if f.name != SEALED_FILES[kind]:  # never a path of the index's choosing
+                raise ValueError(f"{kind} is named {f.name!r}, not {SEALED_FILES[kind]!r}")
+        return self
 
 
 def _parse_meta(data: bytes) -> ClipMeta | SealedClipMeta:
     doc = json.loads(data)
     if isinstance(doc, dict) and doc.get("sealed") is True:
-        sealed = SealedClipMeta.model_validate(doc)
-        sealed._check()
-        return sealed
+        return SealedClipMeta.model_validate(doc)
     return ClipMeta.model_validate(doc)
 
 
