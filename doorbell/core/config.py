@@ -211,11 +211,26 @@ class RetentionSection(Section):
 
 
 class TlsSection(Section):
+    """``mqtt.tls``: one meaning per key for every MQTT client (see doorbell.core.mqtt)."""
+
     enabled: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure_skip_verify: bool = False
+    ca_file: Path | None = Field(None, description="the only CA trusted for the broker; null = system CAs")
+    cert_file: Path | None = Field(None, description="client certificate, for brokers that require one")
+    key_file: Path | None = Field(None, description="its private key (may be inside cert_file)")
+    insecure_skip_verify: bool = Field(False, description="skip the hostname check only; the chain is "
+                                       "still verified against ca_file")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _expand_home(cls, v: Path | None) -> Path | None:
+        # Expanded here, once, so every client reads the same file.
+        return v.expanduser() if v is not None else None
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> "TlsSection":
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("mqtt.tls.key_file is set without mqtt.tls.cert_file")
+        return self
 
 
 class MqttSection(Section):
@@ -223,9 +238,19 @@ class MqttSection(Section):
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
-    client_id: str | None = None
+    client_id: str | None = Field(None, description="only for a broker without logins; with a username the "
+                                  "client id is the username (the broker enforces it)")
     keepalive_s: int = Field(30, ge=5, le=3600)
     tls: TlsSection = Field(default_factory=TlsSection)
+
+    @model_validator(mode="after")
+    def _client_id_is_username(self) -> "MqttSection":
+        # The product's brokers run with use_username_as_clientid: a different id would be
+        # silently replaced, so say so instead of letting the config pretend otherwise.
+        if self.client_id and self.username and self.client_id != self.username:
+            raise ValueError(f"mqtt.client_id {self.client_id!r} must equal mqtt.username {self.username!r} "
+                             "(or be left out): the broker binds each client id to its login")
+        return self
 
 
 class S3Section(Section):

@@ -307,6 +307,9 @@ def render_mosquitto_conf(files_dir: Path, port: int, bind: str, data_dir: Path 
         "tls_version tlsv1.2",
         f"require_certificate {'true' if require_client_cert else 'false'}",
         "use_identity_as_username false",
+        "# The client id is replaced by the login, so no user can take over another",
+        "# user's session (e.g. a device claiming the id 'sharing-service').",
+        "use_username_as_clientid true",
         "",
         "max_packet_size 1048576",
         "max_inflight_messages 20",
@@ -503,7 +506,7 @@ def _mqtt_section(reg: dict[str, Any], ident: Identity, host: str | None, port: 
     b = reg.get("broker", {})
     host = host or (b.get("hostnames") or b.get("ips") or ["127.0.0.1"])[0]
     return {"host": host, "port": port or b.get("port", 8883), "username": ident.name,
-            "password": ident.password, "client_id": ident.name, "tls": _tls_section(config_dir)}
+            "password": ident.password, "tls": _tls_section(config_dir)}
 
 
 def read_recipients(values: list[str], files: list[Path]) -> list[str]:

@@ -20,7 +20,7 @@ def test_agent_publishes_over_tls_and_refuses_an_unknown_ca(agent_config, tmp_pa
     try:
         def cfg(ca: Path):
             return agent_config("dev-a", mqtt={"host": broker.host, "port": broker.tls_port, "username": "dev-a",
-                                               "password": broker.users["dev-a"], "client_id": "dev-a-tls",
+                                               "password": broker.users["dev-a"],
                                                "tls": {"enabled": True, "ca_file": str(ca)}})
 
         obs = mqtt_client(broker.host, broker.tls_port, "admin", broker.users["admin"], tls_ca=cert)
