@@ -213,6 +213,7 @@ class MqttClient(paho.Client):
         self._answered = False  # this connection attempt got a CONNACK
         self._socket_error: str | None = None
         self.connect_reason: ReasonCode | None = None
+        self.session_present = False  # the last CONNACK resumed a stored session
         self.last_error: str | None = None
         self.failure_kind: str | None = None
         self._cond = threading.Condition()
@@ -302,11 +303,12 @@ class MqttClient(paho.Client):
 
     def close(self) -> None:
         """Disconnect and stop the network thread (idempotent, never raises)."""
-        try:
-            self.disconnect()
-        except Exception:  # already gone
-            log.debug("disconnect on a closed client", exc_info=True)
-        self.loop_stop()
+        if self.is_connected():
+            try:
+                self.disconnect()
+            except Exception:  # gone meanwhile
+                log.debug("disconnect on a closed client", exc_info=True)
+        self.loop_stop()  # also ends a reconnect loop that is between attempts
 
     # ------------------------------------------------------------------ acks
     def _mark(self) -> int:
@@ -418,6 +420,7 @@ class MqttClient(paho.Client):
                    _props: Properties | None) -> None:
         self._answered = True
         self.connect_reason = reason
+        self.session_present = bool(flags.session_present)
         if reason.is_failure:
             self.failure_kind = "refused"
             self.last_error = f"the broker refused {self.cfg.username!r}: {reason}"
