@@ -152,6 +152,23 @@ class Handlers:
     subscribed: SubscribeHook | None = None
 
 
+class _PahoNoise(logging.Filter):
+    """Drops paho 2.2's ERROR "Client is not connected" logged on every failed reconnect.
+
+    The client's own warning already says why and when it retries.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Client is not connected")
+
+
+def _paho_logger(name: str) -> logging.Logger:
+    logger = logging.getLogger(name)
+    if not any(isinstance(f, _PahoNoise) for f in logger.filters):
+        logger.addFilter(_PahoNoise())
+    return logger
+
+
 def _expand(path: Path | str | None) -> str | None:
     return str(Path(path).expanduser()) if path else None
 
@@ -219,7 +236,7 @@ class MqttClient(paho.Client):
         self._cond = threading.Condition()
         self._seq = itertools.count(1)
         self._acks: dict[int, tuple[int, ReasonCode | list[ReasonCode]]] = {}
-        self.enable_logger(logging.getLogger(logger_name or "doorbell.mqtt.paho"))
+        self.enable_logger(_paho_logger(logger_name or "doorbell.mqtt.paho"))
         if cfg.username:
             self.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
         if cfg.tls.enabled:

@@ -115,8 +115,9 @@ def check_secrets(cfg: "DoorbellConfig", config_path: Path | None) -> list[Resul
                 continue
             out.extend(_cert_expiry(label, p))
         if tls.insecure_skip_verify:
-            out.append(Result("secrets", WARN, "mqtt.tls.insecure_skip_verify is true: the broker is not authenticated",
-                              "set mqtt.tls.insecure_skip_verify: false"))
+            out.append(Result("secrets", WARN, "mqtt.tls.insecure_skip_verify is true: the broker's hostname is not "
+                              "checked (its certificate must still come from mqtt.tls.ca_file)",
+                              "set mqtt.tls.insecure_skip_verify: false and mqtt.host to a name the certificate has"))
     elif cfg.mqtt.password is not None and cfg.mqtt.host not in ("127.0.0.1", "localhost", "::1"):
         problems.append(f"MQTT credentials would be sent without TLS to {cfg.mqtt.host}")
         fixes.append("set mqtt.tls.enabled: true and the files from `doorbell provision device`")
