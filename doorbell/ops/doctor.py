@@ -362,7 +362,8 @@ def check_broker(cfg: "DoorbellConfig", timeout: float = 8.0) -> Result:
         }
         return Result("broker", FAIL, str(exc), fixes.get(exc.kind, "check the broker's log"))
     try:
-        topic = command_topic(cfg.device.id, "snapshot").rsplit("/", 1)[0] + "/#"
+        # exactly the agent's filter: this login resumes the agent's session, which must not change
+        topic = command_topic(cfg.device.id, "snapshot").rsplit("/", 1)[0] + "/+"
         try:
             granted = client.subscribe_acked(topic, qos=1, timeout=timeout)
         except MqttError as exc:
