@@ -56,7 +56,7 @@ def sharing_bridge(cfg: DoorbellConfig, tmp: Path) -> str | None:
 
 
 def owner_app(cfg: DoorbellConfig, _tmp: Path) -> str | None:
-    from doorbell.clients.owner.cli import OwnerApp, OwnerError
+    from doorbell.clients.owner.app import OwnerApp, OwnerError
 
     owner_cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update={"username": OWNER})})
     try:

@@ -191,6 +191,9 @@ class OwnerApp:
         try:
             return self._inbox.get(timeout=max(0.0, timeout))
         except queue.Empty:
+            if self._client is not None and not self._client.is_connected():
+                # one-shot client: no reconnect (see connect), so say so instead of waiting forever
+                raise OwnerError(f"lost the connection to the broker: {self._client.last_error}") from None
             return None
 
     def wait_for(self, topic_filter: str, timeout: float,
