@@ -80,7 +80,8 @@ class OwnerBridge:
     def _on_connect(self, client: MqttClient, _flags: mqtt.ConnectFlags, reason: ReasonCode) -> None:
         if reason.is_failure:
             return
-        _rc, self._sub_mid = client.subscribe(SUBSCRIPTIONS)
+        _rc, mid = client.subscribe(SUBSCRIPTIONS)
+        self._sub_mid = -1 if mid is None else mid  # None: not sent; paho retries after the next connect
         self._queue.put(("resync", None))
 
     def _on_subscribe(self, _c: MqttClient, mid: int, reasons: list[ReasonCode]) -> None:
