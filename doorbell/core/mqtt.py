@@ -295,6 +295,7 @@ class MqttClient(paho.Client):
         Raises MqttConnectError (closing the client) with a ``kind`` a caller can explain.
         """
         self._settled.clear()
+        self.connect_reason = None
         try:
             self.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
                          clean_start=self.session.clean_start, properties=self._session_properties())
@@ -309,7 +310,7 @@ class MqttClient(paho.Client):
             raise MqttConnectError(f"no answer from the broker at {self.where} within {timeout:g} s",
                                    "timeout")
         reason = self.connect_reason
-        if not self._answered:  # the connection closed before any CONNACK (e.g. client certificate refused)
+        if reason is None:  # the connection closed before any CONNACK (e.g. client certificate refused)
             self.close()
             raise MqttConnectError(self.last_error or f"the broker at {self.where} closed the connection",
                                    self.failure_kind or "tls")
@@ -476,6 +477,8 @@ class MqttClient(paho.Client):
                 self.last_error = f"the broker at {self.where} closed the connection before answering ({detail})"
             log.warning("MQTT: %s", self.last_error)
             self._settled.set()
+        elif self.connect_reason is not None and self.connect_reason.is_failure:
+            pass  # the CONNACK already said why (last_error); this is the broker closing after it
         elif reason.is_failure or reason.value != 0:
             # Mosquitto 2.0 closes a taken-over connection without saying why, so the
             # hint names every cause: one login holds one connection at a time.
