@@ -1,29 +1,23 @@
-"""Recovery benchmark: how fast the agent is back after a broker or bucket outage.
+"""Ring delivery after a broker outage: how soon rings flow once Mosquitto is back.
 
-    .venv/bin/python benchmarks/recovery.py [--quick] [--reps N] [--outage S] [--json PATH]
+    .venv/bin/python benchmarks/recovery.py [--quick] [--runs N] [--json PATH]
 
-The agent runs as a real subprocess with the product's retry settings
-(``agent.retry_base_s``/``retry_max_s`` defaults) against real Mosquitto and
-SeaweedFS on loopback. Each outage lasts ``--outage`` seconds, long enough for
-any exponential backoff to have grown. Measured, per repetition:
-
-- **broker outage**: from the moment the restarted broker accepts connections
-  to a ring (written to the spool at that moment) arriving at a subscriber
-  (target < 5 s);
-- **bucket outage, clip queued**: a clip is published while the bucket is down;
-  from the moment the restarted SeaweedFS serves again to the clip's ``clips``
-  message (which the agent sends only after the bucket confirmed all objects;
-  target < 10 s);
-- **bucket outage, mid-multipart**: the same, but the bucket dies while a
-  multipart upload of that clip is in flight (the failed upload is aborted
-  and retried from the start).
+The real agent (``doorbell agent run``, its own process) against a real
+Mosquitto and SeaweedFS on loopback. Each run stops the broker, lets the
+firmware's spool take a ring while it is down, waits a random outage (so the
+agent's reconnect backoff is at an arbitrary phase), starts the broker again
+and times from "broker accepting connections" to "the ring reaches a
+subscriber". The subscriber resumes a persistent session the moment the broker
+is back, so only the agent's reconnect and publish are timed. Issue 16's
+target: under 5 s (the reconnect backoff is bounded to 4 s in
+doorbell/core/mqtt.py).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import random
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -32,158 +26,97 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.agent import DEVICE, MB, publish_clip, wait_clip  # noqa: E402
 from doorbell.core import protocol  # noqa: E402
-from doorbell.core.config import parse_config  # noqa: E402
 from doorbell.core.protocol import DeviceEvent  # noqa: E402
 from doorbell.core.spool import Spool  # noqa: E402
-from doorbell.sandbox.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
-from doorbell.sandbox.media import make_noise_mp4  # noqa: E402
+from doorbell.sandbox.embedded import DoorbellBroker, MqttProbe, SeaweedS3  # noqa: E402
+
+DEVICE = "dev-recovery"
+WATCHER = "admin"
 
 
-def _observer(broker: DoorbellBroker) -> Any:
-    obs = broker.client("admin", client_id=f"recovery-obs-{secrets.token_hex(4)}")
-    obs.sub(f"{protocol.PREFIX}/devices/{DEVICE}/#", qos=1)
-    return obs
+def _watcher(broker: DoorbellBroker) -> MqttProbe:
+    """The subscriber, resuming its persistent session (so rings queued while it was away arrive)."""
+    c = broker.client(WATCHER, clean_start=False, session_expiry_s=3600)
+    c.sub(protocol.events_topic(DEVICE))
+    return c
 
 
-def _stale_uploads(s3: SeaweedS3) -> list[Any]:
-    return s3.client().list_multipart_uploads(Bucket=s3.bucket, Prefix=DEVICE).get("Uploads", []) or []
-
-
-def broker_outage(broker: DoorbellBroker, spool: Spool, outage: float) -> float:
-    """Seconds from the broker serving again to a ring written at that moment reaching a subscriber."""
-    broker.stop()
-    time.sleep(outage)
-    broker.start()
-    t_up = time.monotonic()
-    obs = _observer(broker)
-    ev = DeviceEvent(device_id=DEVICE, type="ring")
-    spool.publish_event(ev)
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            msg = obs.expect(protocol.events_topic(DEVICE), wait=max(0.01, deadline - time.monotonic()))
-            if protocol.decode(DeviceEvent, msg.payload).event_id == ev.event_id:
-                return msg.timestamp - t_up
-    finally:
-        obs.close()
-
-
-def bucket_outage(broker: DoorbellBroker, s3: SeaweedS3, spool: Spool, video: Path, outage: float,
-                  mid_upload: bool) -> float:
-    """Seconds from the bucket serving again to the announcement of a clip that waited for it."""
-    obs = _observer(broker)
-    try:
-        if mid_upload:
-            clip, _ = publish_clip(spool, video)
-            deadline = time.monotonic() + 60
-            while not _stale_uploads(s3):  # the multipart upload is in flight
-                if time.monotonic() > deadline:
-                    raise RuntimeError("multipart upload did not start")
-                time.sleep(0.05)
-            time.sleep(0.5)
-            s3.stop()
-        else:
-            s3.stop()
-            clip, _ = publish_clip(spool, video)
-        time.sleep(outage)
-        s3.start(timeout=120)
-        t_up = time.monotonic()
-        print(f"{time.strftime('%H:%M:%S')} bucket back ({'mid-multipart' if mid_upload else 'queued'}, "
-              f"clip {clip.clip_id})", file=sys.stderr, flush=True)
-        return wait_clip(obs, clip.clip_id, timeout=300) - t_up
-    finally:
-        obs.close()
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="1 repetition of 20 s outages (about 2 minutes)")
-    ap.add_argument("--reps", type=int, help="repetitions per scenario (default 3, quick 1)")
-    ap.add_argument("--outage", type=float, help="outage length in seconds (default 30, quick 20)")
-    ap.add_argument("--json", help="also write the figures to this JSON file")
-    args = ap.parse_args(argv)
-    reps = args.reps or (1 if args.quick else 3)
-    outage = args.outage or (20.0 if args.quick else 30.0)
-    work = Path(tempfile.mkdtemp(prefix="recovery-bench-"))
-    broker = DoorbellBroker(work / "mqtt", {DEVICE: "owner-bench"}, ["owner-bench"], admins=["admin"])
+def run(runs: int, outage_s: tuple[float, float], work: Path) -> dict[str, Any]:
+    broker = DoorbellBroker(work / "mqtt", {DEVICE: "owner-r"}, ["owner-r"], admins=[WATCHER])
     s3 = SeaweedS3(work / "s3", access_key="AK" + secrets.token_hex(9).upper(), secret_key=secrets.token_urlsafe(30))
     agent = None
-    results: dict[str, Any] = {"quick": args.quick, "reps": reps, "outage_s": outage}
+    out: dict[str, Any] = {"runs": runs, "outage_s": list(outage_s), "ring_after_broker_back_s": [],
+                           "outages": []}
     try:
         broker.start()
         s3.start(timeout=60)
-        s3.client().put_object(Bucket=s3.bucket, Key="benchmark-warm-up", Body=b"x")
-        cfg = parse_config({
-            "device": {"id": DEVICE, "owner_id": "owner-bench"},
-            "spool": {"dir": str(work / "spool")},
-            "mqtt": {"host": broker.host, "port": broker.port, "username": DEVICE,
-                     "password": broker.users[DEVICE], "client_id": DEVICE},
-            # multipart from 5 MB and a bandwidth cap, so the bucket can die mid-upload
-            "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key,
-                   "secret_access_key": s3.secret_key, "multipart_threshold_mb": 5, "multipart_chunk_mb": 5,
-                   "max_upload_bytes_per_s": 4_000_000},
-            "agent": {"state_dir": str(work / "agent")},  # retry settings: the product's defaults
-            "logging": {"level": "INFO"},
-        }, env={})
         import yaml
 
-        data = cfg.model_dump(mode="json")
-        data["mqtt"]["password"] = broker.users[DEVICE]
-        data["s3"]["secret_access_key"] = s3.secret_key
-        cfg_file = work / "agent.yaml"
-        cfg_file.write_text(yaml.safe_dump(data))
-        results["retry_base_s"], results["retry_max_s"] = cfg.agent.retry_base_s, cfg.agent.retry_max_s
-        spool = Spool(cfg.spool.dir)
-        obs = _observer(broker)
-        agent = subprocess.Popen([sys.executable, "-m", "doorbell.cli", "agent", "run", "--config", str(cfg_file)],
-                                 stdout=open(work / "agent.log", "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while obs.expect(protocol.status_topic(DEVICE), wait=max(0.01, deadline - time.monotonic())).payload != b"online":
-            pass
-        obs.close()
-        small = make_noise_mp4(work / "small.mp4", 1 * MB, seed=1)
-        big = make_noise_mp4(work / "big.mp4", 12 * MB, seed=2)  # 3 parts, ~3 s at the cap
-
-        scenarios = {"broker_outage_s": [], "bucket_outage_s": [], "bucket_outage_mid_multipart_s": []}
-        for _ in range(reps):
-            scenarios["broker_outage_s"].append(broker_outage(broker, spool, outage))
-            scenarios["bucket_outage_s"].append(bucket_outage(broker, s3, spool, small, outage, mid_upload=False))
-            scenarios["bucket_outage_mid_multipart_s"].append(
-                bucket_outage(broker, s3, spool, big, outage, mid_upload=True))
-        for key, vals in scenarios.items():
-            results[key] = {"values": [round(v, 3) for v in vals], "median": round(statistics.median(vals), 3),
-                            "max": round(max(vals), 3)}
+        cfg = {"device": {"id": DEVICE, "owner_id": "owner-r"}, "spool": {"dir": str(work / "spool")},
+               "mqtt": {"host": broker.host, "port": broker.port, "username": DEVICE,
+                        "password": broker.users[DEVICE]},
+               "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key,
+                      "secret_access_key": s3.secret_key},
+               "agent": {"state_dir": str(work / "agent"), "home_assistant": {"enabled": False}},
+               "logging": {"level": "WARNING"}}
+        (work / "agent.yaml").write_text(yaml.safe_dump(cfg))
+        spool = Spool(work / "spool")
+        watcher = _watcher(broker)
+        agent = subprocess.Popen([sys.executable, "-m", "doorbell.cli", "agent", "run", "--config",
+                                  str(work / "agent.yaml")], stdout=open(work / "agent.log", "ab"),
+                                 stderr=subprocess.STDOUT)
+        first = DeviceEvent(device_id=DEVICE, type="ring")
+        spool.publish_event(first)
+        _wait_ring(watcher, first.event_id, 60)
+        for _ in range(runs):
+            watcher.close()
+            broker.stop()  # graceful: the subscriber's session is saved
+            ring = DeviceEvent(device_id=DEVICE, type="ring")
+            spool.publish_event(ring)  # the firmware keeps working during the outage
+            outage = random.uniform(*outage_s)
+            time.sleep(outage)
+            broker.start()
+            back = time.monotonic()
+            watcher = _watcher(broker)
+            got = _wait_ring(watcher, ring.event_id, 60)
+            out["ring_after_broker_back_s"].append(round(got - back, 3))
+            out["outages"].append(round(outage, 1))
+        watcher.close()
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-        s3.stop()
-        broker.stop()
         if agent is not None:
-            results["agent_log"] = (work / "agent.log").read_text(errors="replace").splitlines()[-400:]
-        shutil.rmtree(work, ignore_errors=True)
+            agent.terminate()
+            agent.wait(15)
+        broker.stop()
+        s3.stop()
+    return out
 
-    print(f"## Recovery benchmark ({reps} rep(s), {outage:.0f} s outages, "
-          f"retry_base_s {results.get('retry_base_s')}, retry_max_s {results.get('retry_max_s')})\n")
-    print("| metric | median / max | target |")
-    print("|---|---|---|")
-    rows = [("broker_outage_s", "broker back -> a ring reaches a subscriber", "< 5 s"),
-            ("bucket_outage_s", "bucket back -> queued clip uploaded and announced", "< 10 s"),
-            ("bucket_outage_mid_multipart_s", "bucket back (died mid-multipart) -> clip uploaded and announced",
-             "< 10 s")]
-    for key, label, target in rows:
-        r = results[key]
-        print(f"| {label} | {r['median']:.2f} / {r['max']:.2f} s | {target} |")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+
+def _wait_ring(watcher: MqttProbe, event_id: str, timeout: float) -> float:
+    """paho's receipt timestamp (time.monotonic()) of the ring ``event_id``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        msg = watcher.expect(protocol.events_topic(DEVICE), wait=max(0.01, deadline - time.monotonic()))
+        if protocol.decode(DeviceEvent, msg.payload).event_id == event_id:
+            return float(msg.timestamp)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 short outages (5-9 s) instead of 6 of 8-20 s")
+    ap.add_argument("--runs", type=int, help="outages (default 6, quick 3)")
+    ap.add_argument("--json", type=Path, help="write the raw results here instead of printing them")
+    a = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="bench-recovery-") as d:
+        raw = run(a.runs or (3 if a.quick else 6), (5.0, 9.0) if a.quick else (8.0, 20.0), Path(d))
+    if a.json:
+        a.json.write_text(json.dumps(raw, indent=1))
+    else:
+        v = raw["ring_after_broker_back_s"]
+        print(f"ring after broker back: median {statistics.median(v):.2f} s, max {max(v):.2f} s "
+              f"over {len(v)} outages of {raw['outages']} s")
     return 0
 
 

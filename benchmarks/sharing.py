@@ -181,7 +181,7 @@ def run(devices: int, clips: int, creates: int, statuses: int, workers: int, mqt
             data["mqtt"] = {"host": broker.host, "port": broker.port, "username": "sharing-service",
                             "password": broker.users["sharing-service"]}
         cfg = parse_config(data, source="<benchmark>", env={})
-        svc = SharingService(cfg, mqtt=mqtt, sweep_interval_s=3600, mqtt_client_id="bench-sharing")
+        svc = SharingService(cfg, mqtt=mqtt, sweep_interval_s=3600)
         svc.start()
         try:
             if svc.bridge:

@@ -24,6 +24,7 @@ opens a socket.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import gc
 import json
@@ -45,6 +46,7 @@ from cloud_agent.memory import trim
 from cloud_agent.mqtt_link import MqttLink, Pending, PublishRefused
 from cloud_agent.status import OUTBOX_DIR, StatusBoard, StatusWriter
 from doorbell.core import __version__, protocol
+from doorbell.core.bucket import sealed_keys
 from doorbell.core.config import DoorbellConfig
 from doorbell.core.protocol import DeviceEvent, ProtocolError
 from doorbell.core.spool import SNAPSHOT_FILE, Spool, atomic_write
@@ -564,6 +566,16 @@ class Agent:
             self.uploader.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
+    def _sealed_message(self, clip: Any, outcome: Any) -> protocol.SealedClipMessage:
+        """The ``clips`` announcement of a sealed clip: object keys, ciphertext digests, encrypted metadata."""
+        sealed = clip.sealed
+        keys = sealed_keys(self.cfg.s3.prefix, self.device_id, sealed.object_id)
+        objects = {kind: protocol.SealedObject(key=keys[kind], sha256=f.sha256, size=f.size)
+                   for kind, f in sealed.files.items()}
+        blob = (clip.path / sealed.files["metadata"].name).read_bytes()
+        return protocol.SealedClipMessage(device_id=self.device_id, objects=objects,
+                                          metadata=base64.b64encode(blob).decode())
+
     def _try_finalize(self, clip: Any, outcome: Any, backoff: Backoff) -> bool:
         """_finalize; on a full disk the clip stays pending (already in the bucket, so it is not
         uploaded again) and the announcement is retried after the backoff. False then."""
@@ -583,12 +595,16 @@ class Agent:
 
     def _finalize(self, clip: Any, outcome: Any) -> None:
         """The bucket confirmed the clip: queue its announcement, then move it to ``uploaded/``."""
-        message = clip.meta.to_message(outcome.keys.video, outcome.snapshot_key)
+        if clip.sealed is not None:
+            # Sealed: announce ciphertexts only; a clear snapshot for HA, if allowed, came from the firmware.
+            message: protocol.Message = self._sealed_message(clip, outcome)
+        else:
+            message = clip.meta.to_message(outcome.keys.video, outcome.snapshot_key)
         bodies: list[dict[str, Any]] = [{"kind": "clip", "topic": protocol.clips_topic(self.device_id),
                                          "payload": message.to_json().decode(), "clip_id": clip.clip_id}]
-        if outcome.snapshot_key:
+        if outcome.snapshot_key and clip.sealed is None and self.cfg.encryption.snapshot_in_clear:
             bodies.append({"kind": "snapshot", "clip_id": clip.clip_id})
-        self.outbox.put_all(bodies)
+        self.outbox.put_all(bodies)  # all or none: a full disk half-way must not announce twice on retry
         self.spool.mark_uploaded(clip.clip_id)
         self.board.uploaded(clip.clip_id, outcome.keys.video, outcome.bytes_sent, outcome.seconds,
                             len(outcome.skipped))

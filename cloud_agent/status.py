@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from doorbell.core.spool import CLIP_FILE, atomic_write
+from doorbell.core.spool import CLIP_FILE, SEALED_FILES, atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +32,11 @@ def queue_depth(spool_root: Path, state_dir: Path) -> dict[str, int]:
             for entry in it:
                 if entry.is_dir():
                     clips += 1
-                    try:
-                        clip_bytes += os.stat(os.path.join(entry.path, CLIP_FILE)).st_size
-                    except OSError:
-                        pass
+                    for name in (CLIP_FILE, SEALED_FILES["video"]):  # clear or sealed (encrypted) clip
+                        try:
+                            clip_bytes += os.stat(os.path.join(entry.path, name)).st_size
+                        except OSError:
+                            pass
     except FileNotFoundError:
         pass
 

@@ -50,7 +50,7 @@ from s3transfer.exceptions import CancelledError
 from s3transfer.utils import ChunksizeAdjuster
 
 from cloud_agent.memory import shrink_botocore_buffers
-from doorbell.core.bucket import ClipKeys, clip_keys, device_prefix
+from doorbell.core.bucket import ClipKeys, clip_keys, device_prefix, sealed_keys
 from doorbell.core.config import S3Section
 from doorbell.core.errors import DoorbellError
 from doorbell.core.spool import SpoolClip, atomic_write
@@ -186,6 +186,7 @@ class Uploader:
         # Per-part SHA-256 values we already computed while hashing the file: handing them to
         # UploadPart spares botocore hashing every byte again (the server still verifies them).
         self._part_sums: dict[str, tuple[str, ...]] = {}
+        self._key_clip: dict[str, str] = {}  # object key -> clip id (sealed keys do not name the clip)
         self.client.meta.events.register("before-parameter-build.s3.UploadPart", self._add_part_checksum)
         if conditional_writes:
             # s3transfer does not pass IfNoneMatch through, so add it on the wire.
@@ -213,7 +214,11 @@ class Uploader:
 
     # ------------------------------------------------------------------ public
     def keys_for(self, clip: SpoolClip) -> ClipKeys:
-        return clip_keys(self.cfg.prefix, self.device_id, clip.clip_id, clip.meta.started_at)
+        """The clip's keys; for a sealed clip ``meta`` is its manifest, the object uploaded last."""
+        if clip.sealed is not None:
+            sk = sealed_keys(self.cfg.prefix, self.device_id, clip.sealed.object_id)
+            return ClipKeys(video=sk["video"], snapshot=sk["snapshot"], meta=sk["manifest"])
+        return clip_keys(self.cfg.prefix, self.device_id, clip.clip_id, clip.clear.started_at)
 
     def upload_clip(self, clip: SpoolClip) -> UploadOutcome:
         """Upload video and snapshot (in parallel), then the metadata; return once the bucket confirmed all.
@@ -229,20 +234,36 @@ class Uploader:
     def _upload_clip(self, clip: SpoolClip) -> UploadOutcome:
         t0 = time.monotonic()
         keys = self.keys_for(clip)
-        meta = clip.meta
         out = UploadOutcome(clip.clip_id, keys, None)
-        objects = [self._prepare(clip.video, keys.video, meta.sha256, meta.size)]
-        snap = clip.snapshot
-        if snap is not None:
-            objects.append(self._prepare(snap, keys.snapshot, meta.snapshot_sha256, None))
-            out.snapshot_key = keys.snapshot
-        last = self._prepare(clip.meta_file, keys.meta, None, None)
+        sealed = clip.sealed
+        if sealed is not None:
+            # Sealed: the age files go up as they are (checked against the ciphertext SHA-256 the firmware
+            # recorded); the signed manifest goes last. The clear meta.json never leaves the device.
+            sk = sealed_keys(self.cfg.prefix, self.device_id, sealed.object_id)
+            objects = [self._prepare(clip.path / f.name, sk[kind], f.sha256, f.size)
+                       for kind, f in sealed.files.items() if kind != "manifest"]
+            if "snapshot" in sealed.files:
+                out.snapshot_key = keys.snapshot
+            m = sealed.files["manifest"]
+            last = self._prepare(clip.path / m.name, sk["manifest"], m.sha256, m.size)
+            sweep = keys.video.rsplit("/", 1)[0] + "/"
+        else:
+            meta = clip.clear
+            objects = [self._prepare(clip.video, keys.video, meta.sha256, meta.size)]
+            snap = clip.snapshot
+            if snap is not None:
+                objects.append(self._prepare(snap, keys.snapshot, meta.snapshot_sha256, None))
+                out.snapshot_key = keys.snapshot
+            last = self._prepare(clip.meta_file, keys.meta, None, None)
+            sweep = keys.video[: -len(".mp4")] + "."
+        for obj in objects + [last]:
+            self._key_clip[obj.key] = clip.clip_id
         journal = self._read_journal(clip.clip_id)
         retry = journal is not None
         if retry:
             # A previous attempt at this clip failed or was killed: clear its unfinished parts.
             self._abort_journaled(journal)
-            self._sweep(keys.video[: -len(".mp4")] + ".")
+            self._sweep(sweep)
         if retry or not self.conditional_writes:
             # Without If-None-Match the bucket cannot refuse an overwrite, and after a crash
             # the objects may already be there: look before writing.
@@ -259,6 +280,8 @@ class Uploader:
         if not last.skip:
             self._transfer([last], out)
         self._clear_journal(clip.clip_id)
+        for obj in objects + [last]:
+            self._key_clip.pop(obj.key, None)
         out.seconds = time.monotonic() - t0
         return out
 
@@ -340,7 +363,7 @@ class Uploader:
         so a restart can abort it with ``s3:AbortMultipartUpload`` alone."""
         if not parsed or "UploadId" not in parsed or "Key" not in parsed:
             return
-        clip_id = str(parsed["Key"]).rsplit("/", 1)[-1].rsplit(".", 1)[0]
+        clip_id = self._key_clip.get(str(parsed["Key"])) or str(parsed["Key"]).rsplit("/", 1)[-1].rsplit(".", 1)[0]
         with self._journal_lock:
             journal = self._read_journal(clip_id) or {"clip_id": clip_id}
             journal.setdefault("uploads", []).append({"key": parsed["Key"], "upload_id": parsed["UploadId"]})

@@ -119,7 +119,11 @@ def _simulate(args: argparse.Namespace) -> int:
     for clip in service.spool.pending_clips():
         if clip.clip_id in before:
             continue
-        m = clip.meta
+        if clip.sealed is not None:  # encrypted: the device cannot read its metadata back
+            print(json.dumps({"clip_id": clip.clip_id, "sealed": True, "path": str(clip.video),
+                              "object_id": clip.sealed.object_id, "size": clip.sealed.files["video"].size}))
+            continue
+        m = clip.clear
         print(json.dumps({"clip_id": m.clip_id, "trigger": m.trigger, "path": str(clip.video),
                           "started_at": m.started_at, "trigger_at": m.trigger_at, "pre_roll_s": round(m.pre_roll_s, 3),
                           "duration_s": round(m.duration_s, 3), "rings": m.rings, "motion_score": m.motion_score,

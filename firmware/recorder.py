@@ -33,13 +33,17 @@ from typing import Protocol
 import numpy as np
 
 from doorbell.core.config import ClipsSection
-from doorbell.core.spool import ClipStaging, Spool, SpoolClip, new_clip_id
+from doorbell.core.spool import ClipStaging, SealedWriter, Sealing, Spool, SpoolClip, new_clip_id
 from firmware.camera.base import Frame
 from firmware.masks import PrivacyMasker
 
 log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90000)  # MPEG's 90 kHz clock
+# Into an encrypting, non-seekable writer (sealed clips): a fragmented MP4, one fragment per GOP, so the
+# muxer never seeks back and holds at most one GOP; plaintext never touches the SD card.
+FRAGMENTED_MP4 = {"movflags": "frag_keyframe+empty_moov+default_base_moof"}
+VideoTarget = Path | SealedWriter   # where a store writes a clip: an MP4 path, or a sealed (age) file
 ENCODERS = ("libx264", "h264_v4l2m2m", "libopenh264", "h264")
 
 
@@ -177,12 +181,15 @@ class SoftwareEncoder:
 class ClipWriter:
     """Muxes encoded packets into an MP4 with pts relative to the clip's first packet."""
 
-    def __init__(self, path: Path, width: int, height: int, fps: float, start_ts: float):
+    def __init__(self, path: VideoTarget, width: int, height: int, fps: float, start_ts: float):
         import av
 
-        self.path = path
+        self.path = path if isinstance(path, Path) else Path(path.name)
         self.start_ts = start_ts
-        self.container = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
+        if isinstance(path, Path):
+            self.container = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
+        else:
+            self.container = av.open(path, "w", format="mp4", options=FRAGMENTED_MP4)
         self.stream = self.container.add_stream("h264", rate=Fraction(fps).limit_denominator(1001))
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p"
@@ -232,7 +239,7 @@ class ClipStore(Protocol):
     size: tuple[int, int] | None
 
     def push(self, frame: Frame) -> None: ...
-    def begin(self, path: Path, from_ts: float) -> float: ...
+    def begin(self, path: VideoTarget, from_ts: float) -> float: ...
     def end(self, until_ts: float) -> StoreResult: ...
     def clear(self) -> None: ...
     def set_pre_roll(self, pre_roll_s: float) -> None: ...
@@ -276,7 +283,7 @@ class SoftwareClipStore:
             if self.writer is not None:
                 self.writer.write(pkt)
 
-    def begin(self, path: Path, from_ts: float) -> float:
+    def begin(self, path: VideoTarget, from_ts: float) -> float:
         if self.writer is not None:
             raise RuntimeError("a clip is already open")
         if self.size is None:
@@ -348,7 +355,8 @@ class ClipRecorder:
                  masker: PrivacyMasker | None = None, fps: float = 15.0,
                  on_published: Callable[[SpoolClip], None] | None = None,
                  on_recording: Callable[[bool], None] | None = None,
-                 want_main: Callable[[], None] | None = None, start_publisher: bool = True):
+                 want_main: Callable[[], None] | None = None, start_publisher: bool = True,
+                 sealing: Sealing | None = None, clear_snapshot: bool = False):
         self.spool = spool
         self.device_id = device_id
         self.clips = clips
@@ -358,6 +366,8 @@ class ClipRecorder:
         self.on_published = on_published
         self.on_recording = on_recording
         self.want_main = want_main
+        self.sealing = sealing                  # encrypt + sign clips as they are written (issue 12)
+        self.clear_snapshot = clear_snapshot    # sealed clips: also hand HA a clear snapshot (its own setting)
         self.stats = RecorderStats()
         self.published: deque[SpoolClip] = deque(maxlen=64)  # recent clips, for callers and tests
         self._lock = threading.Lock()
@@ -485,8 +495,8 @@ class ClipRecorder:
         clip = ActiveClip(clip_id=clip_id, trigger=trigger, trigger_at=ts,
                           rings=[ts] if kind == "ring" else [], motion_score=score)
         try:
-            clip.staging = self.spool.stage_clip(clip_id)
-            clip.started_at = self.store.begin(clip.staging.video_path, ts - self.clips.pre_roll_s)
+            clip.staging = self.spool.stage_clip(clip_id, sealing=self.sealing)
+            clip.started_at = self.store.begin(clip.staging.open_video(), ts - self.clips.pre_roll_s)
         except Exception as exc:
             log.error("cannot start clip %s: %s", clip_id, exc)
             if clip.staging is not None:
@@ -515,6 +525,8 @@ class ClipRecorder:
         if ok and clip.staging is not None:
             try:
                 clip.staging.write_snapshot(jpeg.tobytes())
+                if self.sealing is not None and self.clear_snapshot:
+                    self.spool.publish_snapshot(jpeg.tobytes())  # the retained HA snapshot, outside E2E
             except OSError as exc:
                 log.error("snapshot for %s not written: %s", clip.clip_id, exc)
 

@@ -61,7 +61,7 @@ class Retention:
 
     @staticmethod
     def _age_key(clip: SpoolClip) -> tuple[float, str]:
-        return (clip.meta.ended_at, clip.clip_id)
+        return (clip.finished_at, clip.clip_id)
 
     def run(self) -> RetentionReport:
         report = RetentionReport()
@@ -86,7 +86,7 @@ class Retention:
         # 1. age (uploaded only)
         max_age_s = self.cfg.max_age_days * 86400
         for clip in list(uploaded):
-            if now - clip.meta.ended_at > max_age_s:
+            if now - clip.finished_at > max_age_s:
                 delete(clip, f"older than {self.cfg.max_age_days:g} days", True)
                 uploaded.remove(clip)
         # 2. total bytes (uploaded only)

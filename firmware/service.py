@@ -38,10 +38,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from doorbell.core.config import DoorbellConfig, MotionSection
+from doorbell.core.age import parse_recipient
+from doorbell.core.config import ConfigError, DoorbellConfig, MotionSection
 from doorbell.core.protocol import BBox, DeviceEvent, PrivacyCommand, SettingsCommand, SnapshotCommand
 from doorbell.core.sdnotify import Notifier, Watchdog
-from doorbell.core.spool import Spool, SpoolClip
+from doorbell.core.signing import SignatureError, load_private_key
+from doorbell.core.spool import Sealing, Spool, SpoolClip
 from firmware.camera import Camera, CameraError, EndOfStream, Frame, create_camera
 from firmware.commands import CommandProcessor, CommandRefused, InboxWatcher
 from firmware.gpio import DoorbellIO
@@ -88,6 +90,21 @@ class EventWriter:
         self._thread.join(timeout=10)
 
 
+def sealing_from_config(cfg: DoorbellConfig) -> Sealing | None:
+    """The recipients and manifest-signing key when ``encryption.enabled``; a ConfigError names what is wrong."""
+    enc = cfg.encryption
+    if not enc.enabled:
+        return None
+    try:
+        key = load_private_key(enc.device_key_file)
+    except (OSError, ValueError, SignatureError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        problem = (f"cannot load the device's signing key {enc.device_key_file}: {reason} "
+                   "(doorbell provision device makes it)")
+        raise ConfigError(cfg.source, [("encryption.device_key_file", problem)]) from None
+    return Sealing(tuple(parse_recipient(r) for r in enc.recipients), key)
+
+
 def _bbox(box: tuple[float, float, float, float] | None) -> BBox | None:
     if box is None:
         return None
@@ -115,6 +132,10 @@ class FirmwareService:
             log.warning("spool recovery: %d quarantined, %d removed", len(recovered.quarantined),
                         len(recovered.removed))
         self.settings = SettingsStore(self.spool, cfg)
+        self.sealing = sealing_from_config(cfg)
+        if self.sealing is not None:
+            log.info("clips are encrypted to %d recipient(s) and signed; HA snapshot %s",
+                     len(self.sealing.recipients), "in clear" if cfg.encryption.snapshot_in_clear else "off")
         self.masker = PrivacyMasker(cfg.privacy.masks)
         self.camera = camera or create_camera(cfg.camera, realtime=realtime, masker=self.masker)
         self.pin_factory = pin_factory
@@ -189,7 +210,8 @@ class FirmwareService:
                                       self.cfg.camera.keyframe_interval_s, clips.pre_roll_s)
         recorder = ClipRecorder(self.spool, self.device_id, clips, store, self.masker, fps=self.camera.fps,
                                 on_published=self._published, on_recording=self._recording_changed,
-                                want_main=self.camera.want_main)
+                                want_main=self.camera.want_main, sealing=self.sealing,
+                                clear_snapshot=self.cfg.encryption.snapshot_in_clear)
         recorder.set_paused(self.settings.privacy)
         lw, lh = self.camera.lores_size
         self.detector = MotionDetector(self._detection_section(self.settings.motion), lw, lh)
@@ -303,8 +325,9 @@ class FirmwareService:
             self.io.set_recording(recording)
 
     def _published(self, clip: SpoolClip) -> None:
-        log.info("clip %s ready for upload (%s, %.1f s, rings %d)", clip.clip_id, clip.meta.trigger,
-                 clip.meta.duration_s, len(clip.meta.rings))
+        m = clip.clear
+        log.info("clip %s ready for upload (%s%s, %.1f s, rings %d)", clip.clip_id, m.trigger,
+                 ", sealed" if clip.sealed else "", m.duration_s, len(m.rings))
 
     # ------------------------------------------------------------------ button
     def _on_ring(self, ts: float) -> None:
@@ -371,6 +394,9 @@ class FirmwareService:
     def _cmd_snapshot(self, cmd: SnapshotCommand) -> str:
         if self.settings.privacy:
             raise CommandRefused("privacy mode is on: no snapshot")
+        if not self.cfg.encryption.snapshot_in_clear:
+            raise CommandRefused("clips are end-to-end encrypted and encryption.ha_snapshot_plaintext is off: "
+                                 "no snapshot leaves the device in clear")
         jpeg = self.take_snapshot()
         path = self.spool.publish_snapshot(jpeg)
         return f"snapshot {path.name} ({len(jpeg)} bytes)"

@@ -260,6 +260,8 @@ if [[ -n "$BUNDLE" ]]; then
     [[ -f "$BUNDLE/tls/$f" ]] && { ensure_file "$BUNDLE/tls/$f" "$ETC/tls/$f" 644 root root && CONFIG_CHANGED=1; }
   done
   [[ -f "$BUNDLE/tls/client.key" ]] && { ensure_file "$BUNDLE/tls/client.key" "$ETC/tls/client.key" 600 "$SVC_USER" "$SVC_GROUP" && CONFIG_CHANGED=1; }
+  # the device's Ed25519 key that signs clip manifests (issue 12): the firmware's alone
+  [[ -f "$BUNDLE/device_ed25519.pem" ]] && { ensure_file "$BUNDLE/device_ed25519.pem" "$ETC/device_ed25519.pem" 600 "$SVC_USER" "$SVC_GROUP" && CONFIG_CHANGED=1; }
 elif [[ ! -f "$ETC/device.yaml" ]]; then
   # The commented default: valid, but without secrets the agent will not start.
   ensure_file "$SRC/config/device.yaml" "$ETC/device.yaml" 600 "$SVC_USER" "$SVC_GROUP" && CONFIG_CHANGED=1

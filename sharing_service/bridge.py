@@ -15,12 +15,11 @@ import threading
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from doorbell.core import protocol as p
 from doorbell.core.config import MqttSection
+from doorbell.core.mqtt import Handlers, MqttClient, Session, make_client
 from sharing_service.context import Outgoing
 from sharing_service.core import SharingCore
 
@@ -31,10 +30,11 @@ SESSION_EXPIRY_S = 86400
 
 
 class OwnerBridge:
-    def __init__(self, core: SharingCore, mqtt_cfg: MqttSection, client_id: str | None = None):
+    """The service's one MQTT session; its client id is its username (``mqtt.username``)."""
+
+    def __init__(self, core: SharingCore, mqtt_cfg: MqttSection):
         self.core = core
         self.cfg = mqtt_cfg
-        self.client_id = client_id or mqtt_cfg.client_id or "sharing-service"
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=10000)
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
@@ -43,24 +43,12 @@ class OwnerBridge:
         self._sub_mid = -1
         self._client = self._make_client()
 
-    def _make_client(self) -> mqtt.Client:
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5,
-                        manual_ack=True)
-        if self.cfg.username:
-            c.username_pw_set(self.cfg.username,
-                              self.cfg.password.get_secret_value() if self.cfg.password else None)
-        tls = self.cfg.tls
-        if tls.enabled:
-            c.tls_set(ca_certs=str(tls.ca_file) if tls.ca_file else None,
-                      certfile=str(tls.cert_file) if tls.cert_file else None,
-                      keyfile=str(tls.key_file) if tls.key_file else None)
-            c.tls_insecure_set(tls.insecure_skip_verify)
-        c.reconnect_delay_set(1, 30)
-        c.on_connect = self._on_connect
-        c.on_disconnect = self._on_disconnect
-        c.on_message = self._on_message
-        c.on_subscribe = self._on_subscribe
-        return c
+    def _make_client(self) -> MqttClient:
+        # manual_ack: a QoS 1 message is acknowledged only once handled (see the module docstring).
+        return make_client(self.cfg, session=Session(clean_start=False, expiry_s=SESSION_EXPIRY_S),
+                           handlers=Handlers(connected=self._on_connect, disconnected=self._on_disconnect,
+                                             message=self._on_message, subscribed=self._on_subscribe),
+                           manual_ack=True, logger_name="sharing_service.paho")
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -68,11 +56,7 @@ class OwnerBridge:
         self.core.outbox.attach(self.publish)
         self._worker = threading.Thread(target=self._work, name="sharing-bridge", daemon=True)
         self._worker.start()
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s,
-                                   clean_start=False, properties=props)
-        self._client.loop_start()
+        self._client.start()
 
     def stop(self) -> None:
         self.core.outbox.detach()
@@ -80,39 +64,38 @@ class OwnerBridge:
         self._queue.put(None)
         if self._worker:
             self._worker.join(timeout=10)
-        try:
-            self._client.disconnect()
-        finally:
-            self._client.loop_stop()
+        self._client.close()
         self.connected.clear()
 
     def wait_connected(self, timeout: float = 10) -> bool:
         return self.connected.wait(timeout)
 
-    # ------------------------------------------------------------------ paho callbacks
+    @property
+    def last_error(self) -> str | None:
+        """Why the bridge is not connected (refused login, untrusted broker...); None while all is well."""
+        return self._client.last_error
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    # ------------------------------------------------------------------ MQTT hooks (paho's network thread)
+
+    def _on_connect(self, client: MqttClient, _flags: mqtt.ConnectFlags, reason: ReasonCode) -> None:
         if reason.is_failure:
-            log.error("MQTT connect refused: %s", reason)
             return
-        _rc, self._sub_mid = client.subscribe(SUBSCRIPTIONS)
-        log.info("MQTT connected to %s:%s as %s", self.cfg.host, self.cfg.port, self.cfg.username)
+        _rc, mid = client.subscribe(SUBSCRIPTIONS)
+        self._sub_mid = -1 if mid is None else mid  # None: not sent; paho retries after the next connect
         self._queue.put(("resync", None))
 
-    def _on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int, reasons: Any, _props: Any) -> None:
+    def _on_subscribe(self, _c: MqttClient, mid: int, reasons: list[ReasonCode]) -> None:
         if mid != self._sub_mid:
             return
-        refused = [str(r) for r in reasons if getattr(r, "is_failure", False)]
+        refused = [str(r) for r in reasons if r.is_failure]
         if refused:
             log.error("broker refused subscriptions (check the ACL for %s): %s", self.cfg.username, refused)
         self.connected.set()  # ready: connected and subscribed
 
-    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _flags: Any, reason: Any, _props: Any) -> None:
+    def _on_disconnect(self, _c: MqttClient, _reason: ReasonCode) -> None:
         self.connected.clear()
-        if not self._stop.is_set():
-            log.warning("MQTT disconnected (%s); paho reconnects", reason)
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, _c: MqttClient, msg: mqtt.MQTTMessage) -> None:
         try:
             self._queue.put_nowait(("msg", msg))
         except queue.Full:

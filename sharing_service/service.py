@@ -91,7 +91,7 @@ class Matcher:
 
 class SharingService:
     def __init__(self, cfg: DoorbellConfig, *, clock: Callable[[], float] | None = None,
-                 mqtt: bool = True, mqtt_client_id: str | None = None, sweep_interval_s: float = 30.0,
+                 mqtt: bool = True, sweep_interval_s: float = 30.0,
                  migrate: bool = True):
         self.cfg = cfg
         self.db = Database(cfg.sharing.database_url)
@@ -108,7 +108,7 @@ class SharingService:
         if mqtt:
             from sharing_service.bridge import OwnerBridge
 
-            self.bridge = OwnerBridge(self.core, cfg.mqtt, client_id=mqtt_client_id)
+            self.bridge = OwnerBridge(self.core, cfg.mqtt)
         self.sweep_interval_s = sweep_interval_s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []

@@ -1,8 +1,9 @@
 """Shared fixtures: real servers on loopback, mock GPIO pins, real footage.
 
 - ``broker``: a real Mosquitto (:class:`doorbell.sandbox.embedded.DoorbellBroker`) with
-  the product's ACL and random passwords for admin, sharing-service, dev-a
-  (owner-a), dev-b (owner-b), owner-a, owner-b. Session-scoped.
+  the product's ACL and random passwords for admin, observer (a second admin), harness,
+  sharing-service, dev-a (owner-a), dev-b (owner-b), owner-a, owner-b.
+  Session-scoped. The client id is the login: one live connection per user.
 - ``s3``: a real SeaweedFS ``weed mini`` (:class:`doorbell.sandbox.embedded.SeaweedS3`)
   with SigV4 auth and the bucket ``doorbell-clips``. Session-scoped.
 - ``mqtt_client``: factory of clients that are closed when the test ends.
@@ -32,6 +33,7 @@ log = logging.getLogger("tests.harness")
 DEVICES = {"dev-a": "owner-a", "dev-b": "owner-b"}
 OWNERS = ["owner-a", "owner-b"]
 BUCKET = "doorbell-clips"
+HOUSEKEEPER = "harness"  # an admin login used only by the fixtures (clearing retained messages)
 
 
 class _Servers:
@@ -65,9 +67,25 @@ class Broker(DoorbellBroker):
     def __init__(self, *a: Any, **kw: Any):
         super().__init__(*a, **kw)
         self._clients: list[MqttProbe] = []
+        self._live: dict[str, MqttProbe] = {}
+
+    def probe(self, username: str, password: str | None = None, allow_takeover: bool = False,
+              **kw: Any) -> MqttProbe:
+        """A connected probe as ``username``, refusing a second live probe for the same user.
+
+        The broker binds the client id to the login (``use_username_as_clientid``),
+        so a second connection as the same user silently evicts the first: a test
+        that needs two connections must use two users (``add_user``)."""
+        held = self._live.get(username)
+        if held is not None and held.is_connected() and not allow_takeover:
+            raise AssertionError(f"a probe is already connected as {username!r}: the broker allows one "
+                                 "connection per login; use another user for the second client")
+        c = DoorbellBroker.client(self, username, password, **kw)
+        self._live[username] = c
+        return c
 
     def client(self, username: str, password: str | None = None, **kw: Any) -> MqttProbe:  # type: ignore[override]
-        c = super().client(username, password, **kw)
+        c = self.probe(username, password, **kw)
         self._clients.append(c)
         return c
 
@@ -75,9 +93,16 @@ class Broker(DoorbellBroker):
         while self._clients:
             self._clients.pop().close()
 
+    def reset_session(self, username: str) -> None:
+        """Discard ``username``'s persistent session (queued messages, subscriptions).
+
+        The client id is the username, so a service started by one test would
+        otherwise resume the session a previous test's service left behind."""
+        super().client(username, clean_start=True, session_expiry_s=0).close()
+
     def clear_retained(self, topic_filter: str = "#", wait: float = 5.0) -> list[str]:
         """Delete every retained message under ``topic_filter``; returns the cleared topics."""
-        admin = super().client("admin")
+        admin = super().client(HOUSEKEEPER)  # its own login: never evicts a test's "admin" probe
         try:
             admin.sub(topic_filter, qos=1)
             marker = f"harness/marker/{secrets.token_hex(6)}"
@@ -101,7 +126,7 @@ class Broker(DoorbellBroker):
 def broker(tmp_path_factory: pytest.TempPathFactory, _harness_servers: _Servers) -> Iterator[Broker]:
     """Real Mosquitto on 127.0.0.1:<free port>: ``.host .port .users .client(user)``."""
     b = Broker(tmp_path_factory.mktemp("mosquitto"), DEVICES, OWNERS,
-               admins=["admin"], service_user="sharing-service")
+               admins=["admin", "observer", HOUSEKEEPER], service_user="sharing-service")
     b.start()
     _harness_servers.items.append(b)
     try:
@@ -114,8 +139,10 @@ def broker(tmp_path_factory: pytest.TempPathFactory, _harness_servers: _Servers)
 
 @pytest.fixture
 def clean_broker(broker: Broker) -> Broker:
-    """The broker with no retained messages left by earlier tests."""
+    """The broker with no retained messages and no sharing-service session left by earlier tests."""
     broker.clear_retained()
+    if broker.service_user:
+        broker.reset_session(broker.service_user)
     return broker
 
 
@@ -125,7 +152,7 @@ def mqtt_client(broker: Broker) -> Iterator[Callable[..., MqttProbe]]:
     made: list[MqttProbe] = []
 
     def make(username: str, password: str | None = None, **kw: Any) -> MqttProbe:
-        c = DoorbellBroker.client(broker, username, password, **kw)
+        c = broker.probe(username, password, **kw)
         made.append(c)
         return c
 

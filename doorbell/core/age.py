@@ -471,6 +471,12 @@ class Encryptor:
     The header and payload nonce are written at construction. Only ``close``
     (or a clean ``with`` exit) writes the final chunk, so an interrupted
     recording leaves a file that every age implementation refuses as truncated.
+
+    Memory is two fixed 64 KiB buffers (plaintext chunk, sealed chunk), reused
+    for the whole stream: no per-chunk allocation, so a long recording does not
+    churn (or fragment) the heap of the thread that encrypts. As with ``io``
+    writers, ``writer.write`` must consume the bytes before it returns: the
+    buffer it is handed is reused.
     """
 
     def __init__(self, writer: Writer, recipients: Sequence[X25519Recipient]):
@@ -479,7 +485,10 @@ class Encryptor:
         self.header = _build_header(file_key, recipients)
         nonce = secrets.token_bytes(PAYLOAD_NONCE_SIZE)
         self._aead = ChaCha20Poly1305(_hkdf(file_key, nonce, b"payload"))
-        self._buf = bytearray()
+        self._chunk = bytearray(CHUNK_SIZE)           # plaintext of the chunk being filled
+        self._fill = 0
+        self._sealed = bytearray(CIPHERTEXT_CHUNK_SIZE)
+        self._into = hasattr(self._aead, "encrypt_into")  # cryptography >= 45
         self._counter = 0
         self._pt_hash = hashlib.sha256()
         self._pt_size = 0
@@ -488,37 +497,48 @@ class Encryptor:
         self._result: StreamResult | None = None
         self._emit(self.header + nonce)
 
-    def _emit(self, data: bytes) -> None:
+    def _emit(self, data: bytes | memoryview) -> None:
         self._ct_hash.update(data)
         self._ct_size += len(data)
-        self._writer.write(data)
+        self._writer.write(data)  # type: ignore[arg-type]  # io writers accept any buffer
 
-    def _seal(self, chunk: bytes | bytearray | memoryview, last: bool) -> None:
-        self._emit(self._aead.encrypt(_nonce(self._counter, last), chunk, None))
+    def _seal(self, last: bool) -> None:
+        nonce = _nonce(self._counter, last)
+        with memoryview(self._chunk) as chunk:
+            plain = chunk[:self._fill]
+            if self._into:
+                with memoryview(self._sealed) as out:
+                    sealed = out[:self._fill + TAG_SIZE]
+                    self._aead.encrypt_into(nonce, plain, None, sealed)
+                    self._emit(sealed)
+                    sealed.release()
+            else:
+                self._emit(self._aead.encrypt(nonce, plain, None))
+            plain.release()
+        self._fill = 0
         self._counter += 1
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         if self._result is not None:
             raise AgeError("write after close")
-        self._pt_hash.update(data)
-        n = len(data)
-        self._pt_size += n
-        self._buf += data
-        # Keep at least one byte back: only close() knows which chunk is the last.
-        if len(self._buf) > CHUNK_SIZE:
-            view = memoryview(self._buf)
-            done = 0
-            while len(self._buf) - done > CHUNK_SIZE:
-                self._seal(view[done:done + CHUNK_SIZE], last=False)
-                done += CHUNK_SIZE
-            view.release()
-            del self._buf[:done]
+        with memoryview(data) as raw, raw.cast("B") as view:
+            n = len(view)
+            self._pt_hash.update(view)
+            self._pt_size += n
+            pos = 0
+            while pos < n:
+                if self._fill == CHUNK_SIZE:
+                    # A full chunk is sealed only once more data follows: close() seals the last one.
+                    self._seal(last=False)
+                take = min(CHUNK_SIZE - self._fill, n - pos)
+                self._chunk[self._fill:self._fill + take] = view[pos:pos + take]
+                self._fill += take
+                pos += take
         return n
 
     def close(self) -> StreamResult:
         if self._result is None:
-            self._seal(self._buf, last=True)
-            self._buf = bytearray()
+            self._seal(last=True)
             self._result = StreamResult(self._pt_size, self._pt_hash.hexdigest(),
                                         self._ct_size, self._ct_hash.hexdigest())
         return self._result

@@ -14,6 +14,18 @@ The date is the clip's ``started_at`` in UTC, so a clip never moves between
 days when the Pi's time zone changes, and a per-device, per-day prefix makes
 lifecycle rules and listings cheap. ``s3.prefix`` is used verbatim: end it with
 ``/`` if it should be a folder.
+
+Sealed (encrypted) clips, ``encryption.enabled`` (issue 12), use opaque names
+instead: no clip id (it encodes the recording time), no date, no file type::
+
+    {s3.prefix}{device_id}/o/{object_id}/v    the clip's video (age file)
+    {s3.prefix}{device_id}/o/{object_id}/s    its snapshot (age file, if any)
+    {s3.prefix}{device_id}/o/{object_id}/m    its metadata (age file)
+    {s3.prefix}{device_id}/o/{object_id}/n    its signed manifest (age file), uploaded last
+
+``object_id`` is 128 random bits the firmware draws when it seals the clip. The
+device prefix stays (each device's S3 policy is scoped to it); issue 15 will
+decide whether links may name the device at all.
 """
 from __future__ import annotations
 
@@ -24,6 +36,8 @@ from datetime import UTC, datetime
 from doorbell.core.protocol import CLIP_ID_PATTERN, ID_PATTERN
 
 _CLIP_RE = re.compile(CLIP_ID_PATTERN)
+_OBJECT_RE = re.compile(r"^[0-9a-f]{32}$")
+SEALED_SUFFIXES = {"video": "v", "snapshot": "s", "metadata": "m", "manifest": "n"}
 _DEV_RE = re.compile(ID_PATTERN)
 
 
@@ -54,3 +68,11 @@ def clip_keys(prefix: str, device_id: str, clip_id: str, started_at: float) -> C
     day = datetime.fromtimestamp(started_at, tz=UTC)
     base = f"{device_prefix(prefix, device_id)}{day:%Y/%m/%d}/{clip_id}"
     return ClipKeys(video=base + ".mp4", snapshot=base + ".jpg", meta=base + ".json")
+
+
+def sealed_keys(prefix: str, device_id: str, object_id: str) -> dict[str, str]:
+    """Object keys of a sealed clip by file kind (video, snapshot, metadata, manifest); see the docstring."""
+    if not _OBJECT_RE.match(object_id):
+        raise ValueError(f"invalid object id {object_id!r}")
+    base = f"{device_prefix(prefix, device_id)}o/{object_id}/"
+    return {kind: base + suffix for kind, suffix in SEALED_SUFFIXES.items()}

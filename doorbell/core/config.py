@@ -29,6 +29,7 @@ from pydantic import (
     model_validator,
 )
 
+from doorbell.core.age import AgeError, parse_recipient
 from doorbell.core.errors import DoorbellError
 
 ENV_PREFIX = "DOORBELL__"
@@ -156,6 +157,53 @@ class ClipsSection(Section):
         return self
 
 
+class EncryptionSection(Section):
+    """Device side of end-to-end encryption (issue 12; docs/encryption.md).
+
+    When ``enabled``, the firmware writes each clip's video, snapshot, metadata
+    and signed manifest into the spool only as age files encrypted to
+    ``recipients`` (every household member, plus an optional offline recovery
+    key), and the agent uploads them under opaque object names. The device
+    keeps only these public keys: nothing on it opens a clip it recorded.
+    Off by default until the owner app, sharing service and agency client read
+    encrypted clips; the lead turns it on then.
+    """
+
+    enabled: bool = Field(False, description="encrypt and sign clips on the device (needs recipients)")
+    recipients: list[str] = Field(default_factory=list, max_length=64,
+                                  description="age1... X25519 public keys: household members and a recovery key")
+    device_key_file: Path = Field(Path("/etc/doorbell/device_ed25519.pem"),
+                                  description="the device's Ed25519 key that signs clip manifests")
+    ha_snapshot_plaintext: bool | None = Field(
+        None, description="publish each clip's snapshot in clear (retained) for Home Assistant; this JPEG "
+        "leaves the end-to-end boundary. Default (null): true while encryption is off, false when it is on")
+
+    @field_validator("recipients")
+    @classmethod
+    def _recipients(cls, v: list[str]) -> list[str]:
+        out: list[str] = []
+        for i, text in enumerate(v):
+            try:
+                key = str(parse_recipient(text.strip()))
+            except AgeError as exc:
+                raise ValueError(f"recipients[{i}]: {exc}") from None
+            if key in out:
+                raise ValueError(f"recipients[{i}]: listed twice")
+            out.append(key)
+        return out
+
+    @model_validator(mode="after")
+    def _usable(self) -> "EncryptionSection":
+        if self.enabled and not self.recipients:
+            raise ValueError("enabled needs at least one recipient (doorbell provision device --recipient age1...)")
+        return self
+
+    @property
+    def snapshot_in_clear(self) -> bool:
+        """Whether the agent may publish a clip's snapshot JPEG in clear over MQTT (Home Assistant)."""
+        return (not self.enabled) if self.ha_snapshot_plaintext is None else self.ha_snapshot_plaintext
+
+
 class RetentionSection(Section):
     max_age_days: float = Field(30, gt=0, le=3650)
     max_bytes: int = Field(4 * 1024**3, ge=1024**2)
@@ -163,11 +211,26 @@ class RetentionSection(Section):
 
 
 class TlsSection(Section):
+    """``mqtt.tls``: one meaning per key for every MQTT client (see doorbell.core.mqtt)."""
+
     enabled: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    insecure_skip_verify: bool = False
+    ca_file: Path | None = Field(None, description="the only CA trusted for the broker; null = system CAs")
+    cert_file: Path | None = Field(None, description="client certificate, for brokers that require one")
+    key_file: Path | None = Field(None, description="its private key (may be inside cert_file)")
+    insecure_skip_verify: bool = Field(False, description="skip the hostname check only; the chain is "
+                                       "still verified against ca_file")
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _expand_home(cls, v: Path | None) -> Path | None:
+        # Expanded here, once, so every client reads the same file.
+        return v.expanduser() if v is not None else None
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> "TlsSection":
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("mqtt.tls.key_file is set without mqtt.tls.cert_file")
+        return self
 
 
 class MqttSection(Section):
@@ -175,9 +238,19 @@ class MqttSection(Section):
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
     password: SecretStr | None = None
-    client_id: str | None = None
+    client_id: str | None = Field(None, description="only for a broker without logins; with a username the "
+                                  "client id is the username (the broker enforces it)")
     keepalive_s: int = Field(30, ge=5, le=3600)
     tls: TlsSection = Field(default_factory=TlsSection)
+
+    @model_validator(mode="after")
+    def _client_id_is_username(self) -> "MqttSection":
+        # The product's brokers run with use_username_as_clientid: a different id would be
+        # silently replaced, so say so instead of letting the config pretend otherwise.
+        if self.client_id and self.username and self.client_id != self.username:
+            raise ValueError(f"mqtt.client_id {self.client_id!r} must equal mqtt.username {self.username!r} "
+                             "(or be left out): the broker binds each client id to its login")
+        return self
 
 
 class S3Section(Section):
@@ -259,6 +332,7 @@ class DoorbellConfig(Section):
     motion: MotionSection = Field(default_factory=MotionSection)
     privacy: PrivacySection = Field(default_factory=PrivacySection)
     clips: ClipsSection = Field(default_factory=ClipsSection)
+    encryption: EncryptionSection = Field(default_factory=EncryptionSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)
     mqtt: MqttSection = Field(default_factory=MqttSection)
     s3: S3Section = Field(default_factory=S3Section)

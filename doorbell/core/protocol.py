@@ -272,6 +272,36 @@ class ClipMessage(Message):
         return self
 
 
+class SealedObject(Message):
+    """One age file of a sealed clip in the bucket: its (opaque) key, ciphertext SHA-256 and size."""
+
+    v: Literal[1] = Field(1, exclude=True)
+    key: Annotated[str, Field(min_length=1, max_length=1024)]
+    sha256: Sha256Hex
+    size: int = Field(ge=1)
+
+
+class SealedClipMessage(Message):
+    """``devices/{id}/clips`` when the device seals its clips (``encryption.enabled``, issue 12).
+
+    No clip id, time or trigger in clear: ``metadata`` is the clip's age-encrypted
+    metadata (base64 of the same file as ``objects["metadata"]``), which only
+    the household's keys open; ``objects`` names the ciphertexts in the bucket.
+    """
+
+    sealed: Literal[True] = True
+    device_id: DeviceId
+    objects: dict[Literal["video", "snapshot", "metadata", "manifest"], SealedObject]
+    metadata: Annotated[str, Field(min_length=1, max_length=6 * 1024, pattern=r"^[A-Za-z0-9+/]+={0,2}$")]
+
+    @model_validator(mode="after")
+    def _complete(self) -> "SealedClipMessage":
+        missing = {"video", "metadata", "manifest"} - set(self.objects)
+        if missing:
+            raise ValueError(f"objects lacks {', '.join(sorted(missing))}")
+        return self
+
+
 class SnapshotCommand(Message):
     command_id: Token = Field(default_factory=new_token)
 

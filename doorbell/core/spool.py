@@ -6,7 +6,9 @@ has not confirmed. Layout under the spool root::
 
     tmp/                      staging; whatever is here after a crash is quarantined
     clips/<clip_id>/          published, not yet confirmed in the bucket
-        clip.mp4  snapshot.jpg  meta.json
+        clip.mp4  snapshot.jpg  meta.json                 (encryption off)
+        clip.mp4.age  snapshot.jpg.age  meta.json.age  manifest.json.age  meta.json
+                                                          (encryption on: "sealed" clips)
     uploaded/<clip_id>/       confirmed in the bucket (retention deletes these first)
     events/<ns>-<event_id>.json   pending events, oldest first
     snapshots/<ns>.jpg        on-demand snapshots waiting to be published
@@ -17,6 +19,15 @@ has not confirmed. Layout under the spool root::
 Every publish is atomic: files are written under ``tmp/``, fsynced, and moved
 into place with one ``rename`` (a directory rename for clips), then the parent
 directory is fsynced. A reader therefore sees a whole item or nothing.
+
+Sealed clips (``encryption.enabled``, issue 12): the video, the snapshot, the
+full metadata and the device-signed manifest exist on disk only as age files
+encrypted to the household's recipients, written while the clip is recorded
+(plaintext stays in RAM). The clear ``meta.json`` (:class:`SealedClipMeta`)
+holds only what the agent needs to upload: ids, names, ciphertext sizes and
+SHA-256. The same atomic publish applies: everything is fsynced under ``tmp/``
+and the directory is renamed into ``clips/`` in one step; an age file cut off
+by a crash has no final chunk, so every age reader refuses it.
 """
 from __future__ import annotations
 
@@ -28,15 +39,18 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from doorbell.core import manifest as mf
+from doorbell.core.age import Encryptor, StreamResult, X25519Recipient
 from doorbell.core.errors import DoorbellError
 from doorbell.core.fileio import atomic_write, fsync_dir  # noqa: F401  (re-exported for spool users)
 from doorbell.core.protocol import CLIP_ID_PATTERN, ClipMessage, DeviceEvent, Message, Trigger
@@ -46,6 +60,12 @@ log = logging.getLogger(__name__)
 CLIP_FILE = "clip.mp4"
 SNAPSHOT_FILE = "snapshot.jpg"
 META_FILE = "meta.json"
+AGE_SUFFIX = ".age"
+MANIFEST_FILE = "manifest.json"
+SealedKind = Literal["video", "snapshot", "metadata", "manifest"]
+SEALED_FILES: dict[str, str] = {"video": CLIP_FILE + AGE_SUFFIX, "snapshot": SNAPSHOT_FILE + AGE_SUFFIX,
+                                "metadata": META_FILE + AGE_SUFFIX, "manifest": MANIFEST_FILE + AGE_SUFFIX}
+OBJECT_ID_PATTERN = r"^[0-9a-f]{32}$"
 SUBDIRS = ("tmp", "clips", "uploaded", "events", "snapshots", "commands", "state", "quarantine")
 
 
@@ -93,25 +113,90 @@ class ClipMeta(BaseModel):
                            sha256=self.sha256, size=self.size, rings=self.rings[:100])
 
 
+class SealedFile(BaseModel):
+    """One age file of a sealed clip, as the agent needs it: name, ciphertext size and SHA-256."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str = Field(pattern=r"^[a-z]+\.[a-z0-9]+\.age$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=1)
+
+
+class SealedClipMeta(BaseModel):
+    """Clear ``meta.json`` of a sealed clip: no time, trigger or plaintext digest, only what the upload needs.
+
+    ``object_id`` is random (128 bits): the bucket's object names derive from it
+    (doorbell.core.bucket.sealed_keys), so they say nothing about the clip.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    v: Literal[2] = 2
+    sealed: Literal[True] = True
+    clip_id: str = Field(pattern=CLIP_ID_PATTERN)
+    object_id: str = Field(pattern=OBJECT_ID_PATTERN)
+    files: dict[SealedKind, SealedFile]
+
+    @model_validator(mode="after")
+    def _complete(self) -> SealedClipMeta:
+        for kind in ("video", "metadata", "manifest"):
+            if kind not in self.files:
+                raise ValueError(f"sealed clip has no {kind}")
+        for kind, f in self.files.items():
+            if f.name != SEALED_FILES[kind]:  # never a path of the index's choosing
+                raise ValueError(f"{kind} is named {f.name!r}, not {SEALED_FILES[kind]!r}")
+        return self
+
+
+def _parse_meta(data: bytes) -> ClipMeta | SealedClipMeta:
+    doc = json.loads(data)
+    if isinstance(doc, dict) and doc.get("sealed") is True:
+        return SealedClipMeta.model_validate(doc)
+    return ClipMeta.model_validate(doc)
+
+
 @dataclass(frozen=True)
 class SpoolClip:
-    """A published clip directory and its validated metadata."""
+    """A published clip directory and its validated metadata (clear, or sealed)."""
 
     path: Path
-    meta: ClipMeta
+    meta: ClipMeta | SealedClipMeta
+    # Only in the process that just sealed the clip (never on disk in clear): its full metadata and manifest.
+    plain: ClipMeta | None = field(default=None, compare=False, repr=False)
+    manifest: mf.ClipManifest | None = field(default=None, compare=False, repr=False)
 
     @property
     def clip_id(self) -> str:
         return self.meta.clip_id
 
     @property
+    def sealed(self) -> SealedClipMeta | None:
+        """The clear index of an encrypted clip, or None for a clip stored in clear."""
+        return self.meta if isinstance(self.meta, SealedClipMeta) else None
+
+    @property
+    def clear(self) -> ClipMeta:
+        """The metadata of a clip stored in clear (SpoolError for a sealed one: its metadata is encrypted)."""
+        if isinstance(self.meta, SealedClipMeta):
+            if self.plain is not None:
+                return self.plain
+            raise SpoolError(f"clip {self.clip_id} is encrypted: its metadata is not readable on the device")
+        return self.meta
+
+    @property
     def video(self) -> Path:
-        return self.path / CLIP_FILE
+        return self.path / (SEALED_FILES["video"] if self.sealed else CLIP_FILE)
 
     @property
     def snapshot(self) -> Path | None:
-        p = self.path / SNAPSHOT_FILE
+        p = self.path / (SEALED_FILES["snapshot"] if self.sealed else SNAPSHOT_FILE)
         return p if p.exists() else None
+
+    @property
+    def finished_at(self) -> float:
+        """When the clip ended (clear clips), or when it was published (sealed: the file's mtime)."""
+        if isinstance(self.meta, SealedClipMeta):
+            return self.meta_file.stat().st_mtime
+        return self.meta.ended_at
 
     @property
     def meta_file(self) -> Path:
@@ -155,36 +240,126 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
+@dataclass(frozen=True)
+class Sealing:
+    """How a device seals clips: the recipients' public keys, and its own key that signs manifests.
+
+    Nothing here opens a sealed file: the device cannot read back what it recorded.
+    """
+
+    recipients: tuple[X25519Recipient, ...]
+    device_key: Ed25519PrivateKey
+
+    def __post_init__(self) -> None:
+        if not self.recipients:
+            raise SpoolError("sealing needs at least one recipient")
+
+
+class SealedWriter:
+    """Write-only, non-seekable file object: plaintext in (e.g. a fragmented MP4 from PyAV), age file out.
+
+    Only one 64 KiB chunk of plaintext is ever held (in RAM); :meth:`close`
+    seals the final chunk and fsyncs. A writer that is never closed leaves a
+    truncated age file, which no age reader accepts.
+    """
+
+    def __init__(self, path: Path, recipients: Sequence[X25519Recipient]):
+        self.path = path
+        self.name = str(path)
+        self._fh = open(path, "xb")
+        try:
+            self._enc = Encryptor(self._fh, recipients)
+        except BaseException:
+            self._fh.close()
+            raise
+        self.result: StreamResult | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        return self._enc.write(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def flush(self) -> None:
+        """Nothing to do: chunks go to disk as they fill (and are fsynced at close)."""
+
+    @property
+    def closed(self) -> bool:
+        return self._fh.closed
+
+    def close(self) -> StreamResult:
+        if self.result is None:
+            self.result = self._enc.close()
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+        return self.result
+
+    def abort(self) -> None:
+        """Stop without the final chunk (the file stays unreadable); used on discard."""
+        if not self._fh.closed:
+            self._fh.close()
+
+
 
 
 class ClipStaging:
     """A clip being assembled under ``tmp/``; invisible until :meth:`publish`.
 
-    The recorder writes ``video_path`` (and optionally the snapshot), then calls
-    ``publish`` with the metadata; sha256 and size are computed here so they
-    always describe the bytes that were actually fsynced.
+    The recorder writes the video into :meth:`open_video` (a path in clear, an
+    encrypting :class:`SealedWriter` when ``sealing`` is set), optionally the
+    snapshot, then calls ``publish`` with the metadata; sha256 and size are
+    computed here so they always describe the bytes that were actually fsynced.
     """
 
-    def __init__(self, spool: "Spool", clip_id: str):
+    def __init__(self, spool: "Spool", clip_id: str, sealing: Sealing | None = None):
         self.spool = spool
         self.clip_id = clip_id
+        self.sealing = sealing
         self.dir = spool.root / "tmp" / f"{clip_id}.{secrets.token_hex(3)}.partial"
         self.dir.mkdir(parents=True)
         self.published: SpoolClip | None = None
+        self._video: SealedWriter | None = None
+        self._sealed: dict[str, StreamResult] = {}
 
     @property
     def video_path(self) -> Path:
-        return self.dir / CLIP_FILE
+        return self.dir / (SEALED_FILES["video"] if self.sealing else CLIP_FILE)
 
     @property
     def snapshot_path(self) -> Path:
-        return self.dir / SNAPSHOT_FILE
+        return self.dir / (SEALED_FILES["snapshot"] if self.sealing else SNAPSHOT_FILE)
+
+    def open_video(self) -> Path | SealedWriter:
+        """Where the muxer writes the MP4: its path in clear; a non-seekable encrypting file when sealed."""
+        if self.sealing is None:
+            return self.video_path
+        if self._video is None:
+            self._video = SealedWriter(self.video_path, self.sealing.recipients)
+        return self._video
 
     def write_snapshot(self, jpeg: bytes) -> None:
-        _write_synced(self.snapshot_path, jpeg)
+        if self.sealing is None:
+            _write_synced(self.snapshot_path, jpeg)
+        else:
+            self._sealed["snapshot"] = self._seal_bytes("snapshot", jpeg)
+
+    def _seal_bytes(self, kind: str, data: bytes) -> StreamResult:
+        assert self.sealing is not None
+        writer = SealedWriter(self.dir / SEALED_FILES[kind], self.sealing.recipients)
+        try:
+            writer.write(data)
+            return writer.close()
+        finally:
+            writer.abort()
 
     def publish(self, **meta_fields: Any) -> SpoolClip:
         """fsync everything, write meta.json last, and rename the directory into ``clips/``."""
+        if self.sealing is not None:
+            return self._publish_sealed(meta_fields)
         video = self.video_path
         if not video.exists() or video.stat().st_size == 0:
             raise SpoolError(f"clip {self.clip_id}: no video was written")
@@ -197,6 +372,42 @@ class ClipStaging:
             meta_fields["snapshot_sha256"] = sha256_file(self.snapshot_path)
         meta = ClipMeta.model_validate(meta_fields)
         _write_synced(self.dir / META_FILE, meta.model_dump_json(indent=1).encode())
+        return self._rename(SpoolClip(self.dir, meta))
+
+    def _publish_sealed(self, meta_fields: dict[str, Any]) -> SpoolClip:
+        """Seal the metadata and the signed manifest next to the video and snapshot, then publish.
+
+        Order: video closed (final chunk, fsync), metadata sealed, manifest
+        (plaintext and ciphertext digests of video, snapshot, metadata) signed
+        and sealed, clear index written last, one rename.
+        """
+        assert self.sealing is not None
+        if self._video is None:
+            raise SpoolError(f"clip {self.clip_id}: no video was written")
+        video = self._video.close()
+        if video.plaintext_size == 0:
+            raise SpoolError(f"clip {self.clip_id}: no video was written")
+        meta_fields.setdefault("clip_id", self.clip_id)
+        meta_fields["sha256"] = video.plaintext_sha256
+        meta_fields["size"] = video.plaintext_size
+        files: dict[str, StreamResult] = {"video": video}
+        if "snapshot" in self._sealed:
+            meta_fields["snapshot_sha256"] = self._sealed["snapshot"].plaintext_sha256
+            files["snapshot"] = self._sealed["snapshot"]
+        meta = ClipMeta.model_validate(meta_fields)
+        files["metadata"] = self._seal_bytes("metadata", meta.model_dump_json(indent=1).encode())
+        manifest = mf.sign_manifest(mf.build_manifest(
+            clip_id=meta.clip_id, device_id=meta.device_id, trigger=meta.trigger, started_at=meta.started_at,
+            ended_at=meta.ended_at, trigger_at=meta.trigger_at, pre_roll_s=min(meta.pre_roll_s, 60.0),
+            files=files), self.sealing.device_key)
+        files["manifest"] = self._seal_bytes("manifest", mf.manifest_json(manifest))
+        index = SealedClipMeta(clip_id=meta.clip_id, object_id=secrets.token_hex(16), files={
+            k: SealedFile(name=SEALED_FILES[k], sha256=r.ciphertext_sha256, size=r.ciphertext_size)
+            for k, r in files.items()})
+        _write_synced(self.dir / META_FILE, index.model_dump_json(indent=1).encode())
+        return self._rename(SpoolClip(self.dir, index, plain=meta, manifest=manifest))
+
+    def _rename(self, staged: SpoolClip) -> SpoolClip:
         fsync_dir(self.dir)
         target = self.spool.root / "clips" / self.clip_id
         if target.exists():
@@ -204,11 +415,15 @@ class ClipStaging:
         os.rename(self.dir, target)
         fsync_dir(target.parent)
         fsync_dir(self.dir.parent)
-        self.published = SpoolClip(target, meta)
-        log.info("published clip %s (%d bytes, %s)", self.clip_id, meta.size, meta.trigger)
+        self.published = SpoolClip(target, staged.meta, plain=staged.plain, manifest=staged.manifest)
+        m = staged.plain or staged.meta
+        log.info("published %sclip %s (%s)", "sealed " if staged.sealed else "", self.clip_id,
+                 getattr(m, "trigger", "?"))
         return self.published
 
     def discard(self) -> None:
+        if self._video is not None:
+            self._video.abort()
         if self.published is None:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -236,8 +451,9 @@ class Spool:
         return self.root / name
 
     # ------------------------------------------------------------------ writer side
-    def stage_clip(self, clip_id: str | None = None, ts: float | None = None) -> ClipStaging:
-        return ClipStaging(self, clip_id or new_clip_id(ts))
+    def stage_clip(self, clip_id: str | None = None, ts: float | None = None,
+                   sealing: Sealing | None = None) -> ClipStaging:
+        return ClipStaging(self, clip_id or new_clip_id(ts), sealing)
 
     def publish_event(self, event: DeviceEvent) -> Path:
         return self._publish_json("events", event.event_id, event.model_dump(mode="json", exclude_none=True))
@@ -271,13 +487,15 @@ class Spool:
     # ------------------------------------------------------------------ reader side
     def _load_clip(self, path: Path) -> SpoolClip:
         try:
-            meta = ClipMeta.model_validate_json((path / META_FILE).read_bytes())
+            meta = _parse_meta((path / META_FILE).read_bytes())
         except (OSError, ValidationError, ValueError) as exc:
             raise SpoolError(f"{path.name}: unreadable metadata: {exc}") from None
         if meta.clip_id != path.name:
             raise SpoolError(f"{path.name}: metadata names clip {meta.clip_id}")
-        if not (path / CLIP_FILE).is_file():
-            raise SpoolError(f"{path.name}: {CLIP_FILE} is missing")
+        names = [f.name for f in meta.files.values()] if isinstance(meta, SealedClipMeta) else [CLIP_FILE]
+        for name in names:
+            if not (path / name).is_file():
+                raise SpoolError(f"{path.name}: {name} is missing")
         return SpoolClip(path, meta)
 
     def _clips_in(self, sub: str) -> list[SpoolClip]:

@@ -30,7 +30,6 @@ import shutil
 import stat
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -116,8 +115,9 @@ def check_secrets(cfg: "DoorbellConfig", config_path: Path | None) -> list[Resul
                 continue
             out.extend(_cert_expiry(label, p))
         if tls.insecure_skip_verify:
-            out.append(Result("secrets", WARN, "mqtt.tls.insecure_skip_verify is true: the broker is not authenticated",
-                              "set mqtt.tls.insecure_skip_verify: false"))
+            out.append(Result("secrets", WARN, "mqtt.tls.insecure_skip_verify is true: the broker's hostname is not "
+                              "checked (its certificate must still come from mqtt.tls.ca_file)",
+                              "set mqtt.tls.insecure_skip_verify: false and mqtt.host to a name the certificate has"))
     elif cfg.mqtt.password is not None and cfg.mqtt.host not in ("127.0.0.1", "localhost", "::1"):
         problems.append(f"MQTT credentials would be sent without TLS to {cfg.mqtt.host}")
         fixes.append("set mqtt.tls.enabled: true and the files from `doorbell provision device`")
@@ -323,11 +323,14 @@ def check_clock(probe: Callable[[], tuple[bool | None, str]] = kernel_clock_sync
 
 
 def check_broker(cfg: "DoorbellConfig", timeout: float = 8.0) -> Result:
-    import ssl
+    """Log in as the device and subscribe to its command topics, through the one client factory.
 
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
+    The broker binds the client id to the username, so this login briefly takes
+    the running agent's session over (the agent is back within a second). It
+    resumes that session rather than starting a clean one, and acknowledges
+    nothing, so commands queued for the agent stay queued for it.
+    """
+    from doorbell.core.mqtt import MqttConnectError, MqttError, Session, make_client
     from doorbell.core.protocol import command_topic
     m = cfg.mqtt
     if m.username is None or m.password is None:
@@ -339,71 +342,43 @@ def check_broker(cfg: "DoorbellConfig", timeout: float = 8.0) -> Result:
                       "broker's ACL lets a device write only under its own id, so every publish would be refused",
                       "use the device.yaml from `doorbell provision device` unchanged (username = device id)")
     where = f"{m.host}:{m.port}{' (TLS)' if m.tls.enabled else ''}"
-    done = threading.Event()
-    state: dict[str, Any] = {}
-    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2,
-                         client_id=f"{m.client_id or cfg.device.id}-doctor-{secrets.token_hex(3)}",
-                         protocol=mqtt.MQTTv5)
-    client.username_pw_set(m.username, m.password.get_secret_value())
-
-    def on_connect(_c, _u, _f, reason, _p) -> None:
-        state["connect"] = reason
-        if reason.is_failure:
-            done.set()
-        else:
-            topic = command_topic(cfg.device.id, "snapshot").rsplit("/", 1)[0] + "/#"
-            state["sub_mid"] = client.subscribe(topic, qos=1)[1]
-
-    def on_subscribe(_c, _u, mid, reasons, _p) -> None:
-        state["suback"] = reasons
-        done.set()
-
-    client.on_connect = on_connect
-    client.on_subscribe = on_subscribe
     try:
-        if m.tls.enabled:
-            ctx = ssl.create_default_context(cafile=str(Path(m.tls.ca_file).expanduser()) if m.tls.ca_file else None)
-            ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-            if m.tls.cert_file and m.tls.key_file:
-                ctx.load_cert_chain(str(Path(m.tls.cert_file).expanduser()), str(Path(m.tls.key_file).expanduser()))
-            if m.tls.insecure_skip_verify:
-                ctx.check_hostname = False
-                ctx.verify_mode = ssl.CERT_NONE
-            client.tls_set_context(ctx)
-        client.connect(m.host, m.port, keepalive=30)
-    except ssl.SSLCertVerificationError as exc:
-        return Result("broker", FAIL, f"TLS: the broker's certificate at {where} is not trusted: {exc.verify_message}",
-                      "install the CA certificate from the provisioning bundle as mqtt.tls.ca_file, "
-                      "and check mqtt.host matches the broker's certificate")
-    except ssl.SSLError as exc:
-        return Result("broker", FAIL, f"TLS handshake with {where} failed: {exc}",
-                      "check the TLS files (mqtt.tls.*) and that the port is the broker's TLS listener")
-    except (OSError, ValueError) as exc:
-        return Result("broker", FAIL, f"cannot reach the broker at {where}: {exc}",
-                      "check mqtt.host / mqtt.port, the network, and that Mosquitto is running")
-    client.loop_start()
+        client = make_client(m, session=Session(clean_start=False, expiry_s=cfg.agent.session_expiry_s),
+                             manual_ack=True, reconnect=False, logger_name="doorbell.doctor.paho")
+    except MqttError as exc:
+        return Result("broker", FAIL, str(exc), "reinstall the TLS files from the provisioning bundle (mqtt.tls.*)")
     try:
-        if not done.wait(timeout):
-            if "connect" not in state:
-                return Result("broker", FAIL, f"no answer from {where} within {timeout:.0f} s (TLS or firewall?)",
-                              "check the port is the broker's listener (TLS vs plain) "
-                              "and that a firewall lets it through")
-            return Result("broker", FAIL, f"connected to {where} but the subscription was not answered",
+        client.connect_and_wait(timeout)
+    except MqttConnectError as exc:
+        fixes = {
+            "tls-untrusted": "install the CA certificate from the provisioning bundle as mqtt.tls.ca_file, "
+                             "and check mqtt.host matches the broker's certificate",
+            "tls": "check the TLS files (mqtt.tls.*: the broker may require the client certificate) "
+                   "and that the port is the broker's TLS listener",
+            "unreachable": "check mqtt.host / mqtt.port, the network, and that Mosquitto is running",
+            "timeout": "check the port is the broker's listener (TLS vs plain) and that a firewall lets it through",
+            "refused": "the password does not match the broker's password file: re-provision with "
+                       "`doorbell provision device --rotate` and reload Mosquitto",
+        }
+        return Result("broker", FAIL, str(exc), fixes.get(exc.kind, "check the broker's log"))
+    try:
+        # exactly the agent's filter: this login resumes the agent's session, which must not change
+        topic = command_topic(cfg.device.id, "snapshot").rsplit("/", 1)[0] + "/+"
+        try:
+            granted = client.subscribe_acked(topic, qos=1, timeout=timeout)
+        except MqttError as exc:
+            if client.last_error:
+                return Result("broker", OK, f"logged in to {where} as {m.username!r}; the running agent then "
+                              "took its session back before the ACL check")
+            return Result("broker", FAIL, f"connected to {where} but the subscription was not answered ({exc})",
                           "check the broker's log")
-        reason = state["connect"]
-        if reason.is_failure:
-            return Result("broker", FAIL, f"the broker at {where} refused {m.username!r}: {reason}",
-                          "the password does not match the broker's password file: re-provision with "
-                          "`doorbell provision device --rotate` and reload Mosquitto")
-        granted = state.get("suback", [])
         if not granted or any(r.is_failure for r in granted):
             return Result("broker", FAIL,
                           f"connected as {m.username!r}, but the ACL refuses this device its command topics",
                           "re-render the ACL from the registry (doorbell provision ...) and reload Mosquitto")
         return Result("broker", OK, f"connected to {where} as {m.username!r}; command topics allowed")
     finally:
-        client.disconnect()
-        client.loop_stop()
+        client.close()
 
 
 def check_bucket(cfg: "DoorbellConfig", timeout: float = 10.0) -> Result:

@@ -18,7 +18,14 @@ Broker directory layout (``--out``)::
     passwd                 Mosquitto password_file ($7$ PBKDF2-SHA512 hashes), 0600
     acl                    Mosquitto acl_file, rendered from registry.yaml
     mosquitto.conf         include it from /etc/mosquitto/conf.d/
+    device-keys.json       each device's Ed25519 public key (signs its clip manifests), for the
+                           sharing service's registry and for ``doorbell verify --device-key``
     clients/<name>/        one bundle per identity, to hand over and then delete
+
+A device bundle also holds ``device_ed25519.pem`` (the device's manifest-signing
+key, made here, installed next to device.yaml) and the household's age
+recipients in ``encryption.recipients`` (from ``--recipient`` or an owner's
+recipients file written by ``doorbell owner keys``). Nothing in it opens a clip.
 """
 from __future__ import annotations
 
@@ -49,6 +56,8 @@ SERVICE_USER = "sharing-service"
 SHARING_CREDENTIALS = "/run/credentials/doorbell-sharing.service"
 DEFAULT_DAYS = 825          # client/server certificates: rotate at least every ~2 years
 CA_DAYS = 3650
+DEVICE_KEY_FILE = "device_ed25519.pem"   # in the device bundle and next to /etc/doorbell/device.yaml
+DEVICE_KEYS = "device-keys.json"         # in the broker dir: device id -> ed25519:... public key
 
 
 class ProvisionError(DoorbellError):
@@ -298,6 +307,9 @@ def render_mosquitto_conf(files_dir: Path, port: int, bind: str, data_dir: Path 
         "tls_version tlsv1.2",
         f"require_certificate {'true' if require_client_cert else 'false'}",
         "use_identity_as_username false",
+        "# The client id is replaced by the login, so no user can take over another",
+        "# user's session (e.g. a device claiming the id 'sharing-service').",
+        "use_username_as_clientid true",
         "",
         "max_packet_size 1048576",
         "max_inflight_messages 20",
@@ -494,15 +506,63 @@ def _mqtt_section(reg: dict[str, Any], ident: Identity, host: str | None, port: 
     b = reg.get("broker", {})
     host = host or (b.get("hostnames") or b.get("ips") or ["127.0.0.1"])[0]
     return {"host": host, "port": port or b.get("port", 8883), "username": ident.name,
-            "password": ident.password, "client_id": ident.name, "tls": _tls_section(config_dir)}
+            "password": ident.password, "tls": _tls_section(config_dir)}
+
+
+def read_recipients(values: list[str], files: list[Path]) -> list[str]:
+    """age recipients from ``--recipient`` values and recipients files, validated, in order, without repeats.
+
+    A recipients file is what ``age -R`` reads: one ``age1...`` per line, ``#``
+    comments and blank lines ignored (``doorbell owner keys`` writes one).
+    """
+    from doorbell.core.age import AgeError, parse_recipient
+
+    found: list[tuple[str, str]] = [(f"--recipient #{i + 1}", v) for i, v in enumerate(values)]
+    for path in files:
+        try:
+            lines = Path(path).expanduser().read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = getattr(exc, "strerror", None) or exc
+            raise ProvisionError(f"cannot read recipients file {path}: {reason}") from None
+        found += [(f"{path} line {n}", line.strip()) for n, line in enumerate(lines, 1)
+                  if line.strip() and not line.strip().startswith("#")]
+    out: list[str] = []
+    for where, text in found:
+        try:
+            key = str(parse_recipient(text))
+        except AgeError as exc:  # never echo the text: it may be a pasted secret key
+            raise ProvisionError(f"{where}: not an age recipient (age1...): {exc}") from None
+        if key not in out:
+            out.append(key)
+    return out
+
+
+def register_device_key(bdir: BrokerDir, device_id: str, public_key: str) -> Path:
+    """Record a device's manifest-signing public key in ``device-keys.json`` (atomic, sorted)."""
+    path = bdir.root / DEVICE_KEYS
+    try:
+        keys = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError) as exc:
+        raise ProvisionError(f"{path} is unreadable ({exc}); fix or remove it") from None
+    if not isinstance(keys, dict):
+        raise ProvisionError(f"{path} is not a JSON object of device id -> key")
+    keys[device_id] = public_key
+    write_file(path, json.dumps(dict(sorted(keys.items())), indent=2) + "\n", 0o644)
+    return path
 
 
 def device_bundle(bdir: BrokerDir, ident: Identity, *, owner: str, out: Path, name: str = "Front door",
                   mqtt_host: str | None = None, mqtt_port: int | None = None,
                   config_dir: str = "/etc/doorbell", bucket: str = "doorbell-clips",
                   endpoint_url: str | None = None, region: str = "us-east-1", prefix_base: str = "",
-                  s3_access_key_id: str | None = None, s3_secret: str | None = None) -> dict[str, Any]:
-    """Write a device's bundle (device.yaml, tls/, s3-policy.json); return the S3 policy."""
+                  s3_access_key_id: str | None = None, s3_secret: str | None = None,
+                  recipients: list[str] | None = None, encrypt: bool = False) -> dict[str, Any]:
+    """Write a device's bundle (device.yaml, tls/, device key, s3-policy.json); return the S3 policy.
+
+    The device's Ed25519 key is made once (kept on ``--rotate``) and its public
+    key registered in the broker dir's ``device-keys.json``.
+    """
+    from doorbell.core.signing import generate_key, load_private_key, public_key_text, save_private_key
     reg = bdir.load_registry()
     base = prefix_base.strip("/")
     fleet_prefix = f"{base + '/' if base else ''}devices/"  # s3.prefix: the same on every host
@@ -517,12 +577,26 @@ def device_bundle(bdir: BrokerDir, ident: Identity, *, owner: str, out: Path, na
         "spool": {"dir": "/var/lib/doorbell/spool"},
         "mqtt": _mqtt_section(reg, ident, mqtt_host, mqtt_port, config_dir),
         "s3": s3,
+        "encryption": {"enabled": encrypt, "recipients": list(recipients or []),
+                       "device_key_file": f"{config_dir}/{DEVICE_KEY_FILE}"},
     }
+    if encrypt and not recipients:
+        raise ProvisionError("--encrypt needs the household's recipients: --recipient age1... or "
+                             "--recipients-file (doorbell owner keys writes one)")
     header = (f"# Device {ident.name} (owner {owner}), generated by `doorbell provision device`.\n"
               "# Holds this device's unique secrets: install as /etc/doorbell/device.yaml, mode 0600,\n"
               "# owner doorbell (scripts/install-pi.sh --bundle DIR does this). Every other key has\n"
               "# its default; see config/device.yaml for all of them with comments.\n")
     _write_bundle(out, ident, "device.yaml", config, header)
+    key_path = out / DEVICE_KEY_FILE
+    if key_path.exists():   # --rotate renews broker credentials; the signing identity stays
+        key = load_private_key(key_path)
+    else:
+        key = generate_key()
+        save_private_key(key, key_path)
+    pub = public_key_text(key)
+    write_file(out / "device_ed25519.pub", pub + "\n", 0o644)
+    register_device_key(bdir, ident.name, pub)
     policy = s3_device_policy(bucket, prefix)
     write_file(out / "s3-policy.json", json.dumps(policy, indent=2) + "\n", 0o644)
     seaweed = {"name": ident.name, "credentials": [{"accessKey": "KEY", "secretKey": "SECRET"}],
@@ -603,6 +677,14 @@ def register(subs: argparse._SubParsersAction) -> None:
             q.add_argument("--s3-access-key-id", default=None,
                            help="the device's S3 key id; its secret is read from $DOORBELL_S3_SECRET "
                                 "(never from the command line, where `ps` would show it)")
+            q.add_argument("--recipient", action="append", default=[], metavar="age1...",
+                           help="a household member's (or the recovery) age public key the device "
+                                "encrypts clips to (repeatable)")
+            q.add_argument("--recipients-file", action="append", default=[], type=Path, metavar="FILE",
+                           help="file of age1... recipients, one a line (doorbell owner keys writes one)")
+            q.add_argument("--encrypt", action="store_true",
+                           help="turn on end-to-end encryption in the device's config (off by default "
+                                "until the owner app, sharing service and agency client read sealed clips)")
             q.set_defaults(func=_cmd_device)
         else:
             q.add_argument("--config-dir", default="~/.config/doorbell")
@@ -668,16 +750,27 @@ def _cmd_device(args: argparse.Namespace) -> int:
         return _fail(ProvisionError(f"invalid device id {args.id!r}: must match {ID_PATTERN}"))
     bdir = BrokerDir(args.broker_dir)
     try:
+        recipients = read_recipients(args.recipient, args.recipients_file)
+        if args.encrypt and not recipients:
+            raise ProvisionError("--encrypt needs the household's recipients: --recipient age1... or "
+                                 "--recipients-file (doorbell owner keys writes one)")
         ident = add_identity(bdir, "device", args.id, owner=args.owner, rotate=args.rotate, days=args.days)
         out = args.out or bdir.client_dir(args.id)
         policy = device_bundle(bdir, ident, owner=args.owner, out=out, name=args.name,
                                mqtt_host=args.mqtt_host, mqtt_port=args.mqtt_port, config_dir=args.config_dir,
                                bucket=args.s3_bucket, endpoint_url=args.s3_endpoint, region=args.s3_region,
                                prefix_base=args.s3_prefix_base, s3_access_key_id=args.s3_access_key_id,
-                               s3_secret=os.environ.get("DOORBELL_S3_SECRET") or None)
+                               s3_secret=os.environ.get("DOORBELL_S3_SECRET") or None,
+                               recipients=recipients, encrypt=args.encrypt)
     except (ProvisionError, AclError, ConfigError, OSError) as exc:
         return _fail(exc)
     print(f"# device {args.id} (owner {args.owner}): bundle in {out}", file=sys.stderr)
+    pub = (out / "device_ed25519.pub").read_text().strip()
+    print(f"# device signing key (clip manifests): {pub}\n#   registered in {bdir.root / DEVICE_KEYS}; "
+          "give it to the sharing service and to anyone who runs doorbell verify", file=sys.stderr)
+    print(f"# clips encrypted to {len(recipients)} recipient(s); encryption "
+          f"{'ON' if args.encrypt else 'off (turn on with --encrypt once the cloud side reads sealed clips)'}",
+          file=sys.stderr)
     print(f"# {_reload_hint(bdir)}", file=sys.stderr)
     print(f"# install on the Pi: sudo scripts/install-pi.sh --bundle {out}", file=sys.stderr)
     print("# S3 policy for this device's access key (AWS IAM / MinIO `mc admin policy create`), "

@@ -24,7 +24,6 @@ import logging
 import os
 import pwd
 import queue
-import secrets
 import shutil
 import signal
 import socket
@@ -39,12 +38,21 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import SecretStr
 
 from doorbell.core import broker_acl
+from doorbell.core.config import MqttSection, TlsSection
 from doorbell.core.errors import DoorbellError
+from doorbell.core.mqtt import (  # noqa: F401  (MqttConnectError: what mqtt_client raises, for callers)
+    Handlers,
+    MqttClient,
+    MqttConnectError,
+    MqttError,
+    Session,
+    Will,
+)
 
 log = logging.getLogger(__name__)
 
@@ -325,11 +333,12 @@ class ServerProcess(ABC):
 
 @dataclass(frozen=True)
 class TlsFiles:
-    """PEM files for a TLS listener."""
+    """PEM files for a TLS listener; ``require_certificate``: clients must present one signed by ``cafile``."""
 
     cafile: Path
     certfile: Path
     keyfile: Path
+    require_certificate: bool = False
 
 
 class Mosquitto(ServerProcess):
@@ -406,14 +415,18 @@ class Mosquitto(ServerProcess):
             # Mosquitto drops root privileges to 'mosquitto', which could not read
             # our 0600 files nor write the persistence db; stay the invoking user.
             lines.append(f"user {pwd.getpwuid(os.geteuid()).pw_name}")
-        lines += ["", f"listener {self.port} {self.host}"]
+        # Client ids are bound to logins on every listener, as on the product's broker
+        # (doorbell.ops.provision): no user can take over another user's session.
+        lines += ["", f"listener {self.port} {self.host}", "use_username_as_clientid true"]
         if self.tls is not None:
             lines += [
                 "", f"listener {self.tls_port} {self.host}",
+                "use_username_as_clientid true",
                 f"cafile {self.tls.cafile}",
                 f"certfile {self.tls.certfile}",
                 f"keyfile {self.tls.keyfile}",
                 "tls_version tlsv1.2",
+                f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
             ]
         return "\n".join(lines) + "\n"
 
@@ -922,75 +935,41 @@ class SeaweedS3(ServerProcess):
 
 # ------------------------------------------------------------------- MQTT clients
 
-class MqttConnectError(DoorbellError, ConnectionError):
-    """The broker refused CONNECT (bad password, not authorized...) or did not answer."""
+class MqttProbe(MqttClient):
+    """The product's MQTT client (:mod:`doorbell.core.mqtt`) with an inbox and short blocking helpers.
 
-    def __init__(self, message: str, reason_code: Any = None):
-        super().__init__(message)
-        self.reason_code = reason_code
+    Tests and the demo use it to watch and poke the broker exactly as the
+    product's own clients connect (same TLS meanings, same client-id rule). Like
+    the daemons it reconnects after a broker restart, so two probes logged in
+    as the same user take the session from each other: use one user per probe.
+    """
 
+    def __init__(self, cfg: MqttSection, *, session: Session = Session(), will: Will | None = None,
+                 client_id: str | None = None):
+        self.inbox: "queue.Queue[mqtt.MQTTMessage]" = queue.Queue()
+        super().__init__(cfg, session=session, will=will, handlers=Handlers(message=self._h_inbox),
+                         client_id=client_id, logger_name="doorbell.sandbox.paho")
 
-class MqttProbe(mqtt.Client):
-    """paho Client + blocking helpers that surface MQTT v5 reason codes."""
+    def _h_inbox(self, _c: MqttClient, msg: mqtt.MQTTMessage) -> None:
+        self.inbox.put(msg)
 
-    def __init__(self, cid: str):
-        super().__init__(callback_api_version=CallbackAPIVersion.VERSION2, client_id=cid,
-                         protocol=mqtt.MQTTv5)
-        self.inbox: "queue.Queue[Any]" = queue.Queue()
-        self._acks: dict[int, Any] = {}
-        self._cond = threading.Condition()
-        self.connect_reason: Any = None
-        self._connected = threading.Event()
-        self.on_connect = self._h_connect
-        self.on_message = lambda _c, _u, msg: self.inbox.put(msg)
-        self.on_subscribe = self._h_ack
-        self.on_unsubscribe = self._h_ack
-        self.on_publish = self._h_publish
-
-    def _h_connect(self, _c, _u, _flags, reason_code, _props) -> None:
-        self.connect_reason = reason_code
-        self._connected.set()
-
-    def _h_ack(self, _c, _u, mid, reason_codes, _props) -> None:
-        with self._cond:
-            self._acks[mid] = reason_codes
-            self._cond.notify_all()
-
-    def _h_publish(self, _c, _u, mid, reason_code, _props) -> None:
-        with self._cond:
-            self._acks[mid] = reason_code
-            self._cond.notify_all()
-
-    def _wait_ack(self, mid: int, what: str, wait: float) -> Any:
-        with self._cond:
-            if not self._cond.wait_for(lambda: mid in self._acks, wait):
-                raise TimeoutError(f"no {what} for mid {mid} within {wait}s")
-            return self._acks.pop(mid)
-
-    def sub(self, topic: str, qos: int = 1, wait: float = 5.0) -> list[Any]:
+    def sub(self, topic: str, qos: int = 1, wait: float = 5.0) -> list[ReasonCode]:
         """Subscribe and return the SUBACK reason codes (e.g. ``[ReasonCode(135)]`` if refused)."""
-        with self._cond:  # the SUBACK may arrive before we learn the mid
-            rc, mid = self.subscribe(topic, qos)
-        if rc != mqtt.MQTT_ERR_SUCCESS:
-            raise MqttConnectError(f"subscribe({topic!r}) failed locally: {mqtt.error_string(rc)}")
-        return list(self._wait_ack(mid, "SUBACK", wait))
+        return self.subscribe_acked(topic, qos, timeout=wait)
 
     def pub(self, topic: str, payload: bytes | str | None = None, qos: int = 1,
-            retain: bool = False, wait: float = 5.0, properties: Any = None) -> Any:
+            retain: bool = False, wait: float = 5.0, properties: Properties | None = None) -> ReasonCode | None:
         """Publish; for QoS 1/2 wait for the broker's ack and return its reason code
         (``ReasonCode(135)`` = Not authorized). QoS 0 returns None."""
-        with self._cond:
-            info = self.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        if info.rc != mqtt.MQTT_ERR_SUCCESS:
-            raise MqttConnectError(f"publish({topic!r}) failed locally: {mqtt.error_string(info.rc)}")
         if qos == 0:
+            info = self.publish(topic, payload, qos=0, retain=retain, properties=properties)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                raise MqttError(f"publish({topic!r}) failed locally: {mqtt.error_string(info.rc)}")
             info.wait_for_publish(wait)
-            with self._cond:
-                self._acks.pop(info.mid, None)
             return None
-        return self._wait_ack(info.mid, "PUBACK", wait)
+        return self.publish_acked(topic, payload, qos=qos, retain=retain, timeout=wait, properties=properties)
 
-    def expect(self, topic: str | None = None, wait: float = 5.0) -> Any:
+    def expect(self, topic: str | None = None, wait: float = 5.0) -> mqtt.MQTTMessage:
         """Next received message (on ``topic``, an MQTT filter, if given); others are dropped."""
         deadline = time.monotonic() + wait
         while True:
@@ -1004,7 +983,7 @@ class MqttProbe(mqtt.Client):
             if topic is None or mqtt.topic_matches_sub(topic, msg.topic):
                 return msg
 
-    def drain(self, settle: float = 0.0) -> list[Any]:
+    def drain(self, settle: float = 0.0) -> list[mqtt.MQTTMessage]:
         """Everything received so far (waiting ``settle`` seconds for stragglers)."""
         if settle:
             time.sleep(settle)
@@ -1015,20 +994,11 @@ class MqttProbe(mqtt.Client):
             except queue.Empty:
                 return out
 
-    def close(self) -> None:
-        """Disconnect and stop the network thread (idempotent)."""
-        try:
-            self.disconnect()
-        except Exception:  # already gone
-            pass
-        self.loop_stop()
-
-    def __enter__(self):
+    def __enter__(self) -> "MqttProbe":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-
 
 
 def mqtt_client(
@@ -1042,33 +1012,25 @@ def mqtt_client(
     will: tuple[str, bytes | str, int, bool] | None = None,
     timeout: float = 5.0,
     tls_ca: str | os.PathLike[str] | None = None,
-):
-    """A connected paho-mqtt 2.x MQTTv5 client with its network loop started.
+    tls: TlsSection | None = None,
+) -> MqttProbe:
+    """A connected :class:`MqttProbe` (paho-mqtt 2.x, MQTT v5) with its network loop started.
 
-    The returned object is a :class:`paho.mqtt.client.Client` with helpers
-    (a :class:`MqttProbe`): ``.inbox`` (a queue of received messages),
-    ``.sub(topic)`` / ``.pub(topic, payload)`` that wait for SUBACK/PUBACK and
-    return the broker's reason codes, ``.expect(topic)`` and ``.close()``.
-    Raises :class:`MqttConnectError` (with ``.reason_code``) if refused.
+    ``.inbox`` (a queue of received messages), ``.sub(topic)`` / ``.pub(topic,
+    payload)`` that wait for SUBACK/PUBACK and return the broker's reason codes,
+    ``.expect(topic)`` and ``.close()``. TLS: ``tls_ca`` (just a CA) or a full
+    ``tls`` section. ``client_id`` is what the client *claims*; the product's
+    brokers replace it with the username. Raises
+    :class:`doorbell.core.mqtt.MqttConnectError` (with ``.reason_code``) if refused.
     """
-    cid = client_id or f"{username}-{secrets.token_hex(4)}"
-    client = MqttProbe(cid)
-    client.username_pw_set(username, password)
-    if tls_ca is not None:
-        client.tls_set(ca_certs=str(tls_ca))
+    if tls is None:
+        tls = TlsSection(enabled=tls_ca is not None, ca_file=Path(tls_ca) if tls_ca is not None else None)
+    cfg = MqttSection(host=host, port=port, username=username, password=SecretStr(password), tls=tls)
+    w = None
     if will is not None:
-        client.will_set(will[0], will[1], qos=will[2], retain=will[3])
-    props = None
-    if session_expiry_s is not None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = session_expiry_s
-    client.connect(host, port, keepalive=30, clean_start=clean_start, properties=props)
-    client.loop_start()
-    if not client._connected.wait(timeout):
-        client.close()
-        raise MqttConnectError(f"no CONNACK from {host}:{port} within {timeout}s")
-    if client.connect_reason.is_failure:
-        reason = client.connect_reason
-        client.close()
-        raise MqttConnectError(f"broker refused {username!r}: {reason} ({reason.value})", reason)
+        payload = will[1].encode() if isinstance(will[1], str) else will[1]
+        w = Will(will[0], payload, qos=will[2], retain=will[3])
+    client = MqttProbe(cfg, session=Session(clean_start=clean_start, expiry_s=session_expiry_s), will=w,
+                       client_id=client_id)
+    client.connect_and_wait(timeout)
     return client

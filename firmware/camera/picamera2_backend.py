@@ -31,7 +31,7 @@ import numpy as np
 from doorbell.core.config import CameraSection
 from firmware.camera.base import Camera, CameraError, Frame, register_backend
 from firmware.masks import PrivacyMasker
-from firmware.recorder import StoreResult
+from firmware.recorder import FRAGMENTED_MP4, StoreResult, VideoTarget
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ class Picamera2ClipStore:
         result.frames = output.frames
         result.done.set()
 
-    def begin(self, path: Path, from_ts: float) -> float:
+    def begin(self, path: VideoTarget, from_ts: float) -> float:
         from picamera2.outputs import PyavOutput
 
         if self._closing is not None:
@@ -225,14 +225,17 @@ class Picamera2ClipStore:
                     self.last_wall = clock() - buffer_s
                 self.frames += 1
 
-        output = TimedOutput(str(path), format="mp4")
+        if isinstance(path, Path):
+            output = TimedOutput(str(path), format="mp4")
+        else:  # a sealed clip: a fragmented MP4 streamed into the age writer, plaintext only in RAM
+            output = TimedOutput(path, format="mp4", options=FRAGMENTED_MP4)
         self.camera.circular.open_output(output)
         self._output = output
         return self.camera.now() - buffer_s
 
     def end(self, until_ts: float) -> StoreResult:
         output, self._output = self._output, None
-        result = StoreResult(Path(output._output_name), until_ts, until_ts, 0)
+        result = StoreResult(Path(getattr(output._output_name, "name", output._output_name)), until_ts, until_ts, 0)
         self._closing = (until_ts, result, output)
         return result
 

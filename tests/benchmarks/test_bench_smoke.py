@@ -24,8 +24,10 @@ EXPECTED = [
     "agent_throughput_MBps", "agent_peak_rss_mb", "agent_ring_leg_p99_ms",
     "sharing_create_rps", "sharing_create_p99_ms", "sharing_status_rps", "sharing_status_p99_ms",
     "encrypt_MBps_per_core_1_5", "decrypt_MBps_per_core_1_5", "encrypt_peak_alloc_kb",  # issue 12
-    # issue 16: recovery after outages, firmware RSS with a real camera backend
-    "recovery_broker_outage_s", "recovery_bucket_outage_s", "recovery_bucket_outage_mid_multipart_s",
+    "sealed_clip_to_bucket_s_real", "sealed_clip_to_bucket_s_8", "firmware_rss_growth_sealed_mb",  # issue 12
+    "ring_after_broker_restart_s",  # issue 16 finding 7
+    # issue 16: uploads after a bucket outage, firmware RSS with a real camera backend
+    "upload_after_bucket_outage_s", "upload_after_bucket_outage_mid_multipart_s",
     "firmware_peak_rss_synthetic_mb", "firmware_peak_rss_file_mb",
 ]
 

@@ -5,7 +5,6 @@ agency config file with a fresh API key (helpers in ``tests/support/clients.py``
 """
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ def clients(tmp_path: Path, clean_broker: Any, s3: Any, mqtt_client: Callable[..
         "sharing": {"database_url": f"sqlite:///{tmp_path / 'sharing.db'}",
                     "http": {"host": "127.0.0.1", "port": 0}, "agency_rate_per_min": 100000},
     }, source="<clients test>", env={})
-    svc = SharingService(cfg, mqtt_client_id=f"sharing-{secrets.token_hex(4)}", sweep_interval_s=3600)
+    svc = SharingService(cfg, sweep_interval_s=3600)
     svc.start()
     try:
         assert svc.bridge is not None and svc.bridge.wait_connected(10), "bridge did not connect"

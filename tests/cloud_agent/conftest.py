@@ -47,10 +47,10 @@ def start_agent() -> Iterator[Callable[..., Any]]:
 
 @pytest.fixture
 def observer(mqtt_client: Callable[..., Any]) -> Callable[[str], Any]:
-    """``observer("dev-a")``: an admin client subscribed to everything the device publishes."""
+    """``observer("dev-a")``: an admin client (user ``observer``) subscribed to everything the device publishes."""
 
     def make(device_id: str = "dev-a") -> Any:
-        c = mqtt_client("admin")
+        c = mqtt_client("observer")
         c.sub(f"{protocol.PREFIX}/devices/{device_id}/#", qos=1)
         return c
 

@@ -23,9 +23,12 @@ MULTIPART = {"multipart_threshold_mb": 5, "multipart_chunk_mb": 5, "max_concurre
 
 
 def _observer(mqtt_client, name: str):
-    """A subscriber with a persistent session, so it misses nothing across a broker restart."""
-    c = mqtt_client("admin", client_id=f"obs-{name}-{os.getpid()}-{time.time_ns()}", clean_start=False,
-                    session_expiry_s=600)
+    """A subscriber with a persistent session, so it misses nothing across a broker restart.
+
+    The session belongs to the login (the broker binds client ids to usernames), so
+    an earlier test's session is discarded first: this one starts empty."""
+    mqtt_client("admin", clean_start=True, session_expiry_s=0).close()
+    c = mqtt_client("admin", clean_start=False, session_expiry_s=600)
     c.sub(f"{protocol.PREFIX}/devices/dev-a/#", qos=1)
     return c
 

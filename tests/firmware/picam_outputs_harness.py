@@ -9,12 +9,17 @@ timestamp_us)``) with H.264 from PyAV, and drives :class:`Picamera2ClipStore`
 through the normal :class:`ClipRecorder`. Frames carry their index as a
 black/white bar code so the test can tell which frames reached the MP4.
 
-Usage: python picam_outputs_harness.py SPOOL_DIR RING_FRAME STOP_FRAME   (prints one JSON line)
+Usage: python picam_outputs_harness.py SPOOL_DIR RING_FRAME STOP_FRAME [AGE_IDENTITY_FILE]   (prints one JSON line)
+
+With AGE_IDENTITY_FILE the clip is sealed (encryption on: a fragmented MP4 streamed
+into the age writer); the harness then decrypts it with that identity and reports
+the plaintext copy and the decrypted metadata, next to the sealed file's path.
 """
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import io
 import json
 import sys
 import types
@@ -62,6 +67,7 @@ class FakeCamera:
 
 def main() -> int:
     spool_dir, ring_frame, stop_frame = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    identity_file = Path(sys.argv[4]) if len(sys.argv) > 4 else None
     CircularOutput2 = load_picamera2_outputs()
     from doorbell.core.config import CameraSection, ClipsSection
     from doorbell.core.spool import Spool
@@ -77,7 +83,13 @@ def main() -> int:
     encoder = SoftwareEncoder(W, H, FPS, 500_000, 1.0)
     circular._add_stream("video", "h264", width=W, height=H)     # what H264Encoder._send_streams does
     circular.start()                                             # what start_encoder does
-    rec = ClipRecorder(Spool(spool_dir), "dev-a", clips, store, fps=FPS, start_publisher=False)
+    sealing = None
+    if identity_file is not None:
+        from doorbell.core import age, signing
+        from doorbell.core.spool import Sealing
+        identity = age.load_identities(identity_file)[0]
+        sealing = Sealing((identity.recipient,), signing.generate_key())
+    rec = ClipRecorder(Spool(spool_dir), "dev-a", clips, store, fps=FPS, start_publisher=False, sealing=sealing)
     trigger_ts = None
     for i in range(stop_frame):
         ts = T0 + i / FPS
@@ -91,7 +103,17 @@ def main() -> int:
         rec.on_frame(Frame(ts=ts, index=i, lores=img[:, :, 0], main=img))   # the pipeline thread
     rec.close()                                                  # shutdown: drains what is buffered
     [clip] = Spool(spool_dir).pending_clips()
-    print(json.dumps({"video": str(clip.video), "meta": clip.meta.model_dump(mode="json"),
+    if clip.sealed is None:
+        print(json.dumps({"video": str(clip.video), "meta": clip.meta.model_dump(mode="json"),
+                          "trigger_ts": trigger_ts, "t0": T0, "fps": FPS}))
+        return 0
+    plain = Path(spool_dir).with_name("opened.mp4")
+    with open(clip.video, "rb") as src, open(plain, "wb") as dst:
+        age.decrypt(src, dst, [identity])
+    meta = io.BytesIO()
+    with open(clip.path / "meta.json.age", "rb") as src:
+        age.decrypt(src, meta, [identity])
+    print(json.dumps({"video": str(plain), "sealed_video": str(clip.video), "meta": json.loads(meta.getvalue()),
                       "trigger_ts": trigger_ts, "t0": T0, "fps": FPS}))
     return 0
 

@@ -191,23 +191,31 @@ def _barcode_index(gray) -> int:
     return sum(1 << b for b in range(10) if gray[216, 8 + b * 30 + 12] > 128)
 
 
-@pytest.mark.parametrize("stop_frame,last_expected", [(200, 90), (95, 94)],
-                         ids=["drained-while-running", "flushed-at-shutdown"])
-def test_clip_store_on_picamera2s_real_circularoutput2_and_pyavoutput(tmp_path, stop_frame, last_expected):
+@pytest.mark.parametrize("stop_frame,last_expected,sealed", [(200, 90, False), (95, 94, False), (200, 90, True)],
+                         ids=["drained-while-running", "flushed-at-shutdown", "sealed"])
+def test_clip_store_on_picamera2s_real_circularoutput2_and_pyavoutput(tmp_path, stop_frame, last_expected, sealed):
     """The backend's CircularOutput2/PyavOutput handling, run on picamera2's own output classes.
 
     Ring at frame 60 (4.0 s), pre-roll 2 s, post-roll 2 s, keyframes every second, 15 fps:
     the MP4 must hold frames 30..90 (drained while the camera runs) or 30..94 when the
-    service stops before the buffer drained (CircularOutput2.stop flushes the rest)."""
+    service stops before the buffer drained (CircularOutput2.stop flushes the rest).
+    ``sealed``: the same with encryption on (PyavOutput writes a fragmented MP4 into the age writer)."""
     import json
     import subprocess
 
     import av
 
-    out = subprocess.run([sys.executable, str(HARNESS), str(tmp_path / "spool"), "60", str(stop_frame)],
+    extra = []
+    if sealed:
+        from doorbell.core import age
+        age.save_identity(age.generate_identity(), tmp_path / "owner.txt")
+        extra = [str(tmp_path / "owner.txt")]
+    out = subprocess.run([sys.executable, str(HARNESS), str(tmp_path / "spool"), "60", str(stop_frame), *extra],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     info = json.loads(out.stdout.strip().splitlines()[-1])
+    if sealed:
+        assert Path(info["sealed_video"]).read_bytes().startswith(b"age-encryption.org/v1\n")
     with av.open(info["video"]) as c:
         frames = [(float(f.time), f.to_ndarray(format="gray")) for f in c.decode(video=0)]
     ids = [_barcode_index(g) for _t, g in frames]

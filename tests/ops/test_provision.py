@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from doorbell.core.broker_acl import verify_password
 from doorbell.core.config import load_config
+from doorbell.core.mqtt import MqttConnectError
 from doorbell.ops import provision
 from tests.support.ops import Fleet, run_cli
 
@@ -69,8 +70,9 @@ def test_wrong_ca_fails(fleet: Fleet, tmp_path) -> None:
     _key, other_ca = provision.make_ca("Some other CA")
     bad = tmp_path / "other-ca.crt"
     bad.write_bytes(provision.cert_pem(other_ca))
-    with pytest.raises(ssl.SSLCertVerificationError):
+    with pytest.raises(MqttConnectError) as refused:
         fleet.client("dev-a", ca=bad)
+    assert refused.value.kind == "tls-untrusted"
 
 
 def test_client_certificate_is_required(fleet: Fleet) -> None:

@@ -30,8 +30,7 @@ def running_env(tmp_path: Path, broker: Any, s3: Any, mqtt_client: Callable[...,
                 **sharing_cfg: Any) -> Iterator[Env]:
     cfg = service_config(tmp_path, broker, s3, **sharing_cfg)
     clock = Clock()
-    svc = SharingService(cfg, clock=clock, mqtt_client_id=f"sharing-{secrets.token_hex(4)}",
-                         sweep_interval_s=3600)
+    svc = SharingService(cfg, clock=clock, sweep_interval_s=3600)
     svc.start()
     try:
         assert svc.bridge is not None and svc.bridge.wait_connected(10), "bridge did not connect"

@@ -101,7 +101,7 @@ def test_serve_command_runs_and_stops_cleanly(tmp_path: Path, broker, s3) -> Non
     cfg.write_text(yaml.safe_dump({
         "sharing": {"database_url": f"sqlite:///{tmp_path / 'sharing.db'}",
                     "http": {"host": "127.0.0.1", "port": port}},
-        "mqtt": {"host": broker.host, "port": broker.port, "username": "sharing-service", "client_id": "serve-test"},
+        "mqtt": {"host": broker.host, "port": broker.port, "username": "sharing-service"},
         "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key},
     }))
     env = {"DOORBELL__MQTT__PASSWORD": broker.users["sharing-service"],

@@ -19,8 +19,9 @@ def expect_json(client, topic: str, model, wait: float = 10):  # type: ignore[no
 
 
 def retained(env: Env, owner_id: str, topic: str, model):  # type: ignore[no-untyped-def]
-    """What a newly connecting owner app finds retained on ``topic``."""
-    fresh = env.mqtt(owner_id)
+    """What a newly connecting client finds retained on ``topic`` (read by the ``observer``
+    admin: the owner's own login is in use by the test, and holds one connection at a time)."""
+    fresh = env.mqtt("observer")
     fresh.sub(topic, qos=1)
     msg = fresh.expect(topic, wait=5)
     assert msg.retain

@@ -2,7 +2,6 @@
 no input, valid or not, may produce a 5xx or a response outside the spec."""
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,7 @@ MAX_EXAMPLES = 60  # per operation and mode: the whole module stays well under 6
 @pytest.fixture(scope="module")
 def fuzz_target(tmp_path_factory: pytest.TempPathFactory, broker: Any, s3: Any) -> Iterator[dict[str, Any]]:
     tmp: Path = tmp_path_factory.mktemp("fuzz")
-    svc = SharingService(service_config(tmp, broker, s3), mqtt_client_id=f"fuzz-{secrets.token_hex(4)}",
-                         sweep_interval_s=3600)
+    svc = SharingService(service_config(tmp, broker, s3), sweep_interval_s=3600)
     svc.start()
     _, key = svc.core.registry.add_agency("Fuzz PD")
     try:

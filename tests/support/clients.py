@@ -65,8 +65,8 @@ class ClientEnv:
         msg = p.ClipMessage(clip_id=clip_id, device_id=device, trigger="ring", started_at=started_at,
                             ended_at=started_at + length, trigger_at=started_at + 2, pre_roll_s=2, key=key,
                             snapshot_key=snap, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-        dev = self.mqtt(device)
-        dev.pub(p.clips_topic(device), msg.to_json(), qos=1)
+        with self.mqtt(device) as dev:  # closed: the device's login holds one connection at a time
+            dev.pub(p.clips_topic(device), msg.to_json(), qos=1)
         from sharing_service.models import Clip
 
         def indexed() -> bool:

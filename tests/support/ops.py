@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import ssl
 import subprocess
 import sys
 import tempfile
@@ -14,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from doorbell.core.config import MqttSection, TlsSection
 from doorbell.ops import provision
 from doorbell.sandbox.embedded import LOOPBACK, MqttProbe, ServerProcess, port_open
 
@@ -77,22 +77,18 @@ class Fleet:
 
     def client(self, name: str, *, password: str | None = None, ca: Path | None = None,
                cert: bool = True, tls: bool = True, timeout: float = 5.0) -> MqttProbe:
-        """Connect as ``name`` with its provisioned credentials (each part overridable)."""
+        """Connect as ``name`` with its provisioned credentials (each part overridable),
+        through the product's client factory (doorbell.core.mqtt)."""
         cfg = self.config(name)
         b = self.bundle(name)
-        c = MqttProbe(f"{name}-{os.urandom(3).hex()}")
-        c.username_pw_set(name, password if password is not None else cfg["mqtt"]["password"])
-        if tls:
-            c.tls_set(ca_certs=str(ca or b / "tls" / "ca.crt"),
-                      certfile=str(b / "tls" / "client.crt") if cert else None,
-                      keyfile=str(b / "tls" / "client.key") if cert else None,
-                      cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        c.connect(LOOPBACK, self.port, keepalive=30)
-        c.loop_start()
-        if not c._connected.wait(timeout) or c.connect_reason.is_failure:
-            reason = c.connect_reason
-            c.close()
-            raise ConnectionError(f"{name}: connection refused or failed: {reason}")
+        section = MqttSection(
+            host=LOOPBACK, port=self.port, username=name,
+            password=password if password is not None else cfg["mqtt"]["password"],
+            tls=TlsSection(enabled=tls, ca_file=ca or b / "tls" / "ca.crt",
+                           cert_file=b / "tls" / "client.crt" if cert else None,
+                           key_file=b / "tls" / "client.key" if cert else None))
+        c = MqttProbe(section)
+        c.connect_and_wait(timeout)  # MqttConnectError (a ConnectionError) with .kind if refused
         return c
 
 

@@ -71,8 +71,8 @@ class Env:
                                 ended_at=started_at + length, trigger_at=started_at + 4, pre_roll_s=4,
                                 key=key, snapshot_key=snap_key, sha256=hashlib.sha256(data).hexdigest(),
                                 size=len(data))
-            dev = self.mqtt(device)
-            rc = dev.pub(p.clips_topic(device), msg.to_json(), qos=1)
+            with self.mqtt(device) as dev:  # closed: the device's login holds one connection at a time
+                rc = dev.pub(p.clips_topic(device), msg.to_json(), qos=1)
             assert not getattr(rc, "is_failure", False), rc
             wait_for(lambda: self.indexed(clip_id), what=f"clip {clip_id} indexed")
         return clip_id, data

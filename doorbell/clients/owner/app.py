@@ -30,8 +30,6 @@ import json
 import logging
 import os
 import queue
-import secrets
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -95,11 +93,7 @@ class OwnerApp:
         self.state_dir = state_dir
         self._inbox: "queue.Queue[Received]" = queue.Queue()
         self._backlog: "collections.deque[Received]" = collections.deque()
-        self._acks: dict[int, Any] = {}
-        self._cond = threading.Condition()
-        self._connected = threading.Event()
-        self._connect_reason: Any = None
-        self._client: Any = None
+        self._client: Any = None  # a doorbell.core.mqtt.MqttClient while connected
         self._subs: set[str] = set()
         self._key: Any = None
 
@@ -109,53 +103,40 @@ class OwnerApp:
         return f"{p.PREFIX}/owners/{self.owner_id}"
 
     def connect(self) -> "OwnerApp":
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
+        """Connect as the owner through the one client factory (doorbell.core.mqtt).
+
+        The client id is the owner's username, so a second app logged in as the
+        same owner takes the session over. This one does not reconnect (the two
+        would evict each other forever): its next call fails with a clear error.
+        """
+        from doorbell.core.mqtt import Handlers, MqttConnectError, MqttError, make_client
 
         m = self.cfg.mqtt
         if not m.username or m.password is None or not m.password.get_secret_value():
             raise OwnerError(f"{self.cfg.source}: mqtt.username and mqtt.password are required "
                              "(from `doorbell provision owner`)", EXIT_USAGE)
-        cid = f"{self.owner_id}-app-{secrets.token_hex(4)}"
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
-        c.username_pw_set(m.username, m.password.get_secret_value())
-        if m.tls.enabled:
-            try:
-                c.tls_set(ca_certs=_path(m.tls.ca_file), certfile=_path(m.tls.cert_file),
-                          keyfile=_path(m.tls.key_file))
-            except (OSError, ValueError) as exc:
-                raise OwnerError(f"TLS files unusable: {exc}", EXIT_USAGE) from None
-            c.tls_insecure_set(m.tls.insecure_skip_verify)
-        elif m.host not in ("127.0.0.1", "localhost", "::1"):
+        if not m.tls.enabled and m.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("MQTT to %s without TLS: your password and decisions cross the network in clear", m.host)
-        c.on_connect = self._on_connect
-        c.on_message = self._on_message
-        c.on_subscribe = self._on_ack
-        c.on_unsubscribe = self._on_ack
-        c.on_publish = self._on_publish
+        try:
+            c = make_client(m, handlers=Handlers(message=self._on_message), reconnect=False,
+                            logger_name="doorbell.owner.paho")
+        except MqttError as exc:
+            raise OwnerError(f"TLS files unusable: {exc}", EXIT_USAGE) from None
         self._client = c
         try:
-            c.connect(m.host, m.port, keepalive=m.keepalive_s)
-        except (OSError, ValueError) as exc:
-            raise OwnerError(f"cannot reach the MQTT broker at {m.host}:{m.port}: {exc}") from None
-        c.loop_start()
-        if not self._connected.wait(self.connect_timeout):
-            self.close()
-            raise OwnerError(f"no answer from the MQTT broker at {m.host}:{m.port} within {self.connect_timeout:g} s")
-        if self._connect_reason is not None and self._connect_reason.is_failure:
-            reason = self._connect_reason
-            self.close()
-            raise OwnerError(f"the broker refused {m.username!r}: {reason} (check mqtt.username/password)")
+            c.connect_and_wait(self.connect_timeout)
+        except MqttConnectError as exc:
+            self._client = None
+            if exc.kind == "refused":
+                raise OwnerError(f"the broker refused {m.username!r}: {exc.reason_code} "
+                                 "(check mqtt.username/password)") from None
+            raise OwnerError(str(exc)) from None
         return self
 
     def close(self) -> None:
         if self._client is None:
             return
-        try:
-            self._client.disconnect()
-        except Exception:  # already gone
-            pass
-        self._client.loop_stop()
+        self._client.close()
         self._client = None
 
     def __enter__(self) -> "OwnerApp":
@@ -164,54 +145,43 @@ class OwnerApp:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # paho callbacks (network thread)
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        self._connect_reason = reason
-        self._connected.set()
-
-    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+    # paho's network thread
+    def _on_message(self, _c: Any, msg: Any) -> None:
         self._inbox.put(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
 
-    def _on_ack(self, _c: Any, _u: Any, mid: int, reasons: Any, _p: Any) -> None:
-        with self._cond:
-            self._acks[mid] = reasons
-            self._cond.notify_all()
+    def _acked(self, call: Callable[[], Any], what: str) -> Any:
+        """Run one of the client's ``*_acked`` calls, turning its errors into OwnerError."""
+        from doorbell.core.mqtt import MqttAckTimeout, MqttError
 
-    def _on_publish(self, _c: Any, _u: Any, mid: int, reason: Any, _p: Any) -> None:
-        with self._cond:
-            self._acks[mid] = reason
-            self._cond.notify_all()
-
-    def _wait_ack(self, mid: int, what: str, wait: float = 10.0) -> Any:
-        with self._cond:
-            if not self._cond.wait_for(lambda: mid in self._acks, wait):
-                raise OwnerError(f"the broker did not acknowledge the {what} within {wait:g} s")
-            return self._acks.pop(mid)
+        if self._client is None:
+            raise OwnerError("not connected to the MQTT broker")
+        try:
+            return call()
+        except MqttAckTimeout:
+            reason = self._client.last_error
+            raise OwnerError(f"the broker did not acknowledge the {what}"
+                             + (f" ({reason})" if reason else "")) from None
+        except MqttError as exc:
+            raise OwnerError(str(exc)) from None
 
     # ---------------------------------------------------------------- primitives
     def subscribe(self, topic: str, qos: int = 1) -> None:
         if topic in self._subs:
             return
-        with self._cond:
-            _rc, mid = self._client.subscribe(topic, qos)
-        reasons = self._wait_ack(mid, f"subscription to {topic}")
-        if any(getattr(r, "is_failure", False) for r in reasons):
+        reasons = self._acked(lambda: self._client.subscribe_acked(topic, qos), f"subscription to {topic}")
+        if any(r.is_failure for r in reasons):
             raise OwnerError(f"the broker refused the subscription to {topic}: {reasons[0]} (ACL)")
         self._subs.add(topic)
 
     def unsubscribe(self, topic: str) -> None:
         if topic not in self._subs:
             return
-        with self._cond:
-            _rc, mid = self._client.unsubscribe(topic)
-        self._wait_ack(mid, f"unsubscription from {topic}")
+        self._acked(lambda: self._client.unsubscribe_acked(topic), f"unsubscription from {topic}")
         self._subs.discard(topic)
 
     def publish(self, topic: str, payload: bytes) -> None:
-        with self._cond:
-            info = self._client.publish(topic, payload, qos=1)
-        reason = self._wait_ack(info.mid, f"message to {topic}")
-        if getattr(reason, "is_failure", False):
+        reason = self._acked(lambda: self._client.publish_acked(topic, payload, qos=1), f"message to {topic}")
+        if reason.is_failure:
             raise OwnerError(f"the broker refused the message to {topic}: {reason} (ACL)")
 
     def next_message(self, timeout: float) -> Received | None:
@@ -221,6 +191,9 @@ class OwnerApp:
         try:
             return self._inbox.get(timeout=max(0.0, timeout))
         except queue.Empty:
+            if self._client is not None and not self._client.is_connected():
+                # one-shot client: no reconnect (see connect), so say so instead of waiting forever
+                raise OwnerError(f"lost the connection to the broker: {self._client.last_error}") from None
             return None
 
     def wait_for(self, topic_filter: str, timeout: float,
@@ -507,10 +480,6 @@ def clip_id_time(clip_id: str) -> float | None:
         return dt.replace(tzinfo=UTC).timestamp()
     except ValueError:
         return None
-
-
-def _path(p: Any) -> str | None:
-    return str(Path(p).expanduser()) if p else None
 
 
 

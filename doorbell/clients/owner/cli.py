@@ -60,12 +60,15 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                     "requests with a signed yes/no, revoke grants, verify the audit log.")
     osub = p.add_subparsers(dest="owner_cmd", metavar="ACTION", required=True)
 
-    keys = osub.add_parser("keys", help="your Ed25519 signing key").add_subparsers(dest="keys_cmd", required=True)
-    k = keys.add_parser("init", parents=[common], help="create your signing key (0600) and print the public key")
+    keys = osub.add_parser("keys", help="your signing key and clip key").add_subparsers(dest="keys_cmd", required=True)
+    k = keys.add_parser("init", parents=[common], help="create your signing key and your age (clip) identity "
+                        "(0600) and print the public keys")
     k.add_argument("--force", action="store_true", help="replace an existing key (old approvals stay valid)")
     k.set_defaults(func=_cmd_keys_init)
     k = keys.add_parser("show", parents=[common], help="print your public key (for enrolment)")
     k.set_defaults(func=_cmd_keys_show)
+    from doorbell.clients.owner import keys as age_keys
+    age_keys.register(keys, common)
 
     e = osub.add_parser("events", parents=[common], help="rings and motion from your devices")
     e.add_argument("--follow", "-f", action="store_true", help="keep printing live events until Ctrl-C")
@@ -164,14 +167,26 @@ def _cmd_keys_init(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise OwnerError(f"cannot write {path}: {exc}") from None
         pub = public_key_text(key)
+        from doorbell.clients.owner import keys as age_keys
+        try:
+            ident, made = age_keys.ensure_identity(path)
+        except age_keys.KeysError as exc:
+            raise OwnerError(str(exc)) from None
+        rfile = age_keys.recipients_path(path)
         if a.json:
-            _emit(a, {"owner_id": app.owner_id, "key_file": str(path), "public_key": pub})
+            _emit(a, {"owner_id": app.owner_id, "key_file": str(path), "public_key": pub,
+                      "identity_file": str(age_keys.identity_path(path)), "recipient": str(ident.recipient),
+                      "recipients_file": str(rfile)})
         else:
             print(f"Signing key written to {path} (mode 0600; it never leaves this machine).")
             print(f"Public key for owner {app.owner_id}:")
             print(f"  {pub}")
             print("Give it to your sharing service operator, who enrols it with:")
             print(f"  doorbell sharing owner add {app.owner_id} --public-key {pub}")
+            print(f"Clip key {'written to' if made else 'kept at'} {age_keys.identity_path(path)} (mode 0600): "
+                  f"{ident.recipient}")
+            print(f"  Your devices encrypt to the keys in {rfile}; keep a copy of the clip key: lose it and "
+                  "every member's key and the footage is lost. `doorbell owner keys recovery` makes a backup.")
         return EXIT_OK
     return _run(args, body, connect=False)
 
