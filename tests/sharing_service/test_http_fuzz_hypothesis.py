@@ -9,7 +9,6 @@ and headers, on every route. The property: never a 5xx, always the documented
 from __future__ import annotations
 
 import json
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,7 @@ VALID_BODY = {"case_number": "C-1", "legal_basis": "warrant 7", "attest_not_prot
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, broker: Any, s3: Any) -> Iterator[dict[str, Any]]:
     tmp: Path = tmp_path_factory.mktemp("httpfuzz")
-    svc = SharingService(service_config(tmp, broker, s3), mqtt_client_id=f"httpfuzz-{secrets.token_hex(4)}",
-                         sweep_interval_s=3600)
+    svc = SharingService(service_config(tmp, broker, s3), sweep_interval_s=3600)
     svc.start()
     _, key = svc.core.registry.add_agency("Hypothesis PD", rate_per_min=1_000_000)
     try:
