@@ -209,6 +209,26 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
+def _mqtt_line(m: dict[str, Any], alive: bool, updated_at: float | None, now: float) -> str:
+    """The broker connection as the reader should see it.
+
+    ``mqtt.since`` is when the connection last changed *as the agent saw it*. If
+    the agent died (kill -9, power cut) while connected, the file still says
+    "connected since <connect time>": that time is the connect, not the
+    disconnect. The disconnect then happened at the latest when the agent last
+    wrote its status, so that is the time shown, labelled as such.
+    """
+    if m.get("connected") and alive:
+        return f"connected since {_ago(m.get('since'), now)}"
+    if m.get("connected"):
+        return (f"disconnected: agent not running or not responding, last seen connected "
+                f"{_ago(updated_at, now)} (connected since {_ago(m.get('since'), now)})")
+    detail = f" ({m['detail']})" if m.get("detail") else ""
+    if not m.get("since"):
+        return f"not connected yet{detail}"
+    return f"disconnected since {_ago(m.get('since'), now)}{detail}"
+
+
 def render_status(status: dict[str, Any] | None, queue: dict[str, int], now: float | None = None) -> str:
     """Human-readable status for ``doorbell agent status``."""
     now = time.time() if now is None else now
@@ -222,10 +242,8 @@ def render_status(status: dict[str, Any] | None, queue: dict[str, int], now: flo
         lines.append(f"agent:        {state} (pid {status.get('pid')}, device {status.get('device_id')}, "
                      f"started {_ago(status.get('started_at'), now)}, "
                      f"status written {_ago(status.get('updated_at'), now)})")
-        m = status.get("mqtt", {})
-        conn = "connected" if m.get("connected") and running else "disconnected"
-        lines.append(f"mqtt:         {conn} since {_ago(m.get('since'), now)}"
-                     + (f" ({m['detail']})" if m.get("detail") and conn == "disconnected" else ""))
+        lines.append("mqtt:         " + _mqtt_line(status.get("mqtt", {}), running and not stale,
+                                                   status.get("updated_at"), now))
         s3 = status.get("s3", {})
         s3state = {True: "ok", False: "failing", None: "not tried yet"}[s3.get("ok")]
         lines.append(f"bucket:       {s3state}" + (f" since {_ago(s3.get('since'), now)}" if s3.get("since") else ""))

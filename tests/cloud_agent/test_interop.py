@@ -124,3 +124,25 @@ def test_progress_bar_renders_drain_state():
     out = render_status(status, {"clips": 4, "clip_bytes": 1 << 20, "events": 6, "snapshots": 0, "outbox": 0})
     assert "backlog:      [" in out and "30/40 (75%)" in out
     assert "last error:   upload: boom" in out
+
+
+def test_status_shows_the_disconnect_time_not_the_last_connect():
+    """An agent killed while connected leaves "connected since <connect>" in status.json;
+    the rendering must not present that connect time as the time of the disconnect."""
+    from cloud_agent.status import render_status
+
+    now = 1_000_000.0
+    queue = {"clips": 0, "clip_bytes": 0, "events": 0, "snapshots": 0, "outbox": 0}
+    dead_pid = 2 ** 22 + 12345  # above pid_max's default: no such process
+    killed = {"pid": dead_pid, "state": "running", "device_id": "dev-a", "started_at": now - 7200,
+              "updated_at": now - 30, "mqtt": {"connected": True, "since": now - 3600, "detail": ""},
+              "s3": {"ok": True, "since": now - 3600}, "backlog": {}, "last_upload": None,
+              "last_error": None, "counters": {}}
+    line = next(x for x in render_status(killed, queue, now=now).splitlines() if x.startswith("mqtt:"))
+    assert "disconnected since 60min ago" not in line
+    assert "last seen connected 30s ago" in line and "connected since 60min ago" in line
+
+    stopped = dict(killed, state="stopped",
+                   mqtt={"connected": False, "since": now - 30, "detail": "stopped"})
+    line = next(x for x in render_status(stopped, queue, now=now).splitlines() if x.startswith("mqtt:"))
+    assert line == "mqtt:         disconnected since 30s ago (stopped)"
