@@ -98,3 +98,18 @@ def test_invalid_yaml_and_missing_file(tmp_path: Path) -> None:
     assert r.returncode != 0 and f"{bad}" in r.stderr and "not valid YAML" in r.stderr
     r = check(tmp_path / "absent.yaml")
     assert r.returncode != 0 and "cannot read file" in r.stderr
+
+
+def test_shipped_device_config_uses_the_fleet_prefix() -> None:
+    """s3.prefix is the fleet prefix: the device id is added once, by the key layout."""
+    import datetime as dt
+
+    from doorbell.core.bucket import clip_keys, device_prefix
+    from doorbell.core.config import load_config
+
+    cfg = load_config(REPO / "config" / "device.yaml", env={})
+    started = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC).timestamp()
+    keys = clip_keys(cfg.s3.prefix, cfg.device.id, "c1", started)
+    assert device_prefix(cfg.s3.prefix, cfg.device.id) == f"devices/{cfg.device.id}/"
+    assert keys.video.startswith(f"devices/{cfg.device.id}/2026/11/")
+    assert keys.video.count(cfg.device.id) == 1

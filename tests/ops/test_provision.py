@@ -6,6 +6,7 @@ import json
 import ssl
 import stat
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -219,3 +220,24 @@ def test_broker_refuses_a_non_empty_directory(tmp_path) -> None:
     with pytest.raises(provision.ProvisionError, match="not empty"):
         provision.create_broker(tmp_path, hostnames=["localhost"], ips=[])
     assert tmp_path.stat().st_mode == before and sorted(p.name for p in tmp_path.iterdir()) == ["mosquitto.conf"]
+
+
+def test_home_assistant_bundle_is_named_and_explained_for_home_assistant(tmp_path) -> None:
+    """HA reads no sharing.yaml: its bundle says what goes into HA's MQTT form, client certificate included."""
+    bdir, _svc = provision.create_broker(tmp_path / "b", hostnames=["mqtt.home.lan"], ips=["127.0.0.1"])
+    r = run_cli("provision", "service", "--broker-dir", str(bdir.root), "--id", "homeassistant", "--role", "ha")
+    assert r.returncode == 0, r.stderr
+    out = bdir.client_dir("homeassistant")
+    assert not (out / "sharing.yaml").exists()
+    bundle = out / "home-assistant.yaml"
+    text = bundle.read_text()
+    assert "sharing" not in text.lower()
+    assert "Home Assistant does not read this file" in text
+    assert "tls/client.crt" in text and "tls/client.key" in text and "tls/ca.crt" in text
+    assert "Broker: mqtt.home.lan   Port: 8883   Username: homeassistant" in text
+    cfg = yaml.safe_load(text)["mqtt"]
+    assert cfg["username"] == "homeassistant" and len(cfg["password"]) >= 16
+    for key in ("ca_file", "cert_file", "key_file"):  # absolute paths to the files in the bundle
+        assert Path(cfg["tls"][key]).is_file() and Path(cfg["tls"][key]).parent == out / "tls"
+    assert str(bundle.parent) in r.stdout and "home-assistant" in r.stdout
+    assert "sharing.yaml" not in r.stdout
