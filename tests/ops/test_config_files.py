@@ -106,10 +106,11 @@ def test_shipped_device_config_uses_the_fleet_prefix() -> None:
 
     from doorbell.core.bucket import clip_keys, device_prefix
     from doorbell.core.config import load_config
+    from doorbell.core.spool import new_clip_id
 
     cfg = load_config(REPO / "config" / "device.yaml", env={})
     started = dt.datetime(2026, 11, 30, 12, tzinfo=dt.UTC).timestamp()
-    keys = clip_keys(cfg.s3.prefix, cfg.device.id, "c1", started)
+    keys = clip_keys(cfg.s3.prefix, cfg.device.id, new_clip_id(started), started)
     assert device_prefix(cfg.s3.prefix, cfg.device.id) == f"devices/{cfg.device.id}/"
     assert keys.video.startswith(f"devices/{cfg.device.id}/2026/11/")
     assert keys.video.count(cfg.device.id) == 1
