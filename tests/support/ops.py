@@ -7,6 +7,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,3 +100,36 @@ def world_traversable_tmp() -> Path:
     d = Path(tempfile.mkdtemp(prefix="doorbell-platform-", dir="/tmp"))
     os.chmod(d, 0o755)
     return d
+
+
+@contextmanager
+def provisioned_fleet(devices: tuple[tuple[str, str], ...] = (("dev-a", "owner-a"), ("dev-b", "owner-b")),
+                      services: tuple[tuple[str, str], ...] = ()) -> Iterator[Fleet]:
+    """A broker made by ``doorbell provision`` (owners, devices, ``(id, role)`` service
+    users), served by the real Mosquitto with exactly the generated mosquitto.conf."""
+    from doorbell.sandbox.embedded import free_port
+    root = world_traversable_tmp()
+    data = root / "data"
+    data.mkdir()
+    group = provision.default_broker_group()
+    if group:
+        shutil.chown(data, user="mosquitto", group=group)
+    port = free_port()
+    bdir = root / "broker"
+    run_cli("provision", "broker", "--out", str(bdir), "--port", str(port), "--bind", LOOPBACK,
+            "--ip", LOOPBACK, "--hostname", "localhost", "--data-dir", str(data), check=True)
+    for owner in sorted({o for _, o in devices}):
+        run_cli("provision", "owner", "--broker-dir", str(bdir), "--id", owner,
+                "--config-dir", str(bdir / "clients" / owner), check=True)
+    for dev, owner in devices:
+        run_cli("provision", "device", "--broker-dir", str(bdir), "--id", dev, "--owner", owner,
+                "--config-dir", str(bdir / "clients" / dev), check=True)
+    for name, role in services:
+        run_cli("provision", "service", "--broker-dir", str(bdir), "--id", name, "--role", role, check=True)
+    server = ProvisionedMosquitto(root / "run", bdir / "mosquitto.conf", port)
+    server.start()
+    try:
+        yield Fleet(root, provision.BrokerDir(bdir), port, server)
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
