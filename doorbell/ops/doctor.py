@@ -31,6 +31,7 @@ import stat
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,7 +45,14 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OK, WARN, FAIL, SKIP = "ok", "warn", "fail", "skip"
-CHECKS = ("config", "secrets", "camera", "gpio", "spool", "clock", "broker", "bucket")
+CHECKS = ("config", "secrets", "numpy", "camera", "gpio", "spool", "clock", "broker", "bucket")
+APT_DIST = Path("/usr/lib/python3/dist-packages")  # where Debian/Raspberry Pi OS put apt's Python packages
+# How a compiled module built against another numpy ABI fails at import (numpy 1.x vs 2.x, both ways).
+NUMPY_ABI_SIGNS = ("numpy.dtype size changed", "binary incompatibility", "compiled using NumPy 1.x",
+                   "_ARRAY_API not found", "numpy.core.multiarray failed to import",
+                   "numpy.core._multiarray_umath failed to import")
+NUMPY_FIX = ("re-run scripts/install-pi.sh (it pins the venv to apt's numpy), or remove the venv's own "
+             "copy: sudo /opt/doorbell/venv/bin/pip uninstall numpy")
 TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
 SPEED_TEST_BYTES = 8 * 1024 * 1024
 SERVICE_USER = "doorbell"  # scripts/install-pi.sh creates it
@@ -144,31 +152,89 @@ def _cert_expiry(label: str, path: Path) -> list[Result]:
     return []
 
 
-def check_camera(cfg: "DoorbellConfig", frames: int = 3, timeout: float = 10.0) -> Result:
-    backend = cfg.camera.backend
+def numpy_abi_clash(exc: BaseException) -> bool:
+    """Did ``exc`` (or its cause) come from a compiled module built against another numpy?"""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if any(sign in str(seen) for sign in NUMPY_ABI_SIGNS):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _apt_numpy_version(apt_dist: Path) -> str | None:
+    import importlib.metadata
+    for dist in importlib.metadata.distributions(name="numpy", path=[str(apt_dist)]):
+        return dist.version
+    return None
+
+
+def check_numpy(apt_dist: Path = APT_DIST) -> Result:
+    """The numpy this Python imports must be the one apt's compiled packages were built against.
+
+    picamera2 comes from apt, with compiled helpers (python3-simplejpeg, ...) built
+    against apt's numpy. A newer numpy pip put into the venv shadows it, and those
+    helpers then fail at import with ``numpy.dtype size changed`` (numpy 1.x vs 2.x).
+    """
     try:
-        from firmware.camera import CameraError, create_camera
+        import numpy
     except ImportError as exc:
-        return Result("camera", FAIL, f"the firmware is not installed ({exc})", "pip install 'doorbell[pi]'")
-    try:
-        cam = create_camera(cfg.camera)
-        cam.start()
-    except ImportError as exc:
+        return Result("numpy", FAIL, f"numpy cannot be imported ({exc})", "pip install 'doorbell[pi]'")
+    except Exception as exc:  # a broken numpy install raises anything at import; that is the finding
+        return Result("numpy", FAIL, f"numpy fails at import: {exc}", NUMPY_FIX)
+    here = Path(numpy.__file__).resolve().parent
+    apt = apt_dist / "numpy"
+    if not apt.is_dir() or here == apt.resolve():
+        return Result("numpy", OK, f"numpy {numpy.__version__} from {here.parent}")
+    apt_version = _apt_numpy_version(apt_dist) or "unknown version"
+    what = (f"numpy {numpy.__version__} from {here.parent} shadows apt's numpy {apt_version} "
+            f"({apt_dist}), which apt's compiled packages (picamera2's python3-simplejpeg) were built against")
+    if apt_version.split(".")[0] != numpy.__version__.split(".")[0]:
+        return Result("numpy", FAIL, f"numpy ABI mismatch: {what}; they fail with 'numpy.dtype size changed'",
+                      NUMPY_FIX)
+    return Result("numpy", WARN, what + " (same major version, so they still load)", NUMPY_FIX)
+
+
+def _camera_open_failure(backend: str, exc: Exception, camera_error: type[Exception]) -> Result:
+    """Name why the camera did not open; re-raise what is not a camera finding."""
+    if numpy_abi_clash(exc):
+        # picamera2's compiled helpers (python3-simplejpeg) were built against apt's numpy and
+        # a different numpy is imported: a software fault, not the ribbon cable.
+        return Result("camera", FAIL, f"{backend} backend cannot load: numpy ABI mismatch ({exc})", NUMPY_FIX)
+    if isinstance(exc, ImportError):
         if backend == "picamera2":
             return Result("camera", FAIL, f"picamera2 cannot be imported ({exc}): not a Raspberry Pi, or "
                           "python3-picamera2 missing",
                           "on a Pi: apt install python3-picamera2 and use a venv made with --system-site-packages; "
                           "elsewhere set camera.backend: opencv")
         return Result("camera", FAIL, f"{backend} backend cannot be loaded: {exc}", "pip install 'doorbell[pi]'")
-    except (CameraError, OSError, RuntimeError, ValueError) as exc:
-        if backend == "picamera2" and ("No module named" in str(exc) or "not available" in str(exc)):
-            return Result("camera", FAIL, f"picamera2 camera unavailable: {exc}",
-                          "on a Pi: apt install python3-picamera2 and use a venv made with "
-                          "--system-site-packages; elsewhere set camera.backend: opencv")
-        hint = {"picamera2": "check the ribbon cable and `rpicam-hello --list-cameras`",
-                "opencv": "check camera.source (device index or URL) and `v4l2-ctl --list-devices`",
-                "file": "check camera.source points at a readable video file"}.get(backend, "check the camera section")
-        return Result("camera", FAIL, f"{backend} camera does not open: {exc}", hint)
+    if not isinstance(exc, (camera_error, OSError, RuntimeError, ValueError)):
+        raise exc
+    if backend == "picamera2" and ("No module named" in str(exc) or "not available" in str(exc)):
+        return Result("camera", FAIL, f"picamera2 camera unavailable: {exc}",
+                      "on a Pi: apt install python3-picamera2 and use a venv made with "
+                      "--system-site-packages; elsewhere set camera.backend: opencv")
+    hint = {"picamera2": "check the ribbon cable and `rpicam-hello --list-cameras`",
+            "opencv": "check camera.source (device index or URL) and `v4l2-ctl --list-devices`",
+            "file": "check camera.source points at a readable video file"}.get(backend, "check the camera section")
+    return Result("camera", FAIL, f"{backend} camera does not open: {exc}", hint)
+
+
+def check_camera(cfg: "DoorbellConfig", frames: int = 3, timeout: float = 10.0) -> Result:
+    backend = cfg.camera.backend
+    try:
+        from firmware.camera import CameraError, create_camera
+    except ImportError as exc:
+        return Result("camera", FAIL, f"the firmware is not installed ({exc})", "pip install 'doorbell[pi]'")
+    except Exception as exc:  # e.g. cv2 built against another numpy
+        if numpy_abi_clash(exc):
+            return Result("camera", FAIL, f"numpy ABI mismatch, not a camera fault: {exc}", NUMPY_FIX)
+        raise
+    try:
+        cam = create_camera(cfg.camera)
+        cam.start()
+    except Exception as exc:
+        return _camera_open_failure(backend, exc, CameraError)
     try:
         got = 0
         deadline = time.monotonic() + timeout
@@ -197,7 +263,7 @@ def check_gpio(cfg: "DoorbellConfig", pin_factory: Any = None) -> Result:
     """Claim each configured pin and release it again."""
     try:
         from gpiozero import Device, DigitalInputDevice, DigitalOutputDevice
-        from gpiozero.exc import BadPinFactory, GPIOPinInUse, PinInvalidPin
+        from gpiozero.exc import PinFactoryFallback
     except ImportError as exc:
         return Result("gpio", FAIL, f"gpiozero is not installed ({exc})", "pip install 'doorbell[pi]'")
     g = cfg.gpio
@@ -208,6 +274,31 @@ def check_gpio(cfg: "DoorbellConfig", pin_factory: Any = None) -> Result:
     pins = [("button", g.button_pin, DigitalInputDevice)]
     pins += [(n, p, DigitalOutputDevice) for n, p in (("chime", g.chime_pin), ("led", g.led_pin)) if p is not None]
     claimed, busy = [], []
+    # gpiozero warns (PinFactoryFallback) for every driver it tries and skips; those go into
+    # the finding and the debug log, not onto the user's terminal as Python warnings.
+    with warnings.catch_warnings(record=True) as fallbacks:
+        warnings.simplefilter("always", PinFactoryFallback)
+        result = _claim_pins(pins, g, factory, claimed, busy)
+    tried = "; ".join(str(w.message).replace("Falling back from ", "") for w in fallbacks
+                      if issubclass(w.category, PinFactoryFallback))
+    for w in fallbacks:
+        log.debug("gpiozero: %s", w.message)
+    if result is not None:
+        if result.detail.startswith("no GPIO driver") and tried:
+            result.detail += f" (tried {tried})"
+        return result
+    if busy:
+        return Result("gpio", FAIL, f"in use by another process or device: {', '.join(busy)}",
+                      "stop whatever holds them (`systemctl stop doorbell-firmware` if it is running; "
+                      "`gpioinfo` shows the consumer), or change the pins in the gpio section")
+    return Result("gpio", OK, "pins free: " + ", ".join(f"{n}={p}" for n, p, _ in pins))
+
+
+def _claim_pins(pins: list[tuple[str, Any, Any]], g: Any, factory: Any, claimed: list[Any],
+                busy: list[str]) -> Result | None:
+    """Claim each pin and release it again; a Result for a fatal finding, else None."""
+    from gpiozero import DigitalInputDevice
+    from gpiozero.exc import BadPinFactory, GPIOPinInUse, PinInvalidPin
     try:
         for name, pin, cls in pins:
             try:
@@ -227,11 +318,7 @@ def check_gpio(cfg: "DoorbellConfig", pin_factory: Any = None) -> Result:
     finally:
         for dev in claimed:
             dev.close()
-    if busy:
-        return Result("gpio", FAIL, f"in use by another process or device: {', '.join(busy)}",
-                      "stop whatever holds them (`systemctl stop doorbell-firmware` if it is running; "
-                      "`gpioinfo` shows the consumer), or change the pins in the gpio section")
-    return Result("gpio", OK, "pins free: " + ", ".join(f"{n}={p}" for n, p, _ in pins))
+    return None
 
 
 def check_spool(cfg: "DoorbellConfig", test_bytes: int = SPEED_TEST_BYTES) -> Result:
@@ -439,10 +526,13 @@ def check_bucket(cfg: "DoorbellConfig", timeout: float = 10.0) -> Result:
 
 def _firmware_running() -> bool:
     """True when doorbell-firmware.service is active here (it then owns the camera and pins)."""
-    if not shutil.which("systemctl"):
+    # sd_booted(3): without a running systemd (container, chroot) systemctl only prints
+    # "System has not been booted with systemd" on our stderr.
+    if not shutil.which("systemctl") or not Path("/run/systemd/system").is_dir():
         return False
     try:
-        r = subprocess.run(["systemctl", "is-active", "--quiet", "doorbell-firmware.service"], timeout=5)
+        r = subprocess.run(["systemctl", "is-active", "--quiet", "doorbell-firmware.service"], timeout=5,
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     except (OSError, subprocess.TimeoutExpired):
         return False
     return r.returncode == 0
@@ -467,6 +557,8 @@ def run_checks(config_path: str | os.PathLike[str], skip: set[str] = frozenset()
     results.append(Result("config", OK, f"{path}: valid; device {cfg.device.id} (owner {cfg.device.owner_id})"))
     if "secrets" not in skip:
         results += check_secrets(cfg, path)
+    if "numpy" not in skip:
+        results.append(check_numpy())
     holder = _firmware_running() if firmware_running is None else firmware_running
     for name, fn in (("camera", lambda: check_camera(cfg)), ("gpio", lambda: check_gpio(cfg, pin_factory))):
         if name in skip:

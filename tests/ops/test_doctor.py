@@ -11,7 +11,18 @@ from typing import Any
 import pytest
 import yaml
 
-from doorbell.ops.doctor import FAIL, OK, SKIP, WARN, Result, check_clock, kernel_clock_synced, run_checks
+from doorbell.ops.doctor import (
+    FAIL,
+    OK,
+    SKIP,
+    WARN,
+    Result,
+    _camera_open_failure,
+    check_clock,
+    check_numpy,
+    kernel_clock_synced,
+    run_checks,
+)
 from doorbell.sandbox.embedded import free_port
 from tests.support.ops import Fleet, run_cli
 
@@ -70,7 +81,7 @@ def only_failure(results: dict[str, Result], name: str) -> Result:
 def test_all_green(write_config, synced_flag) -> None:
     results = doctor(write_config(), synced_flag)
     assert {n: r.status for n, r in results.items()} == {n: OK for n in
-        ("config", "secrets", "camera", "gpio", "spool", "clock", "broker", "bucket")}
+        ("config", "secrets", "numpy", "camera", "gpio", "spool", "clock", "broker", "bucket")}
     assert "synthetic camera streaming" in results["camera"].detail
     assert "MiB/s with fsync" in results["spool"].detail
 
@@ -173,7 +184,7 @@ def test_provisioned_tls_bundle_passes_and_wrong_ca_fails(fleet: Fleet, tmp_path
     path = tmp_path / "tls-device.yaml"
     path.write_text(yaml.safe_dump(cfg))
     os.chmod(path, 0o600)
-    results = run_checks(path, skip={"camera", "gpio", "spool", "bucket"}, firmware_running=False,
+    results = run_checks(path, skip={"numpy", "camera", "gpio", "spool", "bucket"}, firmware_running=False,
                          timesync_flag=synced_flag)
     assert {r.name: r.status for r in results} == {"config": OK, "secrets": OK, "clock": OK, "broker": OK}
     _k, other = provision.make_ca("Impostor CA")
@@ -223,3 +234,59 @@ def test_prefix_scoped_device_key_on_real_seaweedfs(write_config, synced_flag, s
     with pytest.raises(ClientError) as denied:
         c.put_object(Bucket=s3.bucket, Key="devices/dev-b/clip.mp4", Body=b"not mine")
     assert denied.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_doctor_keeps_stderr_quiet_off_the_pi(write_config) -> None:
+    """No "System has not been booted with systemd" and no gpiozero PinFactoryFallback
+    warnings on the terminal: what gpiozero tried goes into the gpio finding instead."""
+    path = write_config(lambda d: d["gpio"].update(pin_factory="auto"))
+    r = run_cli("doctor", "--config", str(path), "--skip", "clock", "--skip", "camera", "--skip", "broker",
+                "--skip", "bucket", "--skip", "spool")
+    assert r.stderr == ""
+    if "[FAIL] gpio" in r.stdout:  # not a Pi: the finding names the drivers gpiozero tried
+        assert "no GPIO driver available" in r.stdout and "tried lgpio" in r.stdout
+
+
+def _apt_dist(root: Path, version: str) -> Path:
+    """A Debian dist-packages holding numpy ``version`` as apt installs it (package + egg-info)."""
+    (root / "numpy").mkdir(parents=True)
+    (root / "numpy" / "__init__.py").write_text(f"__version__ = '{version}'\n")
+    info = root / f"numpy-{version}.egg-info"
+    info.mkdir()
+    (info / "PKG-INFO").write_text(f"Metadata-Version: 2.1\nName: numpy\nVersion: {version}\n")
+    return root
+
+
+def test_numpy_shadowing_apt_numpy_is_named(tmp_path: Path) -> None:
+    """The venv's numpy 2 ahead of apt's 1.24 (what picamera2's simplejpeg was built against)."""
+    import numpy
+    major = int(numpy.__version__.split(".")[0])
+    other = "1.24.2" if major >= 2 else "2.2.4"
+    r = check_numpy(_apt_dist(tmp_path / "clash", other))
+    assert r.status == FAIL
+    assert "numpy ABI mismatch" in r.detail and other in r.detail and numpy.__version__ in r.detail
+    assert "install-pi.sh" in r.fix and "pip uninstall numpy" in r.fix
+    same = check_numpy(_apt_dist(tmp_path / "same", f"{major}.0.0"))
+    assert same.status == WARN and "still load" in same.detail
+    assert check_numpy(tmp_path / "no-apt").status == OK
+
+
+@pytest.mark.parametrize("exc", [
+    ValueError("numpy.dtype size changed, may indicate binary incompatibility. "
+               "Expected 96 from C header, got 88 from PyObject"),
+    ImportError("numpy.core.multiarray failed to import"),
+], ids=["numpy1-module-under-numpy2", "numpy2-module-under-numpy1"])
+def test_camera_numpy_abi_failure_is_not_blamed_on_the_ribbon_cable(exc: Exception) -> None:
+    """The two ways an apt extension built against another numpy fails at import (picamera2 #1088, #1211)."""
+    from firmware.camera import CameraError
+    try:  # raised the way picamera2's import raises it: from inside its own import
+        try:
+            raise exc
+        except Exception as inner:
+            raise CameraError("picamera2 failed to load") from inner
+    except CameraError as outer:
+        r = _camera_open_failure("picamera2", outer, CameraError)
+    assert r.status == FAIL and "numpy ABI mismatch" in r.detail
+    assert "ribbon" not in r.detail + r.fix and "install-pi.sh" in r.fix
+    plain = _camera_open_failure("picamera2", RuntimeError("Camera __init__ sequence did not complete"), CameraError)
+    assert "ribbon cable" in plain.fix  # a real camera fault keeps its hint
