@@ -92,6 +92,50 @@ class SpoolSection(Section):
     dir: Path = Path("/var/lib/doorbell/spool")
 
 
+# The 40-pin header (J8) of every current Pi (Zero 2 W, 3, 4, 5): physical pin -> BCM GPIO,
+# and wiringPi numbers -> physical pin, as gpiozero names them (gpiozero/pins/pi.py: _make_pin).
+J8_GPIO = {3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10,
+           21: 9, 22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5, 31: 6, 32: 12, 33: 13, 35: 19,
+           36: 16, 37: 26, 38: 20, 40: 21}
+J8_POWER = {1: "3V3", 2: "5V", 4: "5V", 6: "GND", 9: "GND", 14: "GND", 17: "3V3", 20: "GND", 25: "GND",
+            30: "GND", 34: "GND", 39: "GND"}
+WPI_PHYSICAL = {8: 3, 9: 5, 7: 7, 15: 8, 16: 10, 0: 11, 1: 12, 2: 13, 3: 15, 4: 16, 5: 18, 12: 19, 13: 21,
+                6: 22, 14: 23, 10: 24, 11: 26, 30: 27, 31: 28, 21: 29, 22: 31, 26: 32, 23: 33, 24: 35,
+                27: 36, 25: 37, 28: 38, 29: 40}
+_PIN_RE = re.compile(r"^(?:(?P<bcm>[0-9]+)|(?:GPIO|BCM)(?P<gpio>[0-9]+)|WPI(?P<wpi>[0-9]+)"
+                     r"|(?:BOARD|J8:)(?P<phys>[0-9]+))$")
+PIN_FORMS = "a BCM number (17), 'GPIO17', 'BCM17', 'BOARD11', 'J8:11' or 'WPI0' (case-sensitive)"
+
+
+def gpio_of_pin(pin: int | str) -> int:
+    """The BCM GPIO number a gpiozero pin name refers to on the 40-pin header; ValueError if none.
+
+    Accepts exactly the names gpiozero gives a header GPIO (gpiozero matches them
+    exactly, so ``gpio17`` is refused there as here).
+    """
+    if isinstance(pin, bool):
+        raise ValueError(f"{pin!r} is not a pin; use {PIN_FORMS}")
+    m = _PIN_RE.match(str(pin))
+    if m is None:
+        raise ValueError(f"{pin!r} is not a GPIO pin name; use {PIN_FORMS}")
+    if m["bcm"] is not None or m["gpio"] is not None:
+        gpio = int(m["bcm"] if m["bcm"] is not None else m["gpio"])
+        if gpio not in J8_GPIO.values():
+            raise ValueError(f"{pin!r}: GPIO{gpio} is not on the 40-pin header (GPIO0 to GPIO27)")
+        return gpio
+    if m["wpi"] is not None:
+        wpi = int(m["wpi"])
+        if wpi not in WPI_PHYSICAL:
+            raise ValueError(f"{pin!r}: no wiringPi pin {wpi} on the 40-pin header")
+        return J8_GPIO[WPI_PHYSICAL[wpi]]
+    phys = int(m["phys"])
+    if phys in J8_POWER:
+        raise ValueError(f"{pin!r}: physical pin {phys} is {J8_POWER[phys]}, not a GPIO")
+    if phys not in J8_GPIO:
+        raise ValueError(f"{pin!r}: the 40-pin header has physical pins 1 to 40")
+    return J8_GPIO[phys]
+
+
 class GpioSection(Section):
     pin_factory: Literal["auto", "mock"] = "auto"
     button_pin: int | str = 17
@@ -104,6 +148,34 @@ class GpioSection(Section):
     ring_interval_s: float = Field(3.0, ge=0, le=60, description="at most one ring per interval")
     # Off by default: the button is outside, so a stranger could otherwise switch recording off.
     long_press_s: float | None = Field(None, gt=0, le=60, description="hold to toggle privacy mode; null disables")
+
+    @field_validator("button_pin", "chime_pin", "led_pin", mode="before")
+    @classmethod
+    def _not_a_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # YAML `true` would otherwise become pin 1
+            raise ValueError(f"{v!r} is not a pin; use {PIN_FORMS}")
+        return v
+
+    @field_validator("button_pin", "chime_pin", "led_pin")
+    @classmethod
+    def _pin_name(cls, v: int | str | None) -> int | str | None:
+        """Refuse what gpiozero would refuse at start-up (e.g. 'banana'), naming the key now."""
+        if v is not None:
+            gpio_of_pin(v)
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_pins(self) -> "GpioSection":
+        seen: dict[int, str] = {}
+        for key in ("button_pin", "chime_pin", "led_pin"):
+            pin = getattr(self, key)
+            if pin is None:
+                continue
+            gpio = gpio_of_pin(pin)
+            if gpio in seen:
+                raise ValueError(f"{key} {pin!r} is GPIO{gpio}, already used as {seen[gpio]}")
+            seen[gpio] = key
+        return self
 
 
 class CameraSection(Section):

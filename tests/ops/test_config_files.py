@@ -69,6 +69,10 @@ BAD = {
     "bad id": (lambda d: d["device"].update(id="Front Door!"), "device.id", "should match pattern"),
     "placeholder secret": (lambda d: d["mqtt"].update(password="changeme"), "mqtt.password", "placeholder secret"),
     "short secret": (lambda d: d["s3"].update(secret_access_key="abc"), "s3.secret_access_key", "too short"),
+    "pin name": (lambda d: d["gpio"].update(button_pin="banana"), "gpio.button_pin", "not a GPIO pin name"),
+    "power pin": (lambda d: d["gpio"].update(chime_pin="BOARD6"), "gpio.chime_pin", "physical pin 6 is GND"),
+    "pin off header": (lambda d: d["gpio"].update(led_pin=40), "gpio.led_pin", "not on the 40-pin header"),
+    "pin twice": (lambda d: d["gpio"].update(led_pin="GPIO27"), "gpio", "already used as chime_pin"),
 }
 
 
@@ -114,3 +118,29 @@ def test_shipped_device_config_uses_the_fleet_prefix() -> None:
     assert device_prefix(cfg.s3.prefix, cfg.device.id) == f"devices/{cfg.device.id}/"
     assert keys.video.startswith(f"devices/{cfg.device.id}/2026/11/")
     assert keys.video.count(cfg.device.id) == 1
+
+
+def test_pin_names_are_the_ones_gpiozero_accepts() -> None:
+    """Every name gpiozero gives a pin of the 40-pin header, checked against our grammar:
+    GPIO pins map to the same BCM number, power/ground pins and other strings are refused."""
+    from gpiozero.pins.mock import MockFactory
+
+    from doorbell.core.config import gpio_of_pin
+    board = MockFactory().board_info  # the same header table gpiozero uses on a real Pi
+    header = board.headers["J8"]
+    checked = 0
+    for pin in header.pins.values():
+        for name in pin.names:
+            if isinstance(name, str) and name.startswith("P1:"):
+                continue  # only boards with a P1 header (Pi 1) have these names
+            if "gpio" in pin.interfaces:
+                assert gpio_of_pin(name) == int(pin.name[4:]), name
+            else:
+                with pytest.raises(ValueError):
+                    gpio_of_pin(name)
+            checked += 1
+    assert checked > 150
+    for name in ("banana", "gpio17", "GPIO 17", "J8:41", "BOARD0", "WPI32", "", "17.0"):
+        with pytest.raises(ValueError):
+            gpio_of_pin(name)
+        assert not list(board.find_pin(name)), f"gpiozero accepts {name!r} after all"
