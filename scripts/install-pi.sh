@@ -8,7 +8,11 @@
 #      python3-lgpio (gpiozero's pin driver), mosquitto-clients (diagnostics)
 #   2. a `doorbell` system user in the gpio and video groups
 #   3. a venv in /opt/doorbell/venv with --system-site-packages (so apt's
-#      picamera2 is importable) and this package with its `pi` extra
+#      picamera2 is importable) and this package with its `pi` extra; when apt
+#      has numpy (python3-numpy, which picamera2's compiled helpers such as
+#      python3-simplejpeg are built against), pip is held to that numpy
+#      (/opt/doorbell/constraints.txt) and to an OpenCV wheel built for its
+#      major version, so the venv never shadows it with another numpy
 #   4. /etc/doorbell/device.yaml (0600, owned by doorbell) from the provisioned
 #      bundle (--bundle, from `doorbell provision device`) or the commented default;
 #      TLS files in /etc/doorbell/tls (client key 0600)
@@ -102,7 +106,27 @@ if (( LIVE )); then
 fi
 
 # ---------------------------------------------------------------- 1. apt
+# apt_lists_stale: no package lists at all (a fresh image, or `apt-get clean` + lists removed),
+# or none refreshed for a day: apt-cache would then call a package "not in this system's
+# sources" when it only lacks an `apt-get update`.
+APT_LISTS=${DOORBELL_APT_LISTS:-/var/lib/apt/lists}   # overridable for the installer's tests
+apt_lists_stale() {
+  local lists=$APT_LISTS
+  compgen -G "$lists/*_Packages*" >/dev/null || return 0
+  [[ -z $(find "$lists" -maxdepth 1 -name '*_Packages*' -mmin -1440 -print -quit 2>/dev/null) ]]
+}
+APT_UPDATED=0
+APT_STALE=0
 if (( LIVE )) && command -v dpkg-query >/dev/null; then
+  if apt_lists_stale; then
+    APT_STALE=1
+    if [[ $(id -u) == 0 ]] || (( DRY_RUN )); then
+      act "apt-get update (package lists are missing or older than a day)" apt-get update -qq
+      (( DRY_RUN )) || APT_UPDATED=1
+    else
+      warn "apt package lists are missing or stale and we are not root: apt-get update skipped"
+    fi
+  fi
   missing=()
   for p in "${APT_PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -110,19 +134,21 @@ if (( LIVE )) && command -v dpkg-query >/dev/null; then
   if (( ${#missing[@]} )); then
     keep=()
     for p in "${missing[@]}"; do
-      if apt-cache show "$p" >/dev/null 2>&1; then
+      if (( DRY_RUN && APT_STALE )); then
+        keep+=("$p")   # apt-cache cannot know before the update; the real run decides
+      elif apt-cache show "$p" >/dev/null 2>&1; then
         keep+=("$p")
       elif [[ $p == python3-picamera2 || $p == python3-lgpio ]]; then
         warn "$p is not in this system's apt sources (not Raspberry Pi OS?): use camera.backend opencv / gpio.pin_factory as fits"
       else
-        warn "$p not found by apt-cache; run apt-get update and try again"
+        warn "$p not found by apt-cache (package lists refreshed: $APT_UPDATED); check /etc/apt/sources.list*"
       fi
     done
     missing=("${keep[@]}")
   fi
   if (( ${#missing[@]} )); then
-    act "apt-get update && apt-get install ${missing[*]}" \
-      sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$@"' _ "${missing[@]}"
+    act "apt-get install ${missing[*]}" \
+      env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
   fi
 else
   log "skipping apt (installing into $ROOT)"
@@ -159,15 +185,26 @@ stat_of() { stat -c '%a %U %G' "$1" 2>/dev/null || true; }
 ensure_dir() {
   local path=$1 mode=$2 owner=$3 group=$4
   if [[ ! -d "$path" ]]; then
+    planned "$path" && return 0
     act "create $path ($mode $owner:$group)" install -d -m "$mode" -o "$owner" -g "$group" "$path"
+    plan_dir "$path"
   elif [[ $(stat_of "$path") != "$mode $owner $group" ]]; then
     act "fix $path to $mode $owner:$group" sh -c 'chown "$2:$3" "$4" && chmod "$1" "$4"' _ "$mode" "$owner" "$group" "$path"
   fi
 }
 
+# Directories a dry run "created": it creates nothing, so without this list every file of
+# a missing directory would announce the directory again (and the count would be wrong).
+declare -A PLANNED_DIRS=()
+planned() { [[ -n ${PLANNED_DIRS[$1]:-} ]]; }
+plan_dir() {  # PATH and its parents (install -d makes them too)
+  local d=$1
+  while [[ -n "$d" && "$d" != / && "$d" != . ]]; do PLANNED_DIRS[$d]=1; d=$(dirname "$d"); done
+}
+
 # ensure_sysdir PATH: a system directory (/opt, /var/lib, ...) is created if missing, never changed
 ensure_sysdir() {
-  [[ -d "$1" ]] || act "create $1" install -d -m 755 -o root -g root "$1"
+  [[ -d "$1" ]] || planned "$1" || { act "create $1" install -d -m 755 -o root -g root "$1"; plan_dir "$1"; }
 }
 
 # ensure_file SRC DST MODE OWNER GROUP: copy if content differs, fix mode/owner if they differ
@@ -205,6 +242,7 @@ PY
 
 # ---------------------------------------------------------------- 3. code + venv
 CODE_CHANGED=0
+STAMP_FILE="$OPT/.installed"
 ensure_sysdir "$(R /opt)"
 ensure_dir "$OPT" 755 root root
 # The source we install from, copied without .git/.venv/tests so pip builds
@@ -215,8 +253,8 @@ SRC_FILES=$(cd "$SRC" && find setup.py README.md doorbell firmware cloud_agent s
 ensure_dir "$OPT/src" 755 root root
 while IFS= read -r f; do
   [[ -z "$f" ]] && continue
-  d="$OPT/src/$(dirname "$f")"
-  [[ -d "$d" ]] || act "create $d" install -d -m 755 -o root -g root "$d"
+  d="$OPT/src"; [[ $f == */* ]] && d="$OPT/src/${f%/*}"
+  [[ -d "$d" ]] || planned "$d" || { act "create $d" install -d -m 755 -o root -g root "$d"; plan_dir "$d"; }
   m=644; [[ -x "$SRC/$f" ]] && m=755
   ensure_file "$SRC/$f" "$OPT/src/$f" "$m" root root && CODE_CHANGED=1
 done <<< "$SRC_FILES"
@@ -227,12 +265,57 @@ if [[ ! -x "$VENV/bin/python" ]]; then
   CODE_CHANGED=1
 fi
 SPEC="$OPT/src"; [[ -n "$EXTRAS" ]] && SPEC="$OPT/src[$EXTRAS]"
-STAMP_WANT=$( { echo "extras=$EXTRAS pip=$PIP_OPTS"; (cd "$SRC" && echo "$SRC_FILES" | xargs -r sha256sum); } | sha256sum | cut -c1-32)
-STAMP_FILE="$OPT/.installed"
-if [[ ! -f "$STAMP_FILE" ]] || [[ $(cat "$STAMP_FILE") != "$STAMP_WANT" ]]; then
+
+# numpy: apt's picamera2 and its compiled helpers (python3-simplejpeg, python3-pidng, ...) are
+# built against apt's numpy (1.24 on bookworm, 2.x on trixie). The venv sees it through
+# --system-site-packages; a numpy pip adds to the venv would come first on sys.path and, if its
+# major version differs, those helpers fail with "numpy.dtype size changed" (picamera2 #1088,
+# #1211). So pip is held to apt's numpy, and on numpy 1.x to OpenCV < 4.12 (4.12 and later
+# wheels require numpy >= 2; 4.11.0.86 is the last built for numpy 1.x).
+CONSTRAINTS="$OPT/constraints.txt"
+APT_NUMPY=$(PYTHONNOUSERSITE=1 PYTHONDONTWRITEBYTECODE=1 "$PYTHON" -c '
+import sys
+try:
+    import numpy
+except Exception:
+    sys.exit(0)
+if numpy.__file__.startswith(("/usr/lib/python3/dist-packages/", "/usr/lib/python3.")):
+    print(numpy.__version__)' 2>/dev/null || true)
+PIP_CONSTRAINTS=()
+FORCE_PIP=0
+if [[ -n "$APT_NUMPY" ]]; then
+  WANT_CONSTRAINTS="# Written by scripts/install-pi.sh: keep apt's numpy (python3-numpy $APT_NUMPY), which
+# picamera2's compiled helpers were built against; never a second numpy in the venv.
+numpy==$APT_NUMPY"
+  if [[ $APT_NUMPY == 1.* ]]; then
+    WANT_CONSTRAINTS+="
+# the last OpenCV wheels built for numpy 1.x (4.12+ require numpy>=2)
+opencv-python-headless<4.12
+opencv-python<4.12"
+  fi
+  if [[ ! -f "$CONSTRAINTS" ]] || [[ $(cat "$CONSTRAINTS") != "$WANT_CONSTRAINTS" ]]; then
+    act "write $CONSTRAINTS (numpy==$APT_NUMPY from apt)" sh -c 'printf "%s\n" "$1" > "$2"' _ "$WANT_CONSTRAINTS" "$CONSTRAINTS"
+  fi
+  PIP_CONSTRAINTS=(-c "$CONSTRAINTS")
+  # A numpy an earlier install put into the venv itself shadows apt's: take it out.
+  if [[ -x "$VENV/bin/python" ]]; then
+    VENV_NUMPY=$(PYTHONDONTWRITEBYTECODE=1 "$VENV/bin/python" -c '
+import numpy, sys
+print(numpy.__version__ if numpy.__file__.startswith(sys.prefix) else "")' 2>/dev/null || true)
+    if [[ -n "$VENV_NUMPY" ]]; then
+      act "remove numpy $VENV_NUMPY from the venv (it shadows apt's numpy $APT_NUMPY)" \
+        env PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip uninstall -y -q numpy
+      FORCE_PIP=1  # pip must then check that the rest still resolves against apt's numpy
+    fi
+  fi
+else
+  WANT_CONSTRAINTS=""
+fi
+STAMP_WANT=$( { echo "extras=$EXTRAS pip=$PIP_OPTS constraints=$WANT_CONSTRAINTS"; (cd "$SRC" && echo "$SRC_FILES" | xargs -r sha256sum); } | sha256sum | cut -c1-32)
+if (( FORCE_PIP )) || [[ ! -f "$STAMP_FILE" ]] || [[ $(cat "$STAMP_FILE") != "$STAMP_WANT" ]]; then
   # shellcheck disable=SC2086
   act "pip install $SPEC into $VENV" \
-    env PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install -q $PIP_OPTS "$SPEC"
+    env PIP_DISABLE_PIP_VERSION_CHECK=1 "$VENV/bin/python" -m pip install -q $PIP_OPTS "${PIP_CONSTRAINTS[@]}" "$SPEC"
   act "record installed version in $STAMP_FILE" sh -c 'echo "$1" > "$2"' _ "$STAMP_WANT" "$STAMP_FILE"
   CODE_CHANGED=1
 fi

@@ -6,9 +6,11 @@ import grp
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -107,8 +109,16 @@ def test_install_for_real_then_second_run_is_a_no_op(tmp_path: Path, bundle: Pat
     root.mkdir()
     group = grp.getgrgid(pwd.getpwnam(SERVICE_USER).pw_gid).gr_name
 
+    # 0. A dry run announces each action once, and as many as the real run then takes.
+    dry = run(src, root, "--dry-run")
+    would = [ln for ln in dry.stdout.splitlines() if "would: " in ln]
+    assert len(would) == len(set(would)), "an action announced twice"
+    planned = int(re.search(r"dry run: (\d+) action", dry.stdout).group(1))
+    assert planned == len(would)
+
     # 1. Without a bundle: the commented default config, firmware enabled, agent left off.
     first = run(src, root)
+    assert f"done: {planned} change(s)" in first.stdout, (planned, first.stdout)
     etc = root / "etc" / "doorbell"
     assert (etc / "device.yaml").read_text() == (REPO / "config" / "device.yaml").read_text()
     assert owner(etc / "device.yaml") == (0o600, SERVICE_USER, group)
@@ -161,3 +171,28 @@ def test_install_for_real_then_second_run_is_a_no_op(tmp_path: Path, bundle: Pat
     fourth = run(src, root, "--bundle", str(bundle))
     assert f"fix {etc}/device.yaml to 600" in fourth.stdout
     assert manifest(root) == before
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-query"), reason="needs a Debian-family system (dpkg)")
+def test_apt_lists_are_refreshed_before_packages_are_judged(tmp_path: Path) -> None:
+    """With empty (or day-old) package lists, apt-cache cannot find python3-picamera2 even on
+    Raspberry Pi OS: the installer updates the lists first instead of blaming the OS."""
+    lists = tmp_path / "lists"
+    lists.mkdir()
+
+    def dry_run() -> tuple[list[str], str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("DOORBELL_", "VIRTUAL_ENV"))}
+        r = subprocess.run(["bash", str(REPO / "scripts" / "install-pi.sh"), "--dry-run"], capture_output=True,
+                           text=True, timeout=120, env={**env, "DOORBELL_APT_LISTS": str(lists)})
+        assert r.returncode == 0, r.stderr
+        return [ln for ln in r.stdout.splitlines() if "would: " in ln], r.stderr
+
+    empty, err = dry_run()
+    assert "apt-get update" in empty[0]
+    assert "not in this system's apt sources" not in err  # judged after the update, not before
+    fresh = lists / "deb.debian.org_debian_dists_bookworm_main_binary-arm64_Packages"
+    fresh.write_text("")
+    assert not any("apt-get update" in ln for ln in dry_run()[0])
+    day_old = time.time() - 2 * 86400
+    os.utime(fresh, (day_old, day_old))
+    assert "apt-get update" in dry_run()[0][0]
