@@ -14,7 +14,7 @@ CORE = [
     "bech32>=1.2",             # age keys (age1..., AGE-SECRET-KEY-1...): BIP-173 reference Bech32, pure Python
 ]
 PI = [
-    "numpy>=1.24",                  # on a Pi: apt's numpy (scripts/install-pi.sh pins it; picamera2 is built against it)
+    "numpy>=1.24",                  # on a Pi: apt's numpy (install-pi.sh pins it; picamera2 is built against it)
     "gpiozero>=2.0",
     "opencv-python-headless>=4.8",  # capture + image ops, no GUI libraries on a headless Pi
     "av>=12",                       # PyAV: H.264 MP4 encoding/decoding
