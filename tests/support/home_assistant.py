@@ -103,6 +103,8 @@ def ensure_venv(version: str = HA_VERSION, root: Path | None = None) -> Path:
         # than pip; HA itself uses it. Plain pip is the fallback.
         subprocess.run([*pip, "uv"], check=True, stdin=subprocess.DEVNULL, timeout=600)
         env = {**os.environ, "UV_CACHE_DIR": str(root / "uv-cache"), "UV_PYTHON_DOWNLOADS": "never"}
+        if os.environ.get("PIP_INDEX_URL"):  # a mirror configured for pip serves uv too
+            env.setdefault("UV_DEFAULT_INDEX", os.environ["PIP_INDEX_URL"])
         r = subprocess.run([str(venv / "bin" / "uv"), "pip", "install", "-q", "--python", str(venv / "bin" / "python"),
                             f"homeassistant=={version}", *HA_EXTRA], env=env, stdin=subprocess.DEVNULL,
                            capture_output=True, text=True, timeout=1800)
