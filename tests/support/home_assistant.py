@@ -94,7 +94,7 @@ def ensure_venv(version: str = HA_VERSION, root: Path | None = None) -> Path:
         if marker.exists() and marker.read_text().strip() == want and (venv / "bin" / "hass").exists():
             return venv
         python = find_python()
-        log.warning("building Home Assistant %s venv in %s (once per machine; a few minutes)", version, venv)
+        log.warning("building Home Assistant %s venv in %s (once per machine; about a minute)", version, venv)
         t0 = time.monotonic()
         shutil.rmtree(venv, ignore_errors=True)
         subprocess.run([python, "-m", "venv", str(venv)], check=True, stdin=subprocess.DEVNULL, timeout=300)
