@@ -83,8 +83,8 @@ class AgentProcess(ServerProcess):
         while time.monotonic() < deadline:
             self._check_alive()
             try:
-                if json.loads(status.read_text())["mqtt"]["connected"] and \
-                        json.loads(status.read_text())["pid"] == self.pid:
+                current = json.loads(status.read_text())
+                if current["pid"] == self.pid and current["mqtt"]["connected"]:
                     return
             except (OSError, ValueError, KeyError):
                 pass
