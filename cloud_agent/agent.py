@@ -37,7 +37,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -49,7 +49,11 @@ from doorbell.core import __version__, protocol
 from doorbell.core.bucket import sealed_keys
 from doorbell.core.config import DoorbellConfig
 from doorbell.core.protocol import DeviceEvent, ProtocolError
-from doorbell.core.spool import SNAPSHOT_FILE, Spool, atomic_write
+from doorbell.core.spool import SNAPSHOT_FILE, Spool, SpoolClip, atomic_write
+
+if TYPE_CHECKING:  # the uploader imports boto3 lazily, to keep the agent's start-up memory low
+    from cloud_agent.uploader import Uploader, UploadOutcome
+    from doorbell.core.sdnotify import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +131,8 @@ class _Item:
 class Agent:
     """The agent process; :meth:`run` blocks until SIGTERM/SIGINT or :meth:`request_stop`."""
 
-    def __init__(self, cfg: DoorbellConfig, notifier: Any = None, uploader: Any = None):
+    def __init__(self, cfg: DoorbellConfig, notifier: Notifier | None = None,
+                 uploader: Uploader | None = None):
         self.cfg = cfg
         self.device_id = cfg.device.id
         self.spool = Spool(cfg.spool.dir)
@@ -489,8 +494,8 @@ class Agent:
         base = min(self.cfg.agent.retry_base_s, UPLOAD_RETRY_MAX_S)
         backoff = Backoff(base, max(base, min(self.cfg.agent.retry_max_s, UPLOAD_RETRY_MAX_S)))
         recovered = False
-        unannounced: tuple[Any, Any] | None = None  # in the bucket, but its announcement not yet queued
-        inflight: deque[tuple[Any, Future[Any]]] = deque()
+        unannounced: tuple[SpoolClip, UploadOutcome] | None = None  # in the bucket, but its announcement not yet queued
+        inflight: deque[tuple[SpoolClip, Future[UploadOutcome]]] = deque()
         pool = ThreadPoolExecutor(max_workers=PIPELINE, thread_name_prefix="agent-clip")
 
         def drop_inflight() -> None:
@@ -566,7 +571,7 @@ class Agent:
             self.uploader.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _sealed_message(self, clip: Any, outcome: Any) -> protocol.SealedClipMessage:
+    def _sealed_message(self, clip: SpoolClip, outcome: UploadOutcome) -> protocol.SealedClipMessage:
         """The ``clips`` announcement of a sealed clip: object keys, ciphertext digests, encrypted metadata."""
         sealed = clip.sealed
         keys = sealed_keys(self.cfg.s3.prefix, self.device_id, sealed.object_id)
@@ -576,7 +581,7 @@ class Agent:
         return protocol.SealedClipMessage(device_id=self.device_id, objects=objects,
                                           metadata=base64.b64encode(blob).decode())
 
-    def _try_finalize(self, clip: Any, outcome: Any, backoff: Backoff) -> bool:
+    def _try_finalize(self, clip: SpoolClip, outcome: UploadOutcome, backoff: Backoff) -> bool:
         """_finalize; on a full disk the clip stays pending (already in the bucket, so it is not
         uploaded again) and the announcement is retried after the backoff. False then."""
         try:
@@ -593,7 +598,7 @@ class Agent:
             self.stop_event.wait(delay)
             return False
 
-    def _finalize(self, clip: Any, outcome: Any) -> None:
+    def _finalize(self, clip: SpoolClip, outcome: UploadOutcome) -> None:
         """The bucket confirmed the clip: queue its announcement, then move it to ``uploaded/``."""
         if clip.sealed is not None:
             # Sealed: announce ciphertexts only; a clear snapshot for HA, if allowed, came from the firmware.
