@@ -39,7 +39,7 @@ MAX_PAYLOAD = {
     "snapshot": 512 * 1024,
     "command": 4 * 1024,
     "request": 256 * 1024,
-    "decision": 32 * 1024,
+    "decision": 1024 * 1024,      # an approval of sealed clips carries one age header per released object
     "revoke": 4 * 1024,
     "result": 8 * 1024,
     "rpc": 8 * 1024,
@@ -392,14 +392,44 @@ class SignedMessage(Message):
     signature: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{86}$")]  # base64url, 64 bytes
 
 
+ReleasedKind = Literal["video", "snapshot", "manifest"]
+AgeRecipientText = Annotated[str, Field(pattern=r"^age1[02-9ac-hj-np-z]{58}$")]
+AgeHeaderB64 = Annotated[str, Field(min_length=1, max_length=8192, pattern=r"^[A-Za-z0-9+/]+={0,2}$")]
+
+
+class ReleasedObject(Message):
+    """One sealed object an approval releases: where its ciphertext is and which header opens it.
+
+    ``header_sha256`` is signed (it is part of the decision's ``released``);
+    the header itself travels unsigned in the decision's ``headers`` and must
+    hash to it, so a header swapped in from another clip is refused.
+    """
+
+    v: Literal[1] = Field(1, exclude=True)
+    key: Annotated[str, Field(min_length=1, max_length=1024)]
+    payload_offset: int = Field(ge=1, le=1 << 20)   # where the age payload starts (after the household header)
+    header_sha256: Sha256Hex
+
+
 class Decision(SignedMessage):
-    """``owners/{id}/decisions/{request_id}``: owner to service, Ed25519-signed."""
+    """``owners/{id}/decisions/{request_id}``: owner to service, Ed25519-signed.
+
+    For sealed clips (issue 12) an approval also names, per clip, the objects it
+    releases (``released``: key, payload offset, SHA-256 of a fresh age header
+    addressed to ``agency_recipient``), all of it signed; ``headers`` carries
+    those headers (base64) and is the one field outside the signature, bound to
+    it by the signed digests. A decision without ``released`` signs exactly as
+    protocol v1 did (tests/vectors/signing_v1.json).
+    """
 
     type: Literal["decision"] = "decision"
     request_id: Token
     decision: Literal["approve", "deny"]
     clip_ids: list[ClipId] = Field(default_factory=list, max_length=500)
     grant_days: int = Field(0, ge=0, le=30)
+    agency_recipient: AgeRecipientText | None = None
+    released: dict[ClipId, dict[ReleasedKind, ReleasedObject]] | None = Field(None, max_length=500)
+    headers: dict[ClipId, dict[ReleasedKind, AgeHeaderB64]] | None = Field(None, max_length=500)
 
     @model_validator(mode="after")
     def _shape(self) -> "Decision":
@@ -413,6 +443,18 @@ class Decision(SignedMessage):
             raise ValueError("clip_ids repeat")
         if list(self.clip_ids) != sorted(self.clip_ids):
             raise ValueError("clip_ids must be sorted (canonical form)")
+        if self.released is not None:
+            if self.decision != "approve" or self.agency_recipient is None:
+                raise ValueError("released keys need an approval and the agency's recipient")
+            if sorted(self.released) != list(self.clip_ids):
+                raise ValueError("released must name exactly the approved clips")
+            if any("video" not in objs or "manifest" not in objs for objs in self.released.values()):
+                raise ValueError("each released clip needs its video and its manifest")
+            if self.headers is None or {c: set(o) for c, o in self.headers.items()} != \
+                    {c: set(o) for c, o in self.released.items()}:
+                raise ValueError("headers must carry one header per released object")
+        elif self.headers is not None or self.agency_recipient is not None:
+            raise ValueError("headers and agency_recipient come only with released")
         return self
 
 

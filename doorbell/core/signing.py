@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,12 +29,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from doorbell.core.errors import DoorbellError
-from doorbell.core.protocol import Decision, Revoke, SignedMessage
+from doorbell.core.protocol import Decision, ReleasedObject, Revoke, SignedMessage
 
 DOMAINS = {"decision": b"doorbell/v1/decision", "revoke": b"doorbell/v1/revoke"}
 DEVICE_DOMAINS = {"clip_manifest": b"doorbell/v1/device/clip-manifest"}
 PUBLIC_KEY_PREFIX = "ed25519:"
 DEFAULT_VALIDITY_S = 600
+UNSIGNED_WHEN_ABSENT = ("agency_recipient", "released")
 
 S = TypeVar("S", bound=SignedMessage)
 
@@ -69,6 +71,11 @@ def signing_bytes(message: SignedMessage | dict[str, Any]) -> bytes:
     """The exact bytes that are signed for this message."""
     fields = message.model_dump(mode="json") if isinstance(message, SignedMessage) else dict(message)
     fields.pop("signature", None)
+    # The released headers are bound by their signed SHA-256s in "released", not signed themselves.
+    fields.pop("headers", None)
+    for optional in UNSIGNED_WHEN_ABSENT:  # absent v1 fields: a v1 decision signs exactly as before
+        if fields.get(optional) is None:
+            fields.pop(optional, None)
     kind = fields.get("type")
     if kind not in DOMAINS:
         raise SignatureError(f"unknown signed message type {kind!r}")
@@ -134,12 +141,28 @@ def _sign(model: type[S], key: Ed25519PrivateKey, fields: dict[str, Any], validi
 
 def sign_decision(key: Ed25519PrivateKey, *, owner_id: str, request_id: str, approve: bool,
                   clip_ids: list[str] | None = None, grant_days: int = 7,
-                  validity_s: int = DEFAULT_VALIDITY_S, now: float | None = None) -> Decision:
-    fields = {"type": "decision", "owner_id": owner_id, "request_id": request_id,
-              "decision": "approve" if approve else "deny",
-              "clip_ids": sorted(set(clip_ids or [])) if approve else [],
-              "grant_days": int(grant_days) if approve else 0}
+                  validity_s: int = DEFAULT_VALIDITY_S, now: float | None = None,
+                  release: Release | None = None) -> Decision:
+    """A signed decision; ``release`` (sealed clips) adds the re-wrapped headers' digests to what is signed."""
+    fields: dict[str, Any] = {"type": "decision", "owner_id": owner_id, "request_id": request_id,
+                              "decision": "approve" if approve else "deny",
+                              "clip_ids": sorted(set(clip_ids or [])) if approve else [],
+                              "grant_days": int(grant_days) if approve else 0}
+    if release is not None:
+        fields["agency_recipient"] = release.agency_recipient
+        fields["released"] = {c: {k: o.model_dump(mode="json") for k, o in objs.items()}
+                              for c, objs in release.released.items()}
+        fields["headers"] = release.headers  # not signed: bound by the signed digests in "released"
     return _sign(Decision, key, fields, validity_s, now)
+
+
+@dataclass(frozen=True)
+class Release:
+    """What an approval of sealed clips releases (see doorbell.core.release): signed digests, unsigned headers."""
+
+    agency_recipient: str
+    released: dict[str, dict[str, ReleasedObject]]
+    headers: dict[str, dict[str, str]]
 
 
 def sign_revoke(key: Ed25519PrivateKey, *, owner_id: str, grant_id: str,
