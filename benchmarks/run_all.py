@@ -38,6 +38,10 @@ crash or a leak in one cannot skew another, and each one's RSS is its own):
   retry settings) after a 20 s bucket outage: bucket back -> a clip queued
   meanwhile is uploaded and announced, also with the bucket dying in the
   middle of that clip's multipart upload (target < 10 s, judged on the median);
+- ``owner_match``: benchmarks/owner_match.py: the owner's app matching a
+  12-hour request window over its own index of 10,000 sealed clips (the cloud
+  keeps none, rule 9), and the cost of indexing one announcement (decrypt the
+  metadata, insert);
 - ``sharing``: benchmarks/sharing.py ``--rounds 3``: request create/status
   throughput and p99 from separate load processes on a 10,000-device,
   1,000,000-clip index (500 creates + 2,000 status reads per round).
@@ -71,8 +75,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-COMPONENTS = ["motion", "firmware", "e2e", "sharing", "crypto", "sealed", "recovery", "bucket_recovery",
-              "agent"]  # agent last: its repeats fill the budget
+COMPONENTS = ["motion", "firmware", "e2e", "sharing", "crypto", "sealed", "owner_match", "recovery",
+              "bucket_recovery", "agent"]  # agent last: its repeats fill the budget
 LIGHTING_ONLY = {"lighting_ramp", "exposure_step", "ir_switch", "noise_only"}
 PEER_NAMES = {"mog2": "OpenCV MOG2", "picamera2": "picamera2 example", "frigate": "Frigate-style"}
 
@@ -294,6 +298,18 @@ def sharing_figures(r: dict[str, Any]) -> list[Figure]:
     return figs
 
 
+def owner_match_figures(r: dict[str, Any]) -> list[Figure]:
+    runs = r["runs"]
+    first = runs[0]
+    note = f"{len(runs)} run(s) of {first['queries']} random 12 h windows"
+    return [Figure("owner_match_p99_ms", f"owner's app: match a request over its own {first['clips']:,} sealed clips "
+                   f"({first['days']} days), p99", "ms", [x["match_p99_ms"] for x in runs], target=("<", 50.0),
+                   runs_note=note, detail="p50 median %.2f ms; %d clips matched per window (median)" % (
+                       statistics.median(x["match_p50_ms"] for x in runs), first["matched_median"])),
+            Figure("owner_index_ingest_ms", "owner's app: index one sealed announcement (decrypt metadata, insert)",
+                   "ms", [x["ingest_per_clip_ms"] for x in runs], runs_note=f"{first['clips']:,} announcements")]
+
+
 def sealed_figures(r: dict[str, Any]) -> list[Figure]:
     figs = []
     reps = len(r["clip_to_bucket"][0]["values_s"])
@@ -434,6 +450,9 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
     if name == "sealed":
         raw = _run_json([py, str(HERE / "sealed.py")] + (["--quick"] if quick else []), lp, 900)
         return sealed_figures(raw), raw
+    if name == "owner_match":
+        raw = _run_json([py, str(HERE / "owner_match.py")] + (["--quick"] if quick else []), lp, 600)
+        return owner_match_figures(raw), raw
     if name == "crypto":
         raw = _run_json([py, str(HERE / "crypto.py")] + (["--quick"] if quick else []), lp, 600)
         return crypto_figures(raw), raw
@@ -553,8 +572,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.from_json:
         doc = json.loads(a.from_json.read_text())
         build = {"motion": motion_figures, "firmware": firmware_figures, "e2e": e2e_figures, "sharing": sharing_figures,
-                 "crypto": crypto_figures, "sealed": sealed_figures, "recovery": recovery_figures,
-                 "bucket_recovery": bucket_recovery_figures,
+                 "crypto": crypto_figures, "sealed": sealed_figures, "owner_match": owner_match_figures,
+                 "recovery": recovery_figures, "bucket_recovery": bucket_recovery_figures,
                  "agent": lambda raw: agent_figures(raw["runs"])}
         doc["figures"] = [f.row() for n in COMPONENTS if n in doc["raw"] for f in build[n](doc["raw"][n])]
         print(render_markdown(doc))

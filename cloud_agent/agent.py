@@ -24,7 +24,6 @@ opens a socket.
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import gc
 import json
@@ -46,7 +45,6 @@ from cloud_agent.memory import trim
 from cloud_agent.mqtt_link import MqttLink, Pending, PublishRefused
 from cloud_agent.status import OUTBOX_DIR, StatusBoard, StatusWriter
 from doorbell.core import __version__, protocol
-from doorbell.core.bucket import sealed_keys
 from doorbell.core.config import DoorbellConfig
 from doorbell.core.protocol import DeviceEvent, ProtocolError
 from doorbell.core.spool import SNAPSHOT_FILE, Spool, SpoolClip, atomic_write
@@ -573,13 +571,8 @@ class Agent:
 
     def _sealed_message(self, clip: SpoolClip, outcome: UploadOutcome) -> protocol.SealedClipMessage:
         """The ``clips`` announcement of a sealed clip: object keys, ciphertext digests, encrypted metadata."""
-        sealed = clip.sealed
-        keys = sealed_keys(self.cfg.s3.prefix, self.device_id, sealed.object_id)
-        objects = {kind: protocol.SealedObject(key=keys[kind], sha256=f.sha256, size=f.size)
-                   for kind, f in sealed.files.items()}
-        blob = (clip.path / sealed.files["metadata"].name).read_bytes()
-        return protocol.SealedClipMessage(device_id=self.device_id, objects=objects,
-                                          metadata=base64.b64encode(blob).decode())
+        message: protocol.SealedClipMessage = clip.sealed_message(self.cfg.s3.prefix, self.device_id)
+        return message
 
     def _try_finalize(self, clip: SpoolClip, outcome: UploadOutcome, backoff: Backoff) -> bool:
         """_finalize; on a full disk the clip stays pending (already in the bucket, so it is not

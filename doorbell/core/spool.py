@@ -31,6 +31,7 @@ by a crash has no final chunk, so every age reader refuses it.
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -51,9 +52,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from doorbell.core import manifest as mf
 from doorbell.core.age import Encryptor, StreamResult, X25519Recipient
+from doorbell.core.bucket import sealed_keys
 from doorbell.core.errors import DoorbellError
 from doorbell.core.fileio import atomic_write, fsync_dir  # noqa: F401  (re-exported for spool users)
-from doorbell.core.protocol import CLIP_ID_PATTERN, ClipMessage, DeviceEvent, Message, Trigger
+from doorbell.core.protocol import (
+    CLIP_ID_PATTERN,
+    ClipMessage,
+    DeviceEvent,
+    Message,
+    SealedClipMessage,
+    SealedObject,
+    Trigger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +182,17 @@ class SpoolClip:
     def sealed(self) -> SealedClipMeta | None:
         """The clear index of an encrypted clip, or None for a clip stored in clear."""
         return self.meta if isinstance(self.meta, SealedClipMeta) else None
+
+    def sealed_message(self, key_prefix: str, device_id: str) -> SealedClipMessage:
+        """The ``clips`` announcement of a sealed clip: object keys, ciphertext digests, encrypted metadata."""
+        sealed = self.sealed
+        if sealed is None:
+            raise SpoolError(f"clip {self.path.name} is not sealed")
+        keys = sealed_keys(key_prefix, device_id, sealed.object_id)
+        objects = {kind: SealedObject(key=keys[kind], sha256=f.sha256, size=f.size) for kind, f in sealed.files.items()}
+        blob = (self.path / sealed.files["metadata"].name).read_bytes()
+        return SealedClipMessage(device_id=device_id, objects=objects,
+                                 metadata=base64.b64encode(blob).decode())
 
     @property
     def clear(self) -> ClipMeta:
