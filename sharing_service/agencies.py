@@ -17,7 +17,7 @@ from doorbell.core import protocol as p
 from sharing_service import audit
 from sharing_service.context import FUTURE_SKEW_S, AgencyInfo, NotFound, Refused, ServiceContext, hash_secret
 from sharing_service.delivery import Scheduler
-from sharing_service.models import Agency, Clip, Grant, GrantClip, Request
+from sharing_service.models import Agency, Clip, Device, Grant, GrantClip, ReleasedObject, Request
 from sharing_service.schemas import RequestCreate
 
 API_KEY_RE = re.compile(r"^dbk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
@@ -99,11 +99,24 @@ class AgencyDesk:
                          .order_by(Clip.started_at, Clip.id)).all()
         return list(rows)
 
+    def _active_released(self, s: Session, rid: str, now: float) -> list[tuple[ReleasedObject, Grant, str | None]]:
+        """Sealed objects whose keys an active grant of this request released, with their device's key."""
+        rows = s.execute(select(ReleasedObject, Grant, Device.public_key)
+                         .join(Grant, Grant.id == ReleasedObject.grant_id)
+                         .join(Device, Device.id == ReleasedObject.device_id)
+                         .where(Grant.request_id == rid, Grant.state == "active", Grant.expires_at > now)
+                         .order_by(ReleasedObject.clip_id, ReleasedObject.kind)).all()
+        return [(r, g, k) for r, g, k in rows]
+
     def _status(self, s: Session, req: Request, now: float) -> Status:
         shared = s.execute(select(func.count()).select_from(GrantClip)
                            .join(Grant, Grant.id == GrantClip.grant_id)
                            .where(Grant.request_id == req.id, Grant.state == "active",
                                   Grant.expires_at > now)).scalar_one()
+        shared += s.execute(select(func.count(func.distinct(ReleasedObject.clip_id)))
+                            .join(Grant, Grant.id == ReleasedObject.grant_id)
+                            .where(Grant.request_id == req.id, Grant.state == "active",
+                                   Grant.expires_at > now)).scalar_one()
         return {"id": req.id, "case_number": req.case_number,
                 "status": "pending" if now < req.expires_at else "closed",
                 "created_at": req.created_at, "expires_at": req.expires_at,
@@ -136,8 +149,23 @@ class AgencyDesk:
                 items.append({"clip_id": clip.id, "started_at": clip.started_at, "ended_at": clip.ended_at,
                               "trigger": clip.trigger, "size": clip.size, "sha256": clip.sha256, "url": url,
                               "url_expires_at": now + ttl, "access_expires_at": grant.expires_at})
+            sealed: dict[str, dict[str, object]] = {}
+            for obj, grant, device_key in self._active_released(s, rid, now):
+                item = sealed.get(obj.clip_id)
+                if item is None:
+                    item = sealed[obj.clip_id] = {"clip_id": obj.clip_id, "device_id": obj.device_id,
+                                                  "device_key": device_key or "", "objects": {},
+                                                  "url_expires_at": now + ttl, "access_expires_at": grant.expires_at}
+                    entries.append({"kind": "link_issued", "actor": f"agency:{agency.name}", "subject": obj.clip_id,
+                                    "owner_id": grant.owner_id, "ts": now,
+                                    "details": {"request_id": rid, "grant_id": grant.id, "sealed": True,
+                                                "url_expires_at": now + ttl}})
+                objects = item["objects"]
+                assert isinstance(objects, dict)
+                objects[obj.kind] = {"url": self._presign(obj.key), "payload_offset": obj.payload_offset,
+                                     "header": obj.header, "header_sha256": obj.header_sha256}
             audit.append_many(s, entries)
-        return {"request_id": rid, "clips": items}
+        return {"request_id": rid, "clips": items, "sealed": list(sealed.values())}
 
     def download_url(self, agency: AgencyInfo, rid: str, clip_id: str) -> str:
         now = self.ctx.clock()
@@ -152,6 +180,11 @@ class AgencyDesk:
                                           "url_expires_at": now + self.ctx.settings.link_ttl_s})
                     return url
         raise NotFound("shared clip")  # unapproved, revoked, expired and non-existent look the same
+
+    def _presign(self, key: str) -> str:
+        if self.ctx.presigner is None:
+            raise Refused("unavailable", "storage is not configured", 503)
+        return self.ctx.presigner.get_url(key, self.ctx.settings.link_ttl_s)
 
     def _link(self, clip: Clip) -> str:
         if self.ctx.presigner is None:

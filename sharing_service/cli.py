@@ -53,6 +53,9 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a.add_argument("--owner", required=True)
     a.add_argument("--lat", type=float, required=True)
     a.add_argument("--lon", type=float, required=True)
+    a.add_argument("--public-key", metavar="ED25519",
+                   help="the device's manifest key (ed25519:..., from device-keys.json): the device seals its "
+                        "clips; agencies check shared clips against this key")
     a.set_defaults(func=_device_add)
     ls = dev.add_parser("list", parents=[common], help="list devices")
     ls.add_argument("--owner")
@@ -63,7 +66,15 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     a = ag.add_parser("add", parents=[common], help="enrol an agency; prints its API key once")
     a.add_argument("name")
     a.add_argument("--rate-per-min", type=int, help="own rate limit (default: sharing.agency_rate_per_min)")
+    a.add_argument("--age-recipient", metavar="AGE1",
+                   help="the agency's age recipient (age1..., from `doorbell agency keys init`): approvals of "
+                        "sealed clips re-wrap the clips' keys to it; without one, owners of sealed devices are "
+                        "not asked")
     a.set_defaults(func=_agency_add)
+    k = ag.add_parser("set-recipient", parents=[common], help="register or rotate an agency's age recipient")
+    k.add_argument("name")
+    k.add_argument("age_recipient")
+    k.set_defaults(func=_agency_recipient)
     ls = ag.add_parser("list", parents=[common], help="list agencies (never their keys)")
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(func=_agency_list)
@@ -177,7 +188,7 @@ def _owner_list(args: argparse.Namespace) -> int:
 
 def _device_add(args: argparse.Namespace) -> int:
     def act() -> None:
-        _core(args).registry.add_device(args.device_id, args.owner, args.lat, args.lon)
+        _core(args).registry.add_device(args.device_id, args.owner, args.lat, args.lon, args.public_key)
         print(f"device {args.device_id} enrolled for {args.owner}")
 
     return _run(act)
@@ -190,9 +201,16 @@ def _device_list(args: argparse.Namespace) -> int:
 
 def _agency_add(args: argparse.Namespace) -> int:
     def go() -> None:
-        agency_id, key = _core(args).registry.add_agency(args.name, args.rate_per_min)
+        agency_id, key = _core(args).registry.add_agency(args.name, args.rate_per_min, args.age_recipient)
         print(f"agency {args.name!r} enrolled (id {agency_id}). API key (shown once, store it now):")
         print(key)
+    return _run(go)
+
+
+def _agency_recipient(args: argparse.Namespace) -> int:
+    def go() -> None:
+        _core(args).registry.set_agency_recipient(args.name, args.age_recipient)
+        print(f"agency {args.name!r}: approvals of sealed clips now re-wrap to {args.age_recipient}")
     return _run(go)
 
 

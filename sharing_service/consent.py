@@ -6,7 +6,9 @@ then publish the verdict on ``owners/{o}/results/{nonce}`` after the commit.
 """
 from __future__ import annotations
 
+import base64
 import logging
+import re
 from collections.abc import Callable
 from typing import Literal, TypeVar
 
@@ -15,10 +17,24 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from doorbell.core import protocol as p
+from doorbell.core.age import AgeError
+from doorbell.core.bucket import SEALED_SUFFIXES, device_prefix
+from doorbell.core.release import ReleaseError, check_headers
 from doorbell.core.signing import SignatureError, verify
 from sharing_service import audit
 from sharing_service.context import Outgoing, ServiceContext
-from sharing_service.models import Agency, Grant, GrantClip, Nonce, Owner, Request, RequestClip, RequestTarget
+from sharing_service.models import (
+    Agency,
+    Device,
+    Grant,
+    GrantClip,
+    Nonce,
+    Owner,
+    ReleasedObject,
+    Request,
+    RequestClip,
+    RequestTarget,
+)
 
 log = logging.getLogger(__name__)
 
@@ -32,11 +48,18 @@ def closed_message(rid: str, owner_id: str, state: ClosedState) -> Outgoing:
                     p.RequestClosed(request_id=rid, owner_id=owner_id, state=state).to_json(), retain=True)
 
 
+def grant_clip_ids(s: Session, grant_id: str) -> list[str]:
+    """The clips a grant shares: indexed clear clips, or the sealed clips whose keys it released."""
+    clear = s.execute(select(GrantClip.clip_id).where(GrantClip.grant_id == grant_id)).scalars()
+    sealed = s.execute(select(ReleasedObject.clip_id).where(ReleasedObject.grant_id == grant_id).distinct()).scalars()
+    return sorted({*clear, *sealed})
+
+
 def grant_state_message(s: Session, g: Grant) -> Outgoing:
     """The retained state of one grant, for the owner's app."""
     req = s.get(Request, g.request_id)
     agency = s.get(Agency, g.agency_id)
-    clip_ids = sorted(s.execute(select(GrantClip.clip_id).where(GrantClip.grant_id == g.id)).scalars())
+    clip_ids = grant_clip_ids(s, g.id)
     msg = p.GrantState(grant_id=g.id, request_id=g.request_id, owner_id=g.owner_id,
                        agency=agency.name if agency else "?", case_number=req.case_number if req else "?",
                        clip_ids=clip_ids, created_at=g.created_at, expires_at=g.expires_at,
@@ -148,24 +171,39 @@ class Consent:
             out.append(closed_message(req.id, owner_id, "denied"))
             log.info("owner %s denied request %s", owner_id, req.id)
             return out
-        offered = set(s.execute(select(RequestClip.clip_id).where(RequestClip.request_id == req.id,
-                                                                  RequestClip.owner_id == owner_id)).scalars())
-        outside = [c for c in msg.clip_ids if c not in offered]
-        if outside:
-            return self._refuse(s, owner_id, ref, "clip ids not offered in this request: " + ", ".join(outside[:10]),
-                                topic_rid)
+        released: list[dict[str, object]] = []
+        if msg.released is not None:
+            checked = self._check_release(s, owner_id, msg, agency)
+            if isinstance(checked, str):
+                return self._refuse(s, owner_id, ref, checked, topic_rid)
+            released = checked
+        else:
+            offered = set(s.execute(select(RequestClip.clip_id).where(RequestClip.request_id == req.id,
+                                                                      RequestClip.owner_id == owner_id)).scalars())
+            outside = [c for c in msg.clip_ids if c not in offered]
+            if outside:
+                return self._refuse(s, owner_id, ref, "clip ids not offered in this request: "
+                                    + ", ".join(outside[:10]), topic_rid)
         days = min(float(msg.grant_days), self.ctx.settings.grant_max_days)
         gid = p.new_token()
         expires = now + days * 86400
         s.add(Grant(id=gid, request_id=req.id, owner_id=owner_id, agency_id=req.agency_id, decision_nonce=msg.nonce,
                     created_at=now, expires_at=expires, state="active"))
         s.flush()
-        s.execute(insert(GrantClip), [{"grant_id": gid, "clip_id": c} for c in msg.clip_ids])
+        if released:
+            s.execute(insert(ReleasedObject), [{**r, "grant_id": gid} for r in released])
+        else:
+            s.execute(insert(GrantClip), [{"grant_id": gid, "clip_id": c} for c in msg.clip_ids])
         target.state, target.decided_at = "approved", now
+        details: dict[str, object] = {
+            "decision": "approve", "clip_ids": list(msg.clip_ids), "grant_days": msg.grant_days, "nonce": msg.nonce,
+            "issued_at": msg.issued_at, "expires_at": msg.expires_at, "signature": msg.signature}
+        if msg.released is not None:  # what the owner signed, so anyone can re-verify the decision from the log
+            details["agency_recipient"] = msg.agency_recipient
+            details["released"] = {c: {k: o.model_dump(mode="json") for k, o in objs.items()}
+                                   for c, objs in msg.released.items()}
         audit.append(s, kind="decision", actor=f"owner:{owner_id}", subject=req.id, owner_id=owner_id, ts=now,
-                     details={"decision": "approve", "clip_ids": list(msg.clip_ids), "grant_days": msg.grant_days,
-                              "nonce": msg.nonce, "issued_at": msg.issued_at, "expires_at": msg.expires_at,
-                              "signature": msg.signature})
+                     details=details)
         audit.append(s, kind="grant", actor="service", subject=gid, owner_id=owner_id, ts=now,
                      details={"request_id": req.id, "agency": agency_name, "clip_ids": list(msg.clip_ids),
                               "expires_at": expires})
@@ -178,6 +216,44 @@ class Consent:
         log.info("owner %s approved %d clip(s) for request %s: grant %s until %.0f",
                  owner_id, len(msg.clip_ids), req.id, gid, expires)
         return out
+
+    def _check_release(self, s: Session, owner_id: str, msg: p.Decision,
+                       agency: Agency | None) -> list[dict[str, object]] | str:
+        """Rows to store for a signed release of sealed clips, or the reason it is refused.
+
+        The service cannot check which clips a request's window covers (it knows
+        none of them: rule 9); it checks what it can: the keys go to the agency's
+        registered recipient, each header is the one the owner signed, and every
+        object lies under one device of this owner that is registered as sealing.
+        """
+        if agency is None or agency.age_recipient is None:
+            return "this agency has no registered age recipient; keys cannot be released to it"
+        if msg.agency_recipient != agency.age_recipient:
+            return "the keys are addressed to another recipient than the agency's registered one"
+        try:
+            headers = check_headers(msg)
+        except (ReleaseError, AgeError) as exc:
+            return str(exc)
+        devices = {d.id: d for d in s.execute(select(Device).where(Device.owner_id == owner_id)).scalars()}
+        rows: list[dict[str, object]] = []
+        assert msg.released is not None
+        for clip_id, objects in msg.released.items():
+            device_ids = {_device_of(self.ctx.key_prefix, o.key, devices) for o in objects.values()}
+            dirs = {o.key.rsplit("/", 1)[0] for o in objects.values()}
+            if len(device_ids) != 1 or None in device_ids or len(dirs) != 1:
+                return f"clip {clip_id}: its objects are not one sealed clip of one of your devices"
+            device_id = device_ids.pop()
+            assert device_id is not None
+            if devices[device_id].public_key is None:
+                return f"clip {clip_id}: device {device_id} is not registered as sealing (no device key)"
+            for kind, o in objects.items():
+                if not o.key.endswith("/" + SEALED_SUFFIXES[kind]):
+                    return f"clip {clip_id}: the object named as its {kind} is not a {kind}"
+                rows.append({"clip_id": clip_id, "kind": kind, "device_id": device_id, "key": o.key,
+                             "payload_offset": o.payload_offset,
+                             "header": base64.b64encode(headers[clip_id][kind]).decode(),
+                             "header_sha256": o.header_sha256})
+        return rows
 
     def _revoke(self, s: Session, owner_id: str, topic_gid: str, msg: p.Revoke, now: float) -> list[Outgoing]:
         ref = msg.nonce
@@ -198,3 +274,13 @@ class Consent:
         log.info("owner %s revoked grant %s", owner_id, grant.id)
         return [Outgoing(p.result_topic(owner_id, ref), p.Result(ref=ref, ok=True, grant_id=grant.id).to_json()),
                 grant_state_message(s, grant)]
+
+
+def _device_of(prefix: str, key: str, devices: dict[str, Device]) -> str | None:
+    """The device whose sealed-object tree holds ``key`` ({prefix}{device}/o/{object_id}/{x}), or None."""
+    for device_id in devices:
+        own = device_prefix(prefix, device_id) + "o/"
+        rest = key[len(own):] if key.startswith(own) else ""
+        if re.fullmatch(r"[0-9a-f]{32}/[a-z]", rest):
+            return device_id
+    return None

@@ -51,8 +51,10 @@ class Delivery:
                 return 0
             agency = s.get(Agency, req.agency_id)
             agency_name = agency.name if agency else "?"
+            recipient = agency.age_recipient if agency else None
             matches = {} if now >= req.expires_at else self._match(s, req.lat, req.lon, req.radius_m,
-                                                                     req.window_start, req.window_end)
+                                                                     req.window_start, req.window_end,
+                                                                     sealed=recipient is not None)
             if matches:
                 s.execute(insert(RequestTarget), [{"request_id": rid, "owner_id": o, "state": "pending"}
                                                   for o in matches])
@@ -63,7 +65,9 @@ class Delivery:
                                                           "clip_ids": [c.id for c in clips]}}
                                   for owner_id, clips in matches.items()])
             req.matched_at = now
-            out = [self.request_message(req, agency_name, owner_id, clips) for owner_id, clips in matches.items()]
+            out = [self.request_message(req, agency_name, owner_id, clips,
+                                        recipient if _has_sealed_device(s, owner_id) else None)
+                   for owner_id, clips in matches.items()]
         log.info("request %s by %s: %d owner(s) asked", rid, agency_name, len(matches))
         self.ctx.outbox.emit(out)
         return len(matches)
@@ -75,23 +79,29 @@ class Delivery:
                                   .order_by(Request.created_at)).scalars())
 
     def _match(self, s: Session, lat: float, lon: float, radius_m: float, start: float,
-               end: float) -> dict[str, list[Clip]]:
-        """Owners with a device inside the circle and clips overlapping the window."""
+               end: float, sealed: bool = False) -> dict[str, list[Clip]]:
+        """Owners with a device inside the circle: those whose devices seal their clips (``sealed``: the
+        agency has a registered recipient) by area alone, since their apps match the window themselves
+        (rule 9); those whose devices upload in clear, by the clips the service indexed in the window."""
         lat0, lat1, lon0, lon1 = bounding_box(lat, lon, radius_m)
         cond = [Device.lat.between(lat0, lat1)]
         if lon0 >= -180 and lon1 <= 180:
             cond.append(Device.lon.between(lon0, lon1))
-        devices = [d for d in s.execute(select(Device.id, Device.owner_id, Device.lat, Device.lon)
+        devices = [d for d in s.execute(select(Device.id, Device.owner_id, Device.lat, Device.lon, Device.public_key)
                                         .where(and_(*cond))).all()
                    if haversine_m(lat, lon, d.lat, d.lon) <= radius_m]
         if not devices:
             return {}
+        by_owner: dict[str, list[Clip]] = {}
+        if sealed:
+            for d in devices:
+                if d.public_key is not None:
+                    by_owner.setdefault(d.owner_id, [])
         owner_of = {d.id: d.owner_id for d in devices}
         clips = s.execute(select(Clip).where(Clip.device_id.in_(list(owner_of)),
                                              Clip.started_at >= start - MAX_CLIP_LENGTH_S,
                                              Clip.started_at <= end, Clip.ended_at >= start)
                           .order_by(Clip.started_at)).scalars().all()
-        by_owner: dict[str, list[Clip]] = {}
         for c in clips:
             lst = by_owner.setdefault(owner_of[c.device_id], [])
             if len(lst) < MAX_CLIPS_PER_OWNER:
@@ -106,7 +116,8 @@ class Delivery:
             return None
         return self.ctx.presigner.get_url(clip.snapshot_key, SNAPSHOT_LINK_TTL_S)
 
-    def request_message(self, req: Request, agency_name: str, owner_id: str, clips: list[Clip]) -> Outgoing:
+    def request_message(self, req: Request, agency_name: str, owner_id: str, clips: list[Clip],
+                        agency_recipient: str | None = None) -> Outgoing:
         msg = p.PoliceRequest(
             request_id=req.id, owner_id=owner_id, agency=agency_name, case_number=req.case_number,
             legal_basis=req.legal_basis, reason=req.reason[:2000], window_start=req.window_start,
@@ -114,7 +125,8 @@ class Delivery:
             grant_days=min(req.grant_days, self.ctx.settings.grant_max_days),
             clips=[p.RequestClip(clip_id=c.id, device_id=c.device_id, started_at=c.started_at,
                                  ended_at=c.ended_at, trigger=c.trigger, snapshot_url=self._snapshot_url(c))
-                   for c in clips])
+                   for c in clips],
+            agency_recipient=agency_recipient)
         return Outgoing(p.request_topic(owner_id, req.id), msg.to_json(), retain=True)
 
     def pending_messages(self) -> list[Outgoing]:
@@ -130,8 +142,15 @@ class Delivery:
                 clips = s.execute(select(Clip).join(RequestClip, RequestClip.clip_id == Clip.id)
                                   .where(RequestClip.request_id == r.id, RequestClip.owner_id == t.owner_id)
                                   .order_by(Clip.started_at)).scalars().all()
-                msgs.append(self.request_message(r, a.name, t.owner_id, list(clips)))
+                msgs.append(self.request_message(r, a.name, t.owner_id, list(clips),
+                                                 a.age_recipient if _has_sealed_device(s, t.owner_id) else None))
         return msgs
+
+
+def _has_sealed_device(s: Session, owner_id: str) -> bool:
+    """Whether this owner has a device that seals (its app then matches and releases keys)."""
+    return s.execute(select(Device.id).where(Device.owner_id == owner_id, Device.public_key.is_not(None))
+                     .limit(1)).first() is not None
 
 
 class InlineScheduler:

@@ -40,6 +40,9 @@ class Device(Base):
     lat: Mapped[float] = mapped_column(Float, nullable=False)
     lon: Mapped[float] = mapped_column(Float, nullable=False)
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    # The device's Ed25519 manifest key (ed25519:...): set for a device that seals its clips (issue 12).
+    # Agencies get it for the clips shared with them, to check the device's signature.
+    public_key: Mapped[str | None] = mapped_column(String(100))
     __table_args__ = (
         # Bounding-box prefilter for area matches (lat range scan, lon filter).
         Index("ix_devices_lat_lon", "lat", "lon"),
@@ -75,6 +78,8 @@ class Agency(Base):
     rate_per_min: Mapped[int | None] = mapped_column(Integer)
     disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    # The agency's X25519 age recipient (age1...): approvals of sealed clips re-wrap their keys to it.
+    age_recipient: Mapped[str | None] = mapped_column(String(70))
 
 
 class Request(Base):
@@ -145,6 +150,26 @@ class GrantClip(Base):
     __tablename__ = "grant_clips"
     grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"), primary_key=True)
     clip_id: Mapped[str] = mapped_column(ForeignKey("clips.id", ondelete="CASCADE"), primary_key=True)
+
+
+class ReleasedObject(Base):
+    """One sealed object an owner's signed approval released: the link target and the agency's header.
+
+    The service holds no key: ``header`` is the fresh age header the owner's app
+    wrote for the agency's recipient (its SHA-256 is in the signed decision);
+    ``key`` and ``payload_offset`` say where the payload is in the bucket. No
+    clip time is stored: the agency reads those from the decrypted manifest.
+    """
+
+    __tablename__ = "released_objects"
+    grant_id: Mapped[str] = mapped_column(ForeignKey("grants.id", ondelete="CASCADE"), primary_key=True)
+    clip_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # video/snapshot/manifest
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), nullable=False)
+    key: Mapped[str] = mapped_column(String(1024), nullable=False)
+    payload_offset: Mapped[int] = mapped_column(Integer, nullable=False)
+    header: Mapped[str] = mapped_column(Text, nullable=False)  # base64
+    header_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
 
 
 class Nonce(Base):

@@ -15,8 +15,9 @@ from sqlalchemy import select
 
 from doorbell.core import protocol as p
 from sharing_service import audit
+from sharing_service.consent import grant_clip_ids
 from sharing_service.context import Outgoing, Refused, ServiceContext
-from sharing_service.models import Agency, Clip, Device, Grant, GrantClip, Owner, Request, RequestClip, RequestTarget
+from sharing_service.models import Agency, Clip, Device, Grant, Owner, Request, RequestClip, RequestTarget
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,7 @@ class OwnerRpc:
                 out.append(p.GrantInfo(
                     grant_id=g.id, request_id=g.request_id, agency=agency.name if agency else "?",
                     case_number=req.case_number if req else "?",
-                    clip_ids=sorted(s.execute(select(GrantClip.clip_id).where(GrantClip.grant_id == g.id)).scalars()),
+                    clip_ids=grant_clip_ids(s, g.id),
                     created_at=g.created_at, expires_at=g.expires_at, state=state,
                     revoked_at=g.revoked_at))
             return p.GrantList(grants=out)

@@ -88,9 +88,31 @@ class SharedClip(BaseModel):
     access_expires_at: float = Field(description="when the owner's grant for this clip ends")
 
 
+class ReleasedObjectLink(BaseModel):
+    url: str = Field(description="presigned GET URL of the sealed object in the bucket, valid until url_expires_at")
+    payload_offset: int = Field(description="fetch from this byte on (HTTP Range): the age payload after the "
+                                            "household's header")
+    header: str = Field(description="base64 of the age header the owner wrote for your registered recipient; "
+                                    "header + payload is an age file that `age -d -i agency-key.txt` opens")
+    header_sha256: str = Field(description="SHA-256 of the header, as signed in the owner's decision")
+
+
+class SealedSharedClip(BaseModel):
+    clip_id: str
+    device_id: str
+    device_key: str = Field(description="the device's registered Ed25519 key: the decrypted manifest must verify "
+                                        "under it (`doorbell verify`)")
+    objects: dict[str, ReleasedObjectLink] = Field(description="video, manifest and (if recorded) snapshot")
+    url_expires_at: float
+    access_expires_at: float
+
+
 class SharedClipList(BaseModel):
     request_id: str
     clips: list[SharedClip]
+    sealed: list[SealedSharedClip] = Field(default_factory=list, description=(
+        "end-to-end encrypted clips: the owner released their keys to your registered age recipient; times and "
+        "digests are in the device-signed manifest, which the service cannot read"))
 
 
 class TransparencyRow(BaseModel):

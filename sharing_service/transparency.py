@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import func, select
 
 from sharing_service.context import ServiceContext, month_of
-from sharing_service.models import Agency, Grant, GrantClip, Request, RequestTarget
+from sharing_service.models import Agency, Grant, GrantClip, ReleasedObject, Request, RequestTarget
 
 
 class TransparencyReport:
@@ -28,8 +28,12 @@ class TransparencyReport:
             reqs = s.execute(select(Request.id, Request.agency_id, Request.created_at)).all()
             names = dict(s.execute(select(Agency.id, Agency.name)).all())
             targets = s.execute(select(RequestTarget.request_id, RequestTarget.state)).all()
-            shared = s.execute(select(Grant.request_id, func.count()).join(GrantClip, GrantClip.grant_id == Grant.id)
-                               .group_by(Grant.request_id)).all()
+            shared = list(s.execute(select(Grant.request_id, func.count())
+                                    .join(GrantClip, GrantClip.grant_id == Grant.id)
+                                    .group_by(Grant.request_id)).all())
+            released = select(ReleasedObject.grant_id, ReleasedObject.clip_id).distinct().subquery()
+            shared += s.execute(select(Grant.request_id, func.count())  # sealed clips whose keys were released
+                                .join(released, released.c.grant_id == Grant.id).group_by(Grant.request_id)).all()
         month_key: dict[str, tuple[int, str]] = {}
         figures: dict[tuple[int, str], dict[str, int]] = {}
         last_settled: str | None = None

@@ -347,6 +347,11 @@ COMMAND_MODELS: dict[str, type[Message]] = {
 }
 
 
+ReleasedKind = Literal["video", "snapshot", "manifest"]
+AgeRecipientText = Annotated[str, Field(pattern=r"^age1[02-9ac-hj-np-z]{58}$")]
+AgeHeaderB64 = Annotated[str, Field(min_length=1, max_length=8192, pattern=r"^[A-Za-z0-9+/]+={0,2}$")]
+
+
 class RequestClip(Message):
     v: Literal[1] = Field(1, exclude=True)
     clip_id: ClipId
@@ -372,6 +377,9 @@ class PoliceRequest(Message):
     expires_at: Timestamp
     grant_days: float = Field(gt=0, le=30)
     clips: list[RequestClip] = Field(max_length=500)
+    # Sealed devices (issue 12): the service knows no clip of theirs, so ``clips`` lists none of them; the
+    # owner's app matches the window in its own index and releases keys to this registered recipient.
+    agency_recipient: AgeRecipientText | None = None
 
 
 class RequestClosed(Message):
@@ -390,11 +398,6 @@ class SignedMessage(Message):
     issued_at: int = Field(ge=1_500_000_000)
     expires_at: int = Field(ge=1_500_000_000)
     signature: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{86}$")]  # base64url, 64 bytes
-
-
-ReleasedKind = Literal["video", "snapshot", "manifest"]
-AgeRecipientText = Annotated[str, Field(pattern=r"^age1[02-9ac-hj-np-z]{58}$")]
-AgeHeaderB64 = Annotated[str, Field(min_length=1, max_length=8192, pattern=r"^[A-Za-z0-9+/]+={0,2}$")]
 
 
 class ReleasedObject(Message):

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from doorbell.cli import main
+from doorbell.core.age import generate_identity
 from doorbell.core.signing import generate_key, public_key_text
 
 
@@ -24,7 +25,7 @@ def cfg_file(tmp_path: Path) -> Path:
 def test_admin_cli_enrols_and_lists(cfg_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = ["--config", str(cfg_file)]
     assert main(["sharing", "migrate", *c]) == 0
-    assert "revision 0003" in capsys.readouterr().out
+    assert "revision 0004" in capsys.readouterr().out
     key = public_key_text(generate_key())
     assert main(["sharing", "owner", "add", "owner-a", "--public-key", key, *c]) == 0
     assert main(["sharing", "owner", "add", "owner-a", "--public-key", key, *c]) == 1       # duplicate
@@ -32,17 +33,30 @@ def test_admin_cli_enrols_and_lists(cfg_file: Path, capsys: pytest.CaptureFixtur
     assert main(["sharing", "device", "add", "dev-a", "--owner", "owner-a", "--lat", "52.520008",
                  "--lon", "13.404954", *c]) == 0
     assert main(["sharing", "device", "add", "dev-b", "--owner", "nobody", "--lat", "1", "--lon", "1", *c]) == 1
+    dev_key = public_key_text(generate_key())  # a device that seals its clips registers its manifest key
+    assert main(["sharing", "device", "add", "dev-s", "--owner", "owner-a", "--lat", "1", "--lon", "1",
+                 "--public-key", dev_key, *c]) == 0
+    assert main(["sharing", "device", "add", "dev-t", "--owner", "owner-a", "--lat", "1", "--lon", "1",
+                 "--public-key", "ed25519:short", *c]) == 1
     capsys.readouterr()
-    assert main(["sharing", "agency", "add", "Springfield PD", *c]) == 0
+    assert main(["sharing", "agency", "add", "Shelbyville PD", "--age-recipient", "age1notarecipient", *c]) == 1
+    recipient = str(generate_identity().recipient)
+    assert main(["sharing", "agency", "add", "Springfield PD", "--age-recipient", recipient, *c]) == 0
     out = capsys.readouterr().out
     api_key = out.strip().splitlines()[-1]
     assert api_key.startswith("dbk_") and len(api_key) == 4 + 12 + 1 + 43
     assert main(["sharing", "agency", "list", "--json", *c]) == 0
     listed = capsys.readouterr().out
     assert "Springfield PD" in listed and api_key.split("_", 2)[2] not in listed   # never shown again
+    assert json.loads(listed)[0]["age_recipient"] == recipient
+    new_recipient = str(generate_identity().recipient)
+    assert main(["sharing", "agency", "set-recipient", "Springfield PD", new_recipient, *c]) == 0
+    assert main(["sharing", "agency", "set-recipient", "Nobody PD", new_recipient, *c]) == 1
+    capsys.readouterr()
     assert main(["sharing", "device", "list", "--json", *c]) == 0
     devs = json.loads(capsys.readouterr().out)
-    assert devs == [{"id": "dev-a", "owner_id": "owner-a", "lat": 52.52, "lon": 13.405}]  # stored coarse
+    assert devs == [{"id": "dev-a", "owner_id": "owner-a", "lat": 52.52, "lon": 13.405, "public_key": None},  # coarse
+                    {"id": "dev-s", "owner_id": "owner-a", "lat": 1.0, "lon": 1.0, "public_key": dev_key}]
     assert main(["sharing", "owner", "list", *c]) == 0
     assert "owner-a" in capsys.readouterr().out
     assert main(["sharing", "audit", "verify", *c]) == 0
@@ -159,7 +173,7 @@ def test_upgrade_from_0001_keeps_data(tmp_path: Path) -> None:
                   "window_start, window_end, lat, lon, radius_m, grant_days, created_at, expires_at) "
                   "values ('r1', 1, 'c', 'b', 'r', 1, 1, 2, 0, 0, 10, 7, 1700000000, 1700003600)")
     db.migrate()
-    assert db.current_revision() == "0003"
+    assert db.current_revision() == "0004"
     with sqlite3.connect(tmp_path / "old.db") as c:
         assert c.execute("select matched_at from requests where id='r1'").fetchone()[0] == 1700000000
     db.dispose()
@@ -191,7 +205,7 @@ def test_upgrade_to_0003_puts_existing_rows_on_each_owners_chain(tmp_path: Path)
             prev = h
         c.execute("update audit_head set seq=?, hash=? where id=1", (len(owners), prev))
     db.migrate()
-    assert db.current_revision() == "0003"
+    assert db.current_revision() == "0004"
     report = SharingCore(ServiceContext(db, SharingSection())).registry.verify_audit()
     assert report["ok"], report
     with db.read() as s:
