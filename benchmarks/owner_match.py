@@ -56,7 +56,7 @@ def run(clips: int, queries: int, seed: int = 7) -> dict[str, object]:
     msgs = [(d, announcement(owner.recipient, d, rnd.uniform(start, end), rnd))
             for d in (rnd.choice(devices) for _ in range(clips))]
     with tempfile.TemporaryDirectory() as tmp:
-        idx = SealedIndex(Path(tmp) / "idx.sqlite", [owner], key_prefix="devices/")
+        idx = SealedIndex(Path(tmp) / "idx.sqlite", [owner])
         t = time.perf_counter()
         for d, m in msgs:
             if idx.ingest(d, m) is None:

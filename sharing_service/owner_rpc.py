@@ -7,6 +7,7 @@ Every error becomes an ``ok=false`` reply on ``.../rpc/{call}/reply``.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
@@ -14,6 +15,7 @@ from typing import Generic, Protocol, TypeVar
 from sqlalchemy import select
 
 from doorbell.core import protocol as p
+from doorbell.core.bucket import device_prefix
 from sharing_service import audit
 from sharing_service.consent import grant_clip_ids
 from sharing_service.context import Outgoing, Refused, ServiceContext
@@ -48,6 +50,7 @@ class OwnerRpc:
             "requests": _Method(p.RequestsParams, self.requests),
             "clips": _Method(p.ClipsParams, self.clips),
             "clip_link": _Method(p.ClipLinkParams, self.clip_link),
+            "object_link": _Method(p.ObjectLinkParams, self.object_link),
         }
 
     def handle(self, topic_owner: str, call_id: str, payload: bytes) -> list[Outgoing]:
@@ -147,3 +150,17 @@ class OwnerRpc:
             audit.append(s, kind="owner_link", actor=f"owner:{owner_id}", subject=clip.id, owner_id=owner_id,
                          ts=now, details={"what": q.what, "url_expires_at": now + ttl})
         return p.ClipLink(clip_id=q.clip_id, what=q.what, url=url, expires_at=now + ttl)
+
+    def object_link(self, owner_id: str, q: p.ObjectLinkParams) -> p.ObjectLink:
+        """A link to a sealed object of one of this owner's devices (ciphertext only: the service cannot open
+        it); the owner's app reads the household header from it to re-wrap the key for an agency."""
+        now = self.ctx.clock()
+        ttl = min(self.ctx.settings.link_ttl_s, 300)
+        with self.ctx.db.read() as s:
+            devices = list(s.execute(select(Device.id).where(Device.owner_id == owner_id)).scalars())
+        if not any(re.fullmatch(re.escape(device_prefix(self.ctx.key_prefix, d)) + r"o/[0-9a-f]{32}/[vsmn]", q.key)
+                   for d in devices):
+            raise Refused("not_found", "no such sealed object of this owner's devices")
+        if self.ctx.presigner is None:
+            raise Refused("unavailable", "storage is not configured")
+        return p.ObjectLink(key=q.key, url=self.ctx.presigner.get_url(q.key, ttl), expires_at=now + ttl)

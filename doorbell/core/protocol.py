@@ -498,7 +498,7 @@ class GrantState(Message):
 # Each params model names its method and result type, so the owner's app and the
 # service agree on both ends from this one table of models.
 
-RpcMethod = Literal["audit", "grants", "requests", "clips", "clip_link"]
+RpcMethod = Literal["audit", "grants", "requests", "clips", "clip_link", "object_link"]
 RpcScalar = str | int | float | bool | None
 R = TypeVar("R", bound="RpcResult")
 PM = TypeVar("PM", bound="RpcParams")
@@ -647,6 +647,19 @@ class ClipLinkParams(RpcParams):
     method: ClassVar[RpcMethod] = "clip_link"
     clip_id: ClipId
     what: Literal["video", "snapshot"] = "video"
+
+
+class ObjectLink(RpcResult):
+    key: str
+    url: str
+    expires_at: float
+
+
+class ObjectLinkParams(RpcParams):
+    """A short-lived link to one of the owner's own sealed objects (to read its header when releasing it)."""
+
+    method: ClassVar[RpcMethod] = "object_link"
+    key: Annotated[str, Field(min_length=1, max_length=1024)]
 
 
 class RpcCall(Message):

@@ -28,7 +28,7 @@ def test_owner_indexes_and_matches_its_sealed_clips(tmp_spool, tmp_path):
     ids = [announce(tmp_spool, seal, t0 + i * 3600) for i in range(6)]
     payload = ids[0][1]
     assert b"started_at" not in payload and str(int(t0)).encode() not in payload  # nothing in clear
-    with SealedIndex(tmp_path / "idx.sqlite", [owner], key_prefix="devices/") as idx:
+    with SealedIndex(tmp_path / "idx.sqlite", [owner]) as idx:
         for cid, msg in ids:
             got = idx.ingest("dev-a", msg)
             assert got is not None and got.clip_id == cid
@@ -45,7 +45,7 @@ def test_the_index_refuses_what_is_not_its_households(tmp_spool, tmp_path):
     t = time.time() - 3600
     _cid, ours = announce(tmp_spool, Sealing((owner.recipient,), signing.generate_key()), t)
     _cid2, theirs = announce(tmp_spool, Sealing((stranger.recipient,), signing.generate_key()), t + 1)
-    with SealedIndex(tmp_path / "idx.sqlite", [owner], key_prefix="devices/") as idx:
+    with SealedIndex(tmp_path / "idx.sqlite", [owner]) as idx:
         assert idx.ingest("dev-a", theirs) is None                      # not encrypted to us
         assert idx.ingest("dev-b", ours) is None                        # on another device's topic
         doc = json.loads(ours)

@@ -95,7 +95,7 @@ def test_rule2_no_match_all_denied_and_pending_look_the_same(sharing: Env) -> No
     for name, r in (("none", r_none), ("deny", r_deny), ("pend", r_pend)):
         st = sharing.agency.status(r["id"])
         clips = sharing.agency.clips(r["id"])
-        assert clips == {"request_id": r["id"], "clips": []}
+        assert clips == {"request_id": r["id"], "clips": [], "sealed": []}
         raw[name] = _status_shape(st)
         text = json.dumps([st, clips])
         for secret in ("owner-a", "owner-b", "dev-a", "dev-b", "denied", "declin", "approved", "expired", "asked"):

@@ -27,6 +27,8 @@ from typing import Any
 from doorbell.core.errors import DoorbellError
 
 DEFAULT_CONFIG = "~/.config/doorbell/agency.yaml"
+DEFAULT_IDENTITY = "~/.config/doorbell/agency-key.txt"
+IDENTITY_ENV = "DOORBELL_AGENCY_IDENTITY"
 KEY_ENV = "DOORBELL_AGENCY_API_KEY"
 URL_ENV = "DOORBELL_SHARING_URL"
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -132,7 +134,16 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     d = asub.add_parser("download", parents=[common], help="download every shared clip, SHA-256 verified")
     d.add_argument("request_id", metavar="ID")
     d.add_argument("--out", required=True, metavar="DIR", help="directory to write <clip_id>.mp4 files into")
+    d.add_argument("--identity", "-i", metavar="FILE",
+                   help=f"your age identity for end-to-end encrypted clips (default ${IDENTITY_ENV} or "
+                        f"{DEFAULT_IDENTITY}, from `doorbell agency keys init`)")
     d.set_defaults(func=_cmd_download)
+
+    keys = asub.add_parser("keys", help="your age key: owners release clip keys to it").add_subparsers(
+        dest="keys_cmd", required=True)
+    k = keys.add_parser("init", help="make your age identity (once); prints the recipient to register")
+    k.add_argument("--identity", "-i", metavar="FILE", help=f"where to keep it (default {DEFAULT_IDENTITY})")
+    k.set_defaults(func=_cmd_keys_init)
 
     t = asub.add_parser("transparency", parents=[common], help="the public per-agency figures")
     t.set_defaults(func=_cmd_transparency)
@@ -246,8 +257,8 @@ def _cmd_download(args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise AgencyCliError(f"cannot create {out}: {exc.strerror or exc}", EXIT_USAGE) from None
-        results = download_all(api, a.request_id, out,
-                               on_result=None if a.json else _print_download)
+        results = download_all(api, a.request_id, out, on_result=None if a.json else _print_download,
+                               identity_file=_identity_path(a))
         failed = sum(1 for r in results if not r["ok"])
         clips = results
         if a.json:
@@ -267,13 +278,41 @@ def _print_download(r: dict[str, Any]) -> None:
         print(f"✗ {r['clip_id']}: {r['error']}", file=sys.stderr)
 
 
-def download_all(api: Any, request_id: str, out: Path, on_result: Any = None) -> list[dict[str, Any]]:
+def download_all(api: Any, request_id: str, out: Path, on_result: Any = None,
+                 identity_file: Path | None = None) -> list[dict[str, Any]]:
     """Fetch every clip shared under ``request_id`` into ``out``: a fresh audited link per
-    clip, the bytes checked against the clip's SHA-256 before ``<clip_id>.mp4`` appears."""
-    from doorbell.clients.agency.client import ApiError
+    clip, the bytes checked against the clip's SHA-256 before ``<clip_id>.mp4`` appears.
 
+    End-to-end encrypted clips (``sealed``) open with ``identity_file`` and must
+    verify under their device's registered key and signed manifest."""
+    from doorbell.clients.agency.client import ApiError
+    from doorbell.core import age, release
+    from doorbell.core.signing import SignatureError
+
+    listing = api.clips(request_id)
     results = []
-    for c in api.clips(request_id)["clips"]:
+    sealed = listing.get("sealed") or []
+    identities: list[age.X25519Identity] = []
+    if sealed:
+        path = identity_file or Path(DEFAULT_IDENTITY).expanduser()
+        try:
+            identities = age.load_identities(path)
+        except (OSError, age.AgeError) as exc:
+            raise AgencyCliError(f"{len(sealed)} clip(s) are end-to-end encrypted to your age key, but {path} "
+                                 f"cannot be read ({exc}); pass --identity FILE", EXIT_USAGE) from None
+    for c in sealed:
+        try:
+            files = api.download_sealed(c, Path(out), identities)
+            video = files["video"]
+            r = {"clip_id": c["clip_id"], "path": str(video), "size": video.stat().st_size,
+                 "sha256": hashlib.sha256(video.read_bytes()).hexdigest(), "ok": True, "sealed": True,
+                 "verified": "device signature and manifest"}
+        except (ApiError, age.AgeError, release.ReleaseError, SignatureError, ValueError) as exc:
+            r = {"clip_id": c["clip_id"], "ok": False, "sealed": True, "error": str(exc)}
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+    for c in listing["clips"]:
         dest = Path(out) / f"{c['clip_id']}.mp4"
         try:
             data = api.fetch(api.download_url(request_id, c["clip_id"]))
@@ -290,6 +329,32 @@ def download_all(api: Any, request_id: str, out: Path, on_result: Any = None) ->
         if on_result is not None:
             on_result(r)
     return results
+
+
+def _identity_path(args: argparse.Namespace) -> Path:
+    return Path(getattr(args, "identity", None) or os.environ.get(IDENTITY_ENV) or DEFAULT_IDENTITY).expanduser()
+
+
+def _cmd_keys_init(args: argparse.Namespace) -> int:
+    """Make the agency's age identity; the recipient is what the operator registers."""
+    from doorbell.core import age
+
+    path = _identity_path(args)
+    if path.exists():
+        try:
+            identity = age.load_identities(path)[0]
+        except (OSError, age.AgeError, IndexError) as exc:
+            print(f"doorbell agency: {path} exists but is unreadable: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"{path} already exists; its recipient is:")
+    else:
+        identity = age.generate_identity()
+        age.save_identity(identity, path)
+        print(f"age identity written to {path} (mode 600). Keep it safe: it opens every clip owners share "
+              "with you; `age -d -i` opens them too. Give the operator this recipient to register "
+              "(`doorbell sharing agency add NAME --age-recipient ...`):")
+    print(identity.recipient)
+    return EXIT_OK
 
 
 def _cmd_transparency(args: argparse.Namespace) -> int:

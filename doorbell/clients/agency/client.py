@@ -7,6 +7,8 @@
         api.status(req["id"])            # {"status": "pending", "clips_shared": 0, ...}
         for clip in api.clips(req["id"])["clips"]:
             data = api.fetch(clip["url"])  # bytes straight from the S3 server (presigned link)
+        for clip in api.clips(req["id"])["sealed"]:   # end-to-end encrypted clips: keys released to us
+            files = api.download_sealed(clip, out_dir, load_identities(agency_key_file))
 
 Every non-2xx answer raises :class:`ApiError` with the service's machine-readable
 ``code`` (e.g. ``window_too_long``, ``radius_too_large``, ``attestation_required``,
@@ -14,13 +16,16 @@ Every non-2xx answer raises :class:`ApiError` with the service's machine-readabl
 """
 from __future__ import annotations
 
+import base64
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from doorbell.core import age, release
 from doorbell.core.errors import DoorbellError
 
 
@@ -129,6 +134,57 @@ class AgencyClient:
         dest.parent.mkdir(parents=True, exist_ok=True)
         dest.write_bytes(data)
         return dest
+
+
+    @staticmethod
+    def fetch_from(url: str, offset: int, dest: Path, timeout: float = 60.0) -> None:
+        """Stream a presigned object from byte ``offset`` on (HTTP Range) into ``dest``."""
+        with httpx.stream("GET", url, headers={"Range": f"bytes={int(offset)}-"}, timeout=timeout) as r:
+            if r.status_code != 206:
+                raise ApiError(r.status_code, "storage_refused", r.read().decode(errors="replace")[:300])
+            with dest.open("wb") as fh:
+                for chunk in r.iter_bytes(1 << 16):
+                    fh.write(chunk)
+
+    def download_sealed(self, clip: dict[str, Any], out: Path, identities: Sequence[age.X25519Identity],
+                        device_key: str | None = None) -> dict[str, Path]:
+        """Open one sealed clip the owner released to us and check it; returns the plaintext files.
+
+        Each object: the owner's header (checked against its signed SHA-256)
+        before the payload fetched from its offset; decrypted with our identity.
+        Then the decrypted manifest must verify under the device's registered
+        key, and the video and snapshot must match it. Nothing is kept on failure.
+        """
+        cid = str(clip["clip_id"])
+        key = device_key or clip.get("device_key") or ""
+        if not key:
+            raise ApiError(200, "no_device_key", f"clip {cid}: the service gave no registered device key")
+        out.mkdir(parents=True, exist_ok=True)
+        names = {"video": f"{cid}.mp4", "snapshot": f"{cid}.jpg", "manifest": f"{cid}.manifest.json"}
+        files: dict[str, Path] = {}
+        try:
+            for kind, obj in clip["objects"].items():
+                if kind not in names:
+                    continue
+                header = base64.b64decode(obj["header"], validate=True)
+                payload = out / f".{cid}.{kind}.payload"
+                try:
+                    self.fetch_from(obj["url"], int(obj["payload_offset"]), payload)
+                    with payload.open("rb") as fh:
+                        release.open_released(header, fh, out / names[kind], identities, obj["header_sha256"])
+                finally:
+                    payload.unlink(missing_ok=True)
+                files[kind] = out / names[kind]
+            if "manifest" not in files or "video" not in files:
+                raise ApiError(200, "incomplete", f"clip {cid}: no video or manifest was released")
+            m = release.verify_released({k: v for k, v in files.items() if k != "manifest"}, files["manifest"], key)
+            if m.clip_id != cid:
+                raise release.ReleaseError(f"the manifest is clip {m.clip_id}'s, not {cid}'s")
+        except BaseException:
+            for f in files.values():
+                f.unlink(missing_ok=True)
+            raise
+        return files
 
 
 def _object(r: httpx.Response) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from doorbell.clients.owner.sealed_index import SealedIndex, default_path
 from doorbell.core import protocol as p
 from doorbell.core.auditchain import AuditPin, ChainReport, check_pin, pin_of, verify_owner_view
 from doorbell.core.config import DoorbellConfig
@@ -327,11 +328,12 @@ class OwnerApp:
             raise OwnerError(f"invalid result from the service: {exc}") from None
 
     def decide(self, request_id: str, approve: bool, clip_ids: list[str] | None = None,
-               grant_days: int = 7, timeout: float = 15.0) -> p.Result:
+               grant_days: int = 7, timeout: float = 15.0, release: Any = None) -> p.Result:
+        """Sign and send; ``release`` (from :meth:`release_for`) releases sealed clips' keys to the agency."""
         from doorbell.core.signing import sign_decision
 
         msg = sign_decision(self.key(), owner_id=self.owner_id, request_id=request_id, approve=approve,
-                            clip_ids=clip_ids, grant_days=grant_days)
+                            clip_ids=clip_ids, grant_days=grant_days, release=release)
         return self.send_signed(p.decision_topic(self.owner_id, request_id), msg, timeout)
 
     def revoke(self, grant_id: str, timeout: float = 15.0) -> p.Result:
@@ -401,6 +403,128 @@ class OwnerApp:
         os.replace(tmp, dest)
         return FetchedClip(clip_id=clip_id, path=str(dest), size=len(data), sha256=digest,
                            verified=what == "video", link_expires_at=link.expires_at)
+
+    # ---------------------------------------------------------------- sealed clips (issue 12)
+    def identities(self) -> list[Any]:
+        """The owner's age identities (``doorbell owner keys init``): they open the household's clips."""
+        from doorbell.clients.owner.keys import identity_path
+        from doorbell.core.age import AgeError, load_identities
+
+        path = identity_path(Path(self.cfg.owner.key_file))
+        try:
+            return load_identities(path)
+        except FileNotFoundError:
+            raise OwnerError(f"no age identity at {path}: run `doorbell owner keys init`", EXIT_USAGE) from None
+        except (OSError, AgeError) as exc:
+            raise OwnerError(f"{path}: {exc}", EXIT_USAGE) from None
+
+    def clip_index(self) -> SealedIndex:
+        """This owner's own index of sealed clips (the cloud keeps none)."""
+        return SealedIndex(default_path(self.owner_id, self.state_dir), self.identities())
+
+    def sync_clips(self, index: SealedIndex, idle_s: float = 1.0, max_s: float = 30.0) -> int:
+        """Index the sealed clips announced since the last sync; returns how many were new.
+
+        A separate MQTT session with a fixed client id and a long session
+        expiry subscribes to the devices' ``clips`` topics, so the broker keeps
+        what is announced while the app is closed (up to its queue limit).
+        """
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+        from paho.mqtt.packettypes import PacketTypes
+        from paho.mqtt.properties import Properties
+
+        m = self.cfg.mqtt
+        got: "queue.Queue[Any]" = queue.Queue()
+        ready = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{self.owner_id}-clip-index", protocol=mqtt.MQTTv5)
+        if m.username:
+            c.username_pw_set(m.username, m.password.get_secret_value() if m.password else None)
+        if m.tls.enabled:
+            c.tls_set(ca_certs=_path(m.tls.ca_file), certfile=_path(m.tls.cert_file), keyfile=_path(m.tls.key_file))
+            c.tls_insecure_set(m.tls.insecure_skip_verify)
+        c.on_message = lambda _c, _u, msg: got.put(msg)
+        c.on_subscribe = lambda *_a: ready.set()
+
+        def on_connect(client: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+            if not reason.is_failure:
+                client.subscribe(f"{p.PREFIX}/devices/+/clips", qos=1)
+
+        c.on_connect = on_connect
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 30 * 86400
+        try:
+            c.connect(m.host, m.port, keepalive=m.keepalive_s, clean_start=False, properties=props)
+        except (OSError, ValueError) as exc:
+            raise OwnerError(f"cannot reach the MQTT broker at {m.host}:{m.port}: {exc}") from None
+        c.loop_start()
+        new = 0
+        try:
+            if not ready.wait(self.connect_timeout):
+                raise OwnerError("the broker did not confirm the clip subscription")
+            deadline = time.monotonic() + max_s
+            while time.monotonic() < deadline:
+                try:
+                    msg = got.get(timeout=idle_s)
+                except queue.Empty:
+                    break
+                try:
+                    t = p.parse_topic(msg.topic)
+                except p.ProtocolError:
+                    continue
+                if t.kind == "clips" and t.device_id and b'"sealed"' in msg.payload:
+                    before = index.count()
+                    index.ingest(t.device_id, bytes(msg.payload))
+                    new += index.count() - before
+        finally:
+            c.disconnect()
+            c.loop_stop()
+        return new
+
+    def sealed_candidates(self, req: dict[str, Any], index: SealedIndex) -> list[dict[str, Any]]:
+        """The owner's own clips in a request's window (what the app offers; the service knows none)."""
+        return [{"clip_id": c.clip_id, "device_id": c.device_id, "trigger": c.trigger, "started_at": c.started_at,
+                 "ended_at": c.ended_at, "sealed": True}
+                for c in index.match(float(req["window_start"]), float(req["window_end"]))]
+
+    def _object_header(self, key: str) -> bytes:
+        import io
+
+        import httpx
+
+        from doorbell.core.age import AgeError, header_and_payload_offset
+
+        link = self.call(p.ObjectLinkParams(key=key), p.ObjectLink)
+        try:
+            r = httpx.get(link.url, headers={"Range": "bytes=0-65535"}, timeout=60.0)
+        except httpx.HTTPError as exc:
+            raise OwnerError(f"cannot read {key}: {exc}") from None
+        if r.status_code not in (200, 206):
+            raise OwnerError(f"the storage server refused the link for {key}: HTTP {r.status_code}")
+        try:
+            return header_and_payload_offset(io.BytesIO(r.content))[0]
+        except AgeError as exc:
+            raise OwnerError(f"{key} is not an age file: {exc}") from None
+
+    def release_for(self, req: dict[str, Any], clip_ids: list[str], index: SealedIndex) -> Any:
+        """Re-wrap the chosen sealed clips' keys (video, snapshot, manifest) to the request's agency recipient."""
+        from doorbell.core.age import AgeError
+        from doorbell.core.release import RELEASED_KINDS, ReleaseError, SealedSource, build_release
+
+        recipient = req.get("agency_recipient")
+        if not recipient:
+            raise OwnerError("this request carries no agency key: sealed clips cannot be shared under it")
+        sources: dict[str, dict[str, SealedSource]] = {}
+        for cid in clip_ids:
+            clip = index.get(cid)
+            if clip is None:
+                raise OwnerError(f"clip {cid} is not in your clip index (`doorbell owner clips --sync`)")
+            sources[cid] = {kind: SealedSource(key=str(obj["key"]), header=self._object_header(str(obj["key"])))
+                            for kind, obj in clip.objects.items() if kind in RELEASED_KINDS}
+        try:
+            return build_release(sources, self.identities(), recipient)
+        except (AgeError, ReleaseError) as exc:
+            raise OwnerError(f"cannot release the keys: {exc}") from None
 
     # ---------------------------------------------------------------- audit
     def audit(self, page: int = 500, timeout: float = 15.0) -> p.AuditView:

@@ -16,6 +16,7 @@ import binascii
 import io
 import json
 import logging
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ from pydantic import ValidationError
 
 from doorbell.core import age
 from doorbell.core import protocol as p
-from doorbell.core.bucket import device_prefix
 from doorbell.core.errors import DoorbellError
 from doorbell.core.spool import ClipMeta
 
@@ -71,10 +71,9 @@ def default_path(owner_id: str, state_dir: Path | None = None) -> Path:
 class SealedIndex:
     """One SQLite file (mode 0600: clip times are exactly what the cloud must not hold)."""
 
-    def __init__(self, path: Path, identities: Sequence[age.X25519Identity], key_prefix: str = ""):
+    def __init__(self, path: Path, identities: Sequence[age.X25519Identity]):
         self.path = path
         self.identities = list(identities)
-        self.key_prefix = key_prefix
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         path.touch(mode=0o600, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False)
@@ -113,10 +112,10 @@ class SealedIndex:
             raise SealedIndexError(str(exc)) from None
         if msg.device_id != topic_device:
             raise SealedIndexError(f"names device {msg.device_id} on {topic_device}'s topic")
-        own = device_prefix(self.key_prefix, msg.device_id)
+        own = re.compile(rf"(?:.*/)?{re.escape(msg.device_id)}/o/[0-9a-f]{{32}}/[vsmn]")
         for obj in msg.objects.values():
-            if not obj.key.startswith(own) or "/../" in f"/{obj.key}/":
-                raise SealedIndexError(f"names object {obj.key[:200]!r} outside {own}")
+            if not own.fullmatch(obj.key) or "/../" in f"/{obj.key}/":
+                raise SealedIndexError(f"names object {obj.key[:200]!r} outside {msg.device_id}'s sealed objects")
         try:
             blob = base64.b64decode(msg.metadata, validate=True)
         except binascii.Error:
