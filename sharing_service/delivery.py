@@ -58,8 +58,10 @@ class Delivery:
             if matches:
                 s.execute(insert(RequestTarget), [{"request_id": rid, "owner_id": o, "state": "pending"}
                                                   for o in matches])
-                s.execute(insert(RequestClip), [{"request_id": rid, "clip_id": c.id, "owner_id": o}
-                                                for o, clips in matches.items() for c in clips])
+                offered = [{"request_id": rid, "clip_id": c.id, "owner_id": o}
+                           for o, clips in matches.items() for c in clips]
+                if offered:  # owners of sealed devices are asked with no clip the service knows of
+                    s.execute(insert(RequestClip), offered)
             audit.append_many(s, [{"kind": "delivery", "actor": "service", "subject": rid, "owner_id": owner_id,
                                    "ts": now, "details": {"agency": agency_name, "case_number": req.case_number,
                                                           "clip_ids": [c.id for c in clips]}}
