@@ -264,3 +264,39 @@ def _drain(probe: Any) -> list[bytes]:
         except queue.Empty:
             return out
         out.append(bytes(msg.payload))
+
+
+def test_owner_and_agency_clis_share_a_sealed_clip_and_the_prompt_says_keys_cannot_be_recalled(
+        sealed_env: Any, tmp_path: Path) -> None:
+    from tests.support.clients import run_cli
+
+    env, seals, agency_key_file, _k = sealed_env
+    spool = Spool(tmp_path / "spool")
+    oc, ac = ["--config", str(env.owner_config)], ["--config", str(env.agency_config)]
+    start = time.time() - 3 * 3600
+    cfg = load_owner_config(str(env.owner_config))
+    with OwnerApp(cfg) as app, app.clip_index() as index:
+        app.sync_clips(index, idle_s=0.3)  # the app's persistent clip session exists before the clips
+    clip = seal_and_upload(env, spool, seals["dev-a"], "dev-a", start + 60, b"\x00\x00\x00\x18ftypisom" + bytes(9000),
+                           b"\xff\xd8\xff\xe0snap")
+    r = run_cli(["agency", "request", "create", *ac, "--case", "C-1", "--basis", "warrant", "--attest-not-protest",
+                 "--start", iso(start), "--end", iso(start + 3600), "--lat", str(HOME_A[0]), "--lon",
+                 str(HOME_A[1]), "--radius", "300", "--reason", "theft", "--json"])
+    assert r.code == 0, r.err
+    rid = json.loads(r.out)["id"]
+    listed = wait_for(lambda: (lambda x: x if clip["clip_id"] in x.out else None)(
+        run_cli(["owner", "requests", *oc])), what="request with the locally matched clip")
+    assert rid in listed.out
+    no = run_cli(["owner", "approve", rid, *oc], stdin="n\n")
+    assert no.code == 1 and "cannot be recalled" in no.out and "Nothing was sent" in no.out
+    yes = run_cli(["owner", "approve", rid, "--yes", *oc])
+    assert yes.code == 0, yes.err + yes.out
+    out = tmp_path / "dl"
+    got = run_cli(["agency", "download", rid, *ac, "--out", str(out), "--identity", str(agency_key_file)])
+    assert got.code == 0, got.err
+    assert (out / f"{clip['clip_id']}.mp4").read_bytes() == clip["video"]
+    # Without the agency's key nothing opens, and the CLI says why.
+    missing = run_cli(["agency", "download", rid, *ac, "--out", str(out), "--identity", str(tmp_path / "none.txt")])
+    assert missing.code == 2 and "cannot be read" in missing.err
+    k = run_cli(["agency", "keys", "init", "--identity", str(tmp_path / "new-agency.txt")])
+    assert k.code == 0 and k.out.strip().splitlines()[-1].startswith("age1")

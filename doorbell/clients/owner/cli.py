@@ -303,6 +303,7 @@ def _cmd_clips(args: argparse.Namespace) -> int:
 def _cmd_requests(args: argparse.Namespace) -> int:
     def body(app: OwnerApp, a: argparse.Namespace) -> int:
         reqs = app.pending_requests(a.timeout)
+        _add_sealed_candidates(app, reqs)
         if a.json:
             _emit(a, reqs)
             return EXIT_OK
@@ -314,6 +315,20 @@ def _cmd_requests(args: argparse.Namespace) -> int:
             print()
         return EXIT_OK
     return _run(args, body)
+
+
+def _add_sealed_candidates(app: OwnerApp, reqs: list[dict[str, Any]]) -> None:
+    """For requests that reach sealed devices, add the owner's own matching clips from its local index
+    (synced first): the service knows none of them (sharing rule 9)."""
+    sealed = [r for r in reqs if r.get("agency_recipient")]
+    if not sealed:
+        return
+    with app.clip_index() as index:
+        app.sync_clips(index)
+        for r in sealed:
+            known = {c["clip_id"] for c in r.get("clips") or []}
+            r["clips"] = list(r.get("clips") or []) + [c for c in app.sealed_candidates(r, index)
+                                                        if c["clip_id"] not in known]
 
 
 def _report_result(a: argparse.Namespace, result: p.Result, what: str) -> int:
@@ -337,6 +352,7 @@ def _cmd_approve(args: argparse.Namespace) -> int:
             raise OwnerError("--days must be between 1 and 30", EXIT_USAGE)
         app.key()  # fail before asking if there is no key
         req = app.request(a.request_id, a.timeout)
+        _add_sealed_candidates(app, [req])
         offered = [c["clip_id"] for c in req.get("clips") or []]
         chosen = sorted(set(a.clip)) if a.clip else sorted(offered)
         outside = [c for c in chosen if c not in offered]
@@ -349,7 +365,15 @@ def _cmd_approve(args: argparse.Namespace) -> int:
         if not confirm(describe_approval(req, chosen, days), "Sign and send this approval?", a.yes, out, sys.stdin):
             print("Nothing was sent.", file=out)
             return EXIT_FAILED
-        result = app.decide(a.request_id, True, chosen, days, a.timeout)
+        sealed = {c["clip_id"] for c in req.get("clips") or [] if c.get("sealed")}
+        release = None
+        if sealed & set(chosen):
+            if not set(chosen) <= sealed:
+                raise OwnerError("choose either end-to-end encrypted clips or clips stored in clear in one "
+                                 "approval (--clip ...), not both", EXIT_USAGE)
+            with app.clip_index() as index:
+                release = app.release_for(req, chosen, index)
+        result = app.decide(a.request_id, True, chosen, days, a.timeout, release=release)
         return _report_result(a, result, f"approved: {len(chosen)} clip(s) shared with {safe(req['agency'])}")
     return _run(args, body)
 

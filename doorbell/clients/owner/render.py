@@ -161,6 +161,10 @@ def describe_approval(req: Mapping[str, Any], chosen: list[str], days: int) -> s
         lines += ["  - " + clip_line(c) for c in rest]
     lines.append("The agency gets short-lived download links for these clips only; every link and "
                  "download is in your audit log.")
+    if any(by_id.get(cid, {}).get("sealed") for cid in chosen):
+        lines.append("These clips are end-to-end encrypted: approving hands their decryption keys to the "
+                     "agency. A key once delivered cannot be recalled: revoking stops new links, but "
+                     "whatever the agency already downloaded stays readable to it.")
     return "\n".join(lines)
 
 
