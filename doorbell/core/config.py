@@ -237,8 +237,8 @@ class EncryptionSection(Section):
     ``recipients`` (every household member, plus an optional offline recovery
     key), and the agent uploads them under opaque object names. The device
     keeps only these public keys: nothing on it opens a clip it recorded.
-    Off by default until the owner app, sharing service and agency client read
-    encrypted clips; the lead turns it on then.
+    Off when absent (no recipients, nothing to seal to); ``doorbell provision
+    device`` turns it on whenever it is given the household's recipients.
     """
 
     enabled: bool = Field(False, description="encrypt and sign clips on the device (needs recipients)")

@@ -706,9 +706,13 @@ def register(subs: argparse._SubParsersAction) -> None:
                                 "encrypts clips to (repeatable)")
             q.add_argument("--recipients-file", action="append", default=[], type=Path, metavar="FILE",
                            help="file of age1... recipients, one a line (doorbell owner keys writes one)")
-            q.add_argument("--encrypt", action="store_true",
-                           help="turn on end-to-end encryption in the device's config (off by default "
-                                "until the owner app, sharing service and agency client read sealed clips)")
+            enc = q.add_mutually_exclusive_group()
+            enc.add_argument("--encrypt", action="store_true", default=None,
+                             help="require end-to-end encryption (the default whenever recipients are given; "
+                                  "with this flag, missing recipients are an error)")
+            enc.add_argument("--no-encrypt", dest="encrypt", action="store_false",
+                             help="store clips in clear even though recipients are given (they leave the "
+                                  "end-to-end boundary: the bucket operator can read them)")
             q.set_defaults(func=_cmd_device)
         else:
             q.add_argument("--config-dir", default="~/.config/doorbell")
@@ -775,6 +779,8 @@ def _cmd_device(args: argparse.Namespace) -> int:
     bdir = BrokerDir(args.broker_dir)
     try:
         recipients = read_recipients(args.recipient, args.recipients_file)
+        if args.encrypt is None:  # on by default: whenever the household's keys are known
+            args.encrypt = bool(recipients)
         if args.encrypt and not recipients:
             raise ProvisionError("--encrypt needs the household's recipients: --recipient age1... or "
                                  "--recipients-file (doorbell owner keys writes one)")
@@ -792,9 +798,14 @@ def _cmd_device(args: argparse.Namespace) -> int:
     pub = (out / "device_ed25519.pub").read_text().strip()
     print(f"# device signing key (clip manifests): {pub}\n#   registered in {bdir.root / DEVICE_KEYS}; "
           "give it to the sharing service and to anyone who runs doorbell verify", file=sys.stderr)
-    print(f"# clips encrypted to {len(recipients)} recipient(s); encryption "
-          f"{'ON' if args.encrypt else 'off (turn on with --encrypt once the cloud side reads sealed clips)'}",
-          file=sys.stderr)
+    if args.encrypt:
+        print(f"# encryption ON: clips sealed to {len(recipients)} recipient(s); register the device as sealing: "
+              f"doorbell sharing device add {args.id} --owner {args.owner} --lat .. --lon .. --public-key {pub}",
+              file=sys.stderr)
+    else:
+        print("# WARNING: encryption OFF: clips are stored in clear, readable by the bucket operator, and the "
+              "sharing service indexes their times. Give the household's keys with --recipients-file "
+              "(doorbell owner keys init writes one) to seal them", file=sys.stderr)
     print(f"# {_reload_hint(bdir)}", file=sys.stderr)
     print(f"# install on the Pi: sudo scripts/install-pi.sh --bundle {out}", file=sys.stderr)
     print("# S3 policy for this device's access key (AWS IAM / MinIO `mc admin policy create`), "

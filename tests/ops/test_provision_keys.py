@@ -81,8 +81,9 @@ def test_provision_device_key_registry_and_recipients_then_a_sealed_clip_opens(t
     out = tmp_path / "bundle"
     r = run_cli("provision", "device", "--broker-dir", str(bdir.root), "--id", "gate", "--owner", "carol",
                 "--out", str(out), "--config-dir", str(out), "--recipients-file", member["recipients_file"],
-                "--recipient", str(extra.recipient), "--encrypt")
+                "--recipient", str(extra.recipient))  # encryption is on by default once recipients are known
     assert r.returncode == 0, r.stderr
+    assert "encryption ON" in r.stderr and "--public-key ed25519:" in r.stderr
     key_file = out / "device_ed25519.pem"
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     pub = (out / "device_ed25519.pub").read_text().strip()
@@ -113,7 +114,15 @@ def test_provision_device_key_registry_and_recipients_then_a_sealed_clip_opens(t
                 "--out", str(out), "--config-dir", str(out), "--rotate")
     assert r.returncode == 0, r.stderr
     assert (out / "device_ed25519.pub").read_text().strip() == pub
-    assert load_config(out / "device.yaml", env={}).encryption.enabled is False  # no --encrypt this time
+    assert load_config(out / "device.yaml", env={}).encryption.enabled is False  # no recipients this time
+    assert "WARNING: encryption OFF" in r.stderr
+    # recipients given, and still clear only when asked for explicitly
+    r = run_cli("provision", "device", "--broker-dir", str(bdir.root), "--id", "gate", "--owner", "carol",
+                "--out", str(out), "--config-dir", str(out), "--rotate", "--recipient", str(extra.recipient),
+                "--no-encrypt")
+    assert r.returncode == 0, r.stderr
+    cfg = load_config(out / "device.yaml", env={})
+    assert cfg.encryption.enabled is False and cfg.encryption.recipients == [str(extra.recipient)]
 
 
 def test_provision_refuses_bad_recipients_without_echoing_them(tmp_path: Path) -> None:

@@ -238,9 +238,14 @@ def _cmd_clips(args: argparse.Namespace) -> int:
             _emit(listing)
             return EXIT_OK
         clips = listing["clips"]
-        if not clips:
+        sealed = listing.get("sealed") or []
+        if not clips and not sealed:
             print(f"No clips shared under request {a.request_id} (yet).")
             return EXIT_OK
+        for c in sealed:
+            print(f"{c['clip_id']}  end-to-end encrypted to your age key  from device {c['device_id']}")
+            print(f"  objects: {', '.join(sorted(c['objects']))}; device key {c['device_key']}")
+            print(f"  link valid until {fmt_ts(c['url_expires_at'])}; access until {fmt_ts(c['access_expires_at'])}")
         for c in clips:
             print(f"{c['clip_id']}  {c['trigger']}  {fmt_ts(c['started_at'])}  {c['size']} bytes")
             print(f"  sha256 {c['sha256']}")
@@ -273,7 +278,8 @@ def _cmd_download(args: argparse.Namespace) -> int:
 
 def _print_download(r: dict[str, Any]) -> None:
     if r["ok"]:
-        print(f"✓ {r['path']}  {r['size']} bytes  sha256 {r['sha256'][:16]}… verified")
+        how = "decrypted; device signature and manifest verified" if r.get("sealed") else "verified"
+        print(f"✓ {r['path']}  {r['size']} bytes  sha256 {r['sha256'][:16]}… {how}")
     else:
         print(f"✗ {r['clip_id']}: {r['error']}", file=sys.stderr)
 
