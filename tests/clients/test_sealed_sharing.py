@@ -110,6 +110,9 @@ def test_the_honest_but_curious_cloud_learns_nothing_and_consent_releases_exactl
     # The cloud's broker view: everything on '#', from before the first clip.
     spy = env.mqtt("admin")
     spy.sub("#", qos=1)
+    # The session's SeaweedFS bucket holds other tests' objects (some deliberately in clear): everything
+    # this home put there during this test is what the storage provider learns about it.
+    earlier = set(_whole_bucket(env))
 
     cfg = load_owner_config(str(env.owner_config))
     spool = Spool(tmp_path / "spool")
@@ -179,7 +182,8 @@ def test_the_honest_but_curious_cloud_learns_nothing_and_consent_releases_exactl
 
             # Nothing else decrypts for the agency: every object in the bucket is the household's.
             identity = age.load_identities(agency_key_file)
-            bucket = _whole_bucket(env)
+            bucket = {k: v for k, v in _whole_bucket(env).items() if k not in earlier}
+            assert len(bucket) == 4 * 4  # video, snapshot, metadata, manifest of each clip
             for data in bucket.values():
                 with pytest.raises(age.AgeError):
                     age.decrypt(io.BytesIO(data), io.BytesIO(), identity)
