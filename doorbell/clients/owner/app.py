@@ -52,6 +52,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 R = TypeVar("R", bound=p.RpcResult)
 
 
+CLIP_SUBSCRIPTION = f"{p.PREFIX}/devices/+/clips"  # the broker's ACL narrows it to the owner's devices
+CLIP_SESSION_EXPIRY_S = 30 * 86400
+
+
 @dataclass(frozen=True)
 class FetchedClip:
     """A clip (or snapshot) saved by :meth:`OwnerApp.fetch_clip`."""
@@ -97,6 +101,7 @@ class OwnerApp:
         self._client: Any = None  # a doorbell.core.mqtt.MqttClient while connected
         self._subs: set[str] = set()
         self._key: Any = None
+        self._clips: "queue.Queue[Received]" = queue.Queue()  # sealed-clip announcements, for the clip index
 
     # ---------------------------------------------------------------- connection
     @property
@@ -110,7 +115,7 @@ class OwnerApp:
         same owner takes the session over. This one does not reconnect (the two
         would evict each other forever): its next call fails with a clear error.
         """
-        from doorbell.core.mqtt import Handlers, MqttConnectError, MqttError, make_client
+        from doorbell.core.mqtt import Handlers, MqttConnectError, MqttError, Session, make_client
 
         m = self.cfg.mqtt
         if not m.username or m.password is None or not m.password.get_secret_value():
@@ -119,7 +124,11 @@ class OwnerApp:
         if not m.tls.enabled and m.host not in ("127.0.0.1", "localhost", "::1"):
             log.warning("MQTT to %s without TLS: your password and decisions cross the network in clear", m.host)
         try:
-            c = make_client(m, handlers=Handlers(message=self._on_message), reconnect=False,
+            # A persistent session whose only lasting subscription is the devices' clip announcements
+            # (CLIP_SUBSCRIPTION): the broker queues them while the app is closed, for the owner's own
+            # clip index (the cloud keeps none). Every other subscription ends with close().
+            c = make_client(m, session=Session(clean_start=False, expiry_s=CLIP_SESSION_EXPIRY_S),
+                            handlers=Handlers(message=self._on_message), reconnect=False,
                             logger_name="doorbell.owner.paho")
         except MqttError as exc:
             raise OwnerError(f"TLS files unusable: {exc}", EXIT_USAGE) from None
@@ -132,11 +141,17 @@ class OwnerApp:
                 raise OwnerError(f"the broker refused {m.username!r}: {exc.reason_code} "
                                  "(check mqtt.username/password)") from None
             raise OwnerError(str(exc)) from None
+        self.subscribe(CLIP_SUBSCRIPTION)
         return self
 
     def close(self) -> None:
         if self._client is None:
             return
+        for topic in sorted(self._subs - {CLIP_SUBSCRIPTION}):  # the session keeps only the clip subscription
+            try:
+                self.unsubscribe(topic)
+            except OwnerError:
+                break  # connection gone: the broker drops nothing we could still undo
         self._client.close()
         self._client = None
 
@@ -148,7 +163,11 @@ class OwnerApp:
 
     # paho's network thread
     def _on_message(self, _c: Any, msg: Any) -> None:
-        self._inbox.put(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+        received = Received(msg.topic, bytes(msg.payload), bool(msg.retain))
+        if msg.topic.endswith("/clips") and msg.topic.startswith(f"{p.PREFIX}/devices/"):
+            self._clips.put(received)  # only the clip index reads these
+        else:
+            self._inbox.put(received)
 
     def _acked(self, call: Callable[[], Any], what: str) -> Any:
         """Run one of the client's ``*_acked`` calls, turning its errors into OwnerError."""
@@ -425,60 +444,29 @@ class OwnerApp:
     def sync_clips(self, index: SealedIndex, idle_s: float = 1.0, max_s: float = 30.0) -> int:
         """Index the sealed clips announced since the last sync; returns how many were new.
 
-        A separate MQTT session with a fixed client id and a long session
-        expiry subscribes to the devices' ``clips`` topics, so the broker keeps
-        what is announced while the app is closed (up to its queue limit).
+        The app's session is persistent with one lasting subscription, the
+        devices' ``clips`` topics (see :meth:`connect`), so the broker keeps
+        what is announced while the app is closed (up to its per-session
+        queue limit, Mosquitto's ``max_queued_messages``: 1000 by default).
+        Waits until no announcement came for ``idle_s``.
         """
-        import paho.mqtt.client as mqtt
-        from paho.mqtt.enums import CallbackAPIVersion
-        from paho.mqtt.packettypes import PacketTypes
-        from paho.mqtt.properties import Properties
-
-        m = self.cfg.mqtt
-        got: "queue.Queue[Any]" = queue.Queue()
-        ready = threading.Event()
-        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"{self.owner_id}-clip-index", protocol=mqtt.MQTTv5)
-        if m.username:
-            c.username_pw_set(m.username, m.password.get_secret_value() if m.password else None)
-        if m.tls.enabled:
-            c.tls_set(ca_certs=_path(m.tls.ca_file), certfile=_path(m.tls.cert_file), keyfile=_path(m.tls.key_file))
-            c.tls_insecure_set(m.tls.insecure_skip_verify)
-        c.on_message = lambda _c, _u, msg: got.put(msg)
-        c.on_subscribe = lambda *_a: ready.set()
-
-        def on_connect(client: Any, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-            if not reason.is_failure:
-                client.subscribe(f"{p.PREFIX}/devices/+/clips", qos=1)
-
-        c.on_connect = on_connect
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 30 * 86400
-        try:
-            c.connect(m.host, m.port, keepalive=m.keepalive_s, clean_start=False, properties=props)
-        except (OSError, ValueError) as exc:
-            raise OwnerError(f"cannot reach the MQTT broker at {m.host}:{m.port}: {exc}") from None
-        c.loop_start()
+        if self._client is None:
+            raise OwnerError("not connected to the MQTT broker")
         new = 0
-        try:
-            if not ready.wait(self.connect_timeout):
-                raise OwnerError("the broker did not confirm the clip subscription")
-            deadline = time.monotonic() + max_s
-            while time.monotonic() < deadline:
-                try:
-                    msg = got.get(timeout=idle_s)
-                except queue.Empty:
-                    break
-                try:
-                    t = p.parse_topic(msg.topic)
-                except p.ProtocolError:
-                    continue
-                if t.kind == "clips" and t.device_id and b'"sealed"' in msg.payload:
-                    before = index.count()
-                    index.ingest(t.device_id, bytes(msg.payload))
-                    new += index.count() - before
-        finally:
-            c.disconnect()
-            c.loop_stop()
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            try:
+                msg = self._clips.get(timeout=idle_s)
+            except queue.Empty:
+                break
+            try:
+                t = p.parse_topic(msg.topic)
+            except p.ProtocolError:
+                continue
+            if t.kind == "clips" and t.device_id and b'"sealed"' in msg.payload:
+                before = index.count()
+                index.ingest(t.device_id, msg.payload)
+                new += index.count() - before
         return new
 
     def sealed_candidates(self, req: dict[str, Any], index: SealedIndex) -> list[dict[str, Any]]:
