@@ -10,10 +10,13 @@ run``) as child processes. Then it walks the story step by step, using the
 owner's app code (:class:`doorbell.clients.owner.app.OwnerApp`) and the
 agency client (:mod:`doorbell.clients.agency.cli`):
 
-ring -> chime -> ring event at the owner -> clips in the bucket -> a police
-request -> the owner's signed approval of a subset -> the agency's download
-(SHA-256 checked) -> the unapproved clip stays invisible -> revoke -> a second
-request, denied -> the audit chain verified by the owner.
+ring -> chime -> ring event at the owner -> clips sealed on the device and in
+the bucket as ciphertext -> a police request routed by area -> the owner's app
+matches its own clips -> the owner's signed approval of a subset releases
+those clips' keys to the agency -> the agency decrypts and verifies (device
+signature) -> the unapproved clip stays unreadable -> revoke -> a second
+request, denied -> the audit chain verified by the owner. Encryption is on
+(issue 12): each step says who can read what.
 
 Every child runs in its own process group and session; Ctrl-C or SIGTERM
 stops them all (``finally``), each child also dies with the demo if the demo
@@ -43,7 +46,6 @@ from typing import Any, TextIO
 
 from doorbell.core.errors import DoorbellError
 from doorbell.core.logsetup import setup_logging
-from doorbell.core.protocol import ClipInfo
 
 DEVICE_ID = "front-door"
 OWNER_ID = "demo-owner"
@@ -328,6 +330,7 @@ class Demo:
         self.s3: Any = None
         self.children: Children | None = None
         self.owner: Any = None
+        self.index: Any = None  # the owner's own clip index (doorbell.clients.owner.sealed_index)
         self.last_press: float | None = None
         self.t0 = time.monotonic()
         self.exe = [sys.executable, "-m", "doorbell.cli"]
@@ -500,6 +503,10 @@ class Demo:
                       "sharing_url": f"http://127.0.0.1:{self.http_port}"},
             "mqtt": {**mqtt, "username": OWNER_ID, "password": self.broker.users[OWNER_ID]},
         }
+        # End-to-end encryption, as `doorbell provision device --recipients-file` sets it: the device seals
+        # to the owner's age recipient and signs manifests with its own key; it holds nothing that opens a clip.
+        device["encryption"] = {"enabled": True, "recipients": [str(self.owner_identity.recipient)],
+                                "device_key_file": str(w / "config" / "device_ed25519.pem")}
         self.cfg_files = {}
         for name, data in (("device", device), ("sharing", sharing), ("owner", owner)):
             path = w / "config" / f"{name}.yaml"
@@ -510,6 +517,8 @@ class Demo:
         self.sharing_url = f"http://127.0.0.1:{self.http_port}"
 
     def _start_services(self) -> None:
+        from doorbell.clients.owner.keys import ensure_identity
+        from doorbell.core import age
         from doorbell.core.config import load_config
         from doorbell.core.signing import generate_key, public_key_text, save_private_key
         from sharing_service.context import ServiceContext
@@ -517,18 +526,25 @@ class Demo:
         from sharing_service.db import Database
 
         w = self.workdir
-        with self.step("Enrol the owner (Ed25519 key), the doorbell and an agency") as st:
-            self._configs()
+        with self.step("Enrol the owner (Ed25519 + age keys), the doorbell (its signing key) and an agency "
+                       "(its age key)") as st:
             key = generate_key()
             save_private_key(key, w / "owner" / "owner_ed25519.pem")
+            self.owner_identity, _ = ensure_identity(w / "owner" / "owner_ed25519.pem")
+            self._configs()
+            device_key = generate_key()
+            save_private_key(device_key, w / "config" / "device_ed25519.pem")
+            self.agency_identity = age.generate_identity()
+            self.agency_key_file = w / "config" / "agency-key.txt"
+            age.save_identity(self.agency_identity, self.agency_key_file)
             pub = public_key_text(key)
             cfg = load_config(self.cfg_files["sharing"])
             db = Database(cfg.sharing.database_url)
             db.migrate()
             registry = SharingCore(ServiceContext(db, cfg.sharing)).registry
             registry.add_owner(OWNER_ID, pub)
-            registry.add_device(DEVICE_ID, OWNER_ID, *HOME)
-            _, self.api_key = registry.add_agency(AGENCY)
+            registry.add_device(DEVICE_ID, OWNER_ID, *HOME, public_key=public_key_text(device_key))
+            _, self.api_key = registry.add_agency(AGENCY, age_recipient=str(self.agency_identity.recipient))
             db.dispose()
             agency_cfg = w / "config" / "agency.yaml"
             fd = os.open(agency_cfg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -536,6 +552,10 @@ class Demo:
                 fh.write(f"sharing_url: {self.sharing_url}\napi_key: {self.api_key}\n")
             self.cfg_files["agency"] = agency_cfg
             st.detail = f"owner {OWNER_ID} key {pub[:20]}…, device {DEVICE_ID} at {HOME}, agency '{AGENCY}'"
+            self.ui.info(f"clips are sealed to the owner's age key {str(self.owner_identity.recipient)[:20]}…: "
+                         "only the owner can read them; the device, the service and the bucket cannot")
+            self.ui.info(f"the agency's age key {str(self.agency_identity.recipient)[:20]}… is registered: "
+                         "an owner's approval can release keys to it, nothing else can")
             st.data.update(public_key=pub, configs={k: str(v) for k, v in self.cfg_files.items()})
             self.ui.dim(f"configs: {w / 'config'} (owner: doorbell owner --config {self.cfg_files['owner']} …)")
 
@@ -566,7 +586,9 @@ class Demo:
             self.owner.watch([DEVICE_ID])
             wait_until(lambda: self.owner.clips(limit=1, timeout=2) is not None, self.start_timeout,
                        "an RPC answer from the service")
-            st.detail = "subscribed to the doorbell's events; the service answers the owner's RPC calls"
+            self.index = self.owner.clip_index()
+            st.detail = ("subscribed to the doorbell's events; a persistent session queues its clip announcements "
+                         f"for the owner's own clip index ({self.index.path})")
 
         with self.step("Start the doorbell firmware (camera, button, chime; mock GPIO)") as st:
             cam = self.args.video or (f"USB camera {self.args.camera}" if self.args.camera is not None
@@ -616,18 +638,18 @@ class Demo:
         self.last_press = time.monotonic()
         return t
 
-    def _bucket_object(self, clip_id: str) -> dict[str, Any] | None:
+    def _bucket_object(self, key: str) -> dict[str, Any] | None:
         import hashlib
 
         c = self.s3.client()
-        for page in c.get_paginator("list_objects_v2").paginate(Bucket=BUCKET, Prefix=f"{DEVICE_ID}/"):
-            for obj in page.get("Contents", []):
-                if obj["Key"].endswith(f"{clip_id}.mp4"):
-                    body = c.get_object(Bucket=BUCKET, Key=obj["Key"])["Body"].read()
-                    return {"key": obj["Key"], "size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
-        return None
+        try:
+            body = c.get_object(Bucket=BUCKET, Key=key)["Body"].read()
+        except c.exceptions.NoSuchKey:
+            return None
+        return {"key": key, "size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+                "age": body.startswith(b"age-encryption.org/v1\n")}
 
-    def _one_ring(self, label: str) -> ClipInfo:
+    def _one_ring(self, label: str) -> Any:
         """Ring, then see the chime (firmware), the ring at the owner, and the clip in the bucket."""
         from doorbell.clients.owner.render import fmt_time
 
@@ -655,20 +677,30 @@ class Demo:
             self.ui.info(format_event(e))
             st.detail = f"{latency * 1000:.0f} ms from the press to the owner's app"
             st.data.update(event=e, latency_s=latency)
-        with self.step("The clip lands in the bucket and in the owner's clip list") as st:
+        with self.step("The clip is sealed, lands in the bucket as ciphertext, and in the owner's own index") as st:
+            import dataclasses
+
             self.fw_log.find(rf"clip {re.escape(clip_id)} ready for upload", self.timeout, self.fw,
                              "the clip to finish")
-            clip = wait_until(lambda: next((c for c in self.owner.clips(limit=10) if c.clip_id == clip_id), None),
-                              self.timeout, f"clip {clip_id} to be uploaded and indexed", interval=0.3)
-            obj = self._bucket_object(clip_id)
+
+            def indexed() -> Any:
+                self.owner.sync_clips(self.index, idle_s=0.3, max_s=2.0)
+                return self.index.get(clip_id)
+
+            clip = wait_until(indexed, self.timeout, f"clip {clip_id} to be uploaded and announced", interval=0.3)
+            video = clip.objects["video"]
+            obj = self._bucket_object(str(video["key"]))
             if obj is None:
-                raise StepFailed(f"clip {clip_id} is indexed but not in the bucket")
-            if obj["sha256"] != clip.sha256 or obj["size"] != clip.size:
-                raise StepFailed(f"bucket object {obj['key']} differs from the announced clip")
+                raise StepFailed(f"clip {clip_id} is announced but not in the bucket")
+            if obj["sha256"] != video["sha256"] or not obj["age"]:
+                raise StepFailed(f"bucket object {obj['key']} differs from the announced ciphertext")
             length = clip.ended_at - clip.started_at
-            st.detail = (f"s3://{BUCKET}/{obj['key']} ({clip.size} bytes, {length:.1f} s, "
-                         f"sha256 {clip.sha256[:12]}… matches)")
-            st.data.update(clip=clip.model_dump(mode="json"), object=obj, ring_to_bucket_s=time.time() - t)
+            st.detail = (f"s3://{BUCKET}/{obj['key']} ({obj['size']} bytes of age ciphertext, {length:.1f} s, "
+                         f"sha256 {obj['sha256'][:12]}… matches the announcement)")
+            self.ui.info("who can read it: the owner (age key). Not the device (it keeps no key that opens it), "
+                         "not the bucket (an opaque name, ciphertext), not the sharing service (it was never "
+                         "told this clip exists: its time and trigger are encrypted in the announcement)")
+            st.data.update(clip=dataclasses.asdict(clip), object=obj, ring_to_bucket_s=time.time() - t)
         return clip
 
     # ---------------------------------------------------------------- the story
@@ -704,33 +736,39 @@ class Demo:
                 st.data.update(request_id=rid)
                 self.facts["request_id"] = rid
 
-            with self.step("The owner's app shows the request with the matching clips") as st:
-                # The service lists the request as soon as it is recorded; wait for the retained
-                # request itself (clip times, snapshot links), which it publishes a moment later.
+            with self.step("The owner's app gets the request (routed by area) and finds its own matching clips") as st:
+                # The service knows no clip of this home: it routes the request to owners whose devices lie
+                # in the area, with the agency's registered key; the owner's app matches the window locally.
                 req = wait_until(lambda: next((r for r in self.owner.pending_requests(self.timeout)
-                                               if r["request_id"] == rid
-                                               and all("started_at" in c for c in r["clips"])), None),
+                                               if r["request_id"] == rid and r.get("agency_recipient")), None),
                                  self.timeout, "the request at the owner", interval=0.3)
+                self.owner.sync_clips(self.index, idle_s=0.3)
+                req["clips"] = self.owner.sealed_candidates(req, self.index)
                 offered = sorted(c["clip_id"] for c in req["clips"])
                 if offered != sorted(self.facts["clips"]):
                     raise StepFailed(f"the request offers {offered}, expected {sorted(self.facts['clips'])}")
                 ui.info(f"{req['agency']}, case {req['case_number']}, basis: {req['legal_basis']}")
                 ui.info(f"window {fmt_time(req['window_start'])} .. {fmt_time(req['window_end'])}")
                 for c in req["clips"]:
-                    ui.info(f"  {c['clip_id']}  {fmt_time(c['started_at'])}  snapshot link: "
-                            f"{'yes' if c.get('snapshot_url') else 'no'}")
-                st.detail = f"{len(offered)} matching clips offered"
+                    ui.info(f"  {c['clip_id']}  {fmt_time(c['started_at'])}  (from the owner's own index)")
+                st.detail = (f"{len(offered)} matching clips found by the owner's app; the service still "
+                             "knows none of them")
                 st.data.update(offered=offered)
 
             chosen = [clip_a.clip_id]
             days = 7
-            with self.step("The owner approves ONE of the two clips (signed with Ed25519)") as st:
+            with self.step("The owner approves ONE of the two clips: its keys are re-wrapped for the agency "
+                           "(signed with Ed25519)") as st:
                 text = describe_approval(req, chosen, days)
                 # the owner app's own confirmation prompt (interactive: you answer it)
                 yes = confirm(text, "Sign and send this approval?", not self.interactive, _Indented(ui.out),
                               self.inp)
                 if yes:
-                    result = self.owner.decide(rid, True, chosen, days, timeout=self.timeout)
+                    release = self.owner.release_for(req, chosen, self.index)
+                    result = self.owner.decide(rid, True, chosen, days, timeout=self.timeout, release=release)
+                    ui.info("who can read it now: the owner, and the agency for this one clip (its key, re-wrapped "
+                            "to the agency's age key; the decision signs each new header's SHA-256). The service "
+                            "learns this clip's id now, still not its content")
                     if not result.ok:
                         raise StepFailed(f"the service refused the approval: {result.reason}")
                     st.detail = f"grant {result.grant_id} until {fmt_time(result.expires_at)}"
@@ -745,9 +783,9 @@ class Demo:
 
             out_dir = self.workdir / "downloads" / rid
             out_dir.mkdir(parents=True, exist_ok=True)
-            with self.step("The agency downloads what was shared (short-lived link, SHA-256 checked)") as st:
+            with self.step("The agency downloads, decrypts and verifies what was shared (device signature)") as st:
                 status = api.status(rid)
-                results = download_all(api, rid, out_dir)
+                results = download_all(api, rid, out_dir, identity_file=self.agency_key_file)
                 bad = [r for r in results if not r["ok"]]
                 if bad:
                     raise StepFailed(f"download failed: {bad}")
@@ -756,19 +794,23 @@ class Demo:
                 if got != want:
                     raise StepFailed(f"the agency got {got}, expected exactly {want}")
                 for r in results:
-                    ui.info(f"{r['path']}  {r['size']} bytes  sha256 {r['sha256'][:16]}… verified")
+                    ui.info(f"{r['path']}  {r['size']} bytes  sha256 {r['sha256'][:16]}… decrypted; device "
+                            "signature and manifest verified (also: age -d -i agency-key.txt)")
                 st.detail = f"status: {status['clips_shared']} clip(s) shared; {len(results)} downloaded"
                 st.data.update(downloads=results, status=status)
 
-            with self.step("The unapproved clip stays invisible to the agency") as st:
+            with self.step("The unapproved clip stays invisible and unreadable to the agency") as st:
+                listed = [c["clip_id"] for c in api.clips(rid).get("sealed", [])]
+                if clip_b.clip_id in listed:
+                    raise StepFailed(f"the agency sees unapproved clip {clip_b.clip_id}")
                 try:
                     api.download_url(rid, clip_b.clip_id)
                     raise StepFailed(f"the agency could get a link for unapproved clip {clip_b.clip_id}")
                 except ApiError as exc:
                     if exc.status != 404:
                         raise StepFailed(f"unexpected answer {exc.status} {exc.code}") from None
-                    st.detail = (f"{clip_b.clip_id}: HTTP 404 {exc.code} "
-                                 "(same answer as for a clip that does not exist)")
+                    st.detail = (f"{clip_b.clip_id}: not listed, HTTP 404 {exc.code} for a link; even with the "
+                                 "bucket in hand its key was never released")
                     st.data.update(refused=exc.code)
 
             if self.facts.get("grant_id"):
@@ -779,14 +821,12 @@ class Demo:
                     result = self.owner.revoke(gid, timeout=self.timeout)
                     if not result.ok:
                         raise StepFailed(f"the service refused the revoke: {result.reason}")
-                    try:
-                        api.download_url(rid, chosen[0])
-                        raise StepFailed("the agency still gets a link after the revoke")
-                    except ApiError as exc:
-                        if exc.status != 404:
-                            raise StepFailed(f"unexpected answer {exc.status} {exc.code}") from None
+                    if api.clips(rid).get("sealed"):
+                        raise StepFailed("the agency still gets links after the revoke")
                     left = api.status(rid)["clips_shared"]
-                    st.detail = f"grant {gid} revoked; agency download now HTTP 404; clips shared: {left}"
+                    st.detail = f"grant {gid} revoked; no new links; clips shared: {left}"
+                    ui.info("a key already delivered cannot be recalled: the copy the agency downloaded stays "
+                            "readable to it (the owner's prompt said so before approving)")
                     st.data.update(clips_shared_after=left)
 
             with self.step("A second request; the owner denies it (signed)") as st:
@@ -803,7 +843,8 @@ class Demo:
                 if not result.ok:
                     raise StepFailed(f"the service refused the denial: {result.reason}")
                 status2 = api.status(rid2)
-                listing2 = api.clips(rid2)["clips"]
+                listing2 = api.clips(rid2)
+                listing2 = listing2["clips"] + listing2.get("sealed", [])
                 if listing2:
                     raise StepFailed("clips visible under a denied request")
                 st.detail = (f"request {rid2} denied; the agency sees status '{status2['status']}', "
@@ -823,7 +864,7 @@ class Demo:
             for r in own:
                 ui.info(f"#{r.seq:<3} {r.kind or '':<11} {audit_summary(r)}")
             kinds = {r.kind for r in own}
-            need = {"delivery", "decision", "grant", "link_issued", "download", "revocation"}
+            need = {"delivery", "decision", "grant", "link_issued", "revocation"}
             if not self.facts.get("grant_id"):
                 need = {"delivery", "decision"}
             if not report.ok:
@@ -863,6 +904,8 @@ class Demo:
         pids: list[int] = []
         if self.children is not None:
             pids = self.children.all_pids()
+        if self.index is not None:
+            self.index.close()
         if self.owner is not None:
             try:
                 self.owner.close()

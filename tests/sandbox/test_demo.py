@@ -24,16 +24,16 @@ EXPECTED_STEPS = [
     "A visitor: ring the doorbell",
     "The chime rings",
     "The owner's app gets the ring",
-    "The clip lands in the bucket",
+    "The clip is sealed, lands in the bucket as ciphertext",
     "Later, another visitor: ring the doorbell",
     "The chime rings",
     "The owner's app gets the ring",
-    "The clip lands in the bucket",
+    "The clip is sealed, lands in the bucket as ciphertext",
     "The agency files a request",
-    "The owner's app shows the request",
-    "The owner approves ONE of the two clips",
-    "The agency downloads what was shared",
-    "The unapproved clip stays invisible",
+    "The owner's app gets the request (routed by area)",
+    "The owner approves ONE of the two clips: its keys are re-wrapped",
+    "The agency downloads, decrypts and verifies",
+    "The unapproved clip stays invisible and unreadable",
     "The owner revokes the grant",
     "A second request; the owner denies it",
     "The owner reads the audit log",
@@ -79,7 +79,8 @@ def test_demo_runs_every_step_and_leaves_nothing_running(tmp_path: Path) -> None
     assert "✓ every step worked (24/24 steps" in r.stdout
 
     by = {s["n"]: s for s in steps}
-    # the rings: two clips, each with pre-roll, seen by the owner, in the bucket with the announced hash
+    # the rings: two clips, each with pre-roll, seen by the owner, in the bucket as the announced ciphertext
+    # under an opaque name (encryption is on), in the owner's own index
     clips = []
     for _ring, chime, event, bucket in ((9, 10, 11, 12), (13, 14, 15, 16)):
         assert by[chime]["data"]["pre_roll_s"] >= 1.5
@@ -88,8 +89,9 @@ def test_demo_runs_every_step_and_leaves_nothing_running(tmp_path: Path) -> None
         assert by[event]["data"]["latency_s"] < 5
         clip, obj = by[bucket]["data"]["clip"], by[bucket]["data"]["object"]
         assert clip["clip_id"] == by[chime]["data"]["clip_id"] == by[event]["data"]["event"]["clip_id"]
-        assert obj["sha256"] == clip["sha256"] and obj["size"] == clip["size"] > 1000
-        assert obj["key"].startswith("front-door/") and obj["key"].endswith(f"{clip['clip_id']}.mp4")
+        assert obj["age"] is True and obj["sha256"] == clip["objects"]["video"]["sha256"]
+        assert obj["size"] == clip["objects"]["video"]["size"] > 1000
+        assert obj["key"].startswith("front-door/o/") and clip["clip_id"] not in obj["key"]
         clips.append(clip)
     assert data["facts"]["clips"] == [c["clip_id"] for c in clips]
 
@@ -99,8 +101,9 @@ def test_demo_runs_every_step_and_leaves_nothing_running(tmp_path: Path) -> None
     downloads = by[20]["data"]["downloads"]
     assert [d["clip_id"] for d in downloads] == [clips[0]["clip_id"]]
     f = Path(downloads[0]["path"])
-    assert f.is_file() and hashlib.sha256(f.read_bytes()).hexdigest() == clips[0]["sha256"]
-    assert f.read_bytes()[4:8] == b"ftyp"                                   # a real MP4
+    assert downloads[0]["sealed"] is True and downloads[0]["verified"] == "device signature and manifest"
+    assert f.is_file() and hashlib.sha256(f.read_bytes()).hexdigest() == downloads[0]["sha256"]
+    assert f.read_bytes()[4:8] == b"ftyp"                                   # a real MP4, decrypted
     assert by[21]["data"]["refused"] == "not_found"
     assert by[22]["data"]["clips_shared_after"] == 0
     assert by[23]["data"]["status"]["clips_shared"] == 0
@@ -108,7 +111,7 @@ def test_demo_runs_every_step_and_leaves_nothing_running(tmp_path: Path) -> None
     # the owner verified the chain; check it again from the database the demo left behind
     v = by[24]["data"]["verification"]
     assert v["ok"] is True and v["checked"] >= 8
-    assert {"delivery", "decision", "grant", "link_issued", "download", "revocation"} <= set(by[24]["data"]["kinds"])
+    assert {"delivery", "decision", "grant", "link_issued", "revocation"} <= set(by[24]["data"]["kinds"])
     from doorbell.core.config import SharingSection
     from sharing_service.context import ServiceContext
     from sharing_service.core import SharingCore
