@@ -218,11 +218,16 @@ def audit_summary(row: p.AuditRow) -> str:
     d = audit_details(row)
     kind, subject, actor = safe(row.kind), safe(row.subject), safe(row.actor)
     if kind == "delivery":
-        return (f"request from {safe(d.get('agency'))} (case {safe(d.get('case_number'))}) "
-                f"offered you {len(d.get('clip_ids') or [])} clip(s)")
+        n = len(d.get("clip_ids") or [])
+        what = (f"offered you {n} clip(s)" if n else
+                "asked you (your device is in its area; your app matches your own clips)")
+        return f"request from {safe(d.get('agency'))} (case {safe(d.get('case_number'))}) {what}"
     if kind == "decision":
         if d.get("decision") == "approve":
-            return f"you approved {len(d.get('clip_ids') or [])} clip(s) for {safe(d.get('grant_days'))} day(s)"
+            keys = (f"; keys released to {safe(str(d.get('agency_recipient'))[:20])}…"
+                    if d.get("agency_recipient") else "")
+            return (f"you approved {len(d.get('clip_ids') or [])} clip(s) for {safe(d.get('grant_days'))} day(s)"
+                    + keys)
         return "you denied the request"
     if kind == "grant":
         expires = d.get("expires_at")
