@@ -26,7 +26,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from doorbell.clients.agency.cli import download_all
-from doorbell.clients.owner.app import OwnerApp, load_owner_config
+from doorbell.clients.owner.app import OwnerApp, OwnerError, load_owner_config
 from doorbell.clients.owner.keys import ensure_identity
 from doorbell.core import age
 from doorbell.core import protocol as p
@@ -304,3 +304,71 @@ def test_owner_and_agency_clis_share_a_sealed_clip_and_the_prompt_says_keys_cann
     assert missing.code == 2 and "cannot be read" in missing.err
     k = run_cli(["agency", "keys", "init", "--identity", str(tmp_path / "new-agency.txt")])
     assert k.code == 0 and k.out.strip().splitlines()[-1].startswith("age1")
+
+
+def test_the_service_refuses_releases_it_must_not_accept(sealed_env: Any, tmp_path: Path) -> None:
+    """Attacks with valid credentials: another home's objects, another recipient, a device not registered
+    as sealing, and an object link to another owner's clip."""
+    from doorbell.clients.agency.client import AgencyClient
+    from doorbell.core.release import SealedSource, build_release
+    from doorbell.core.signing import sign_decision
+
+    env, seals, _agency_key_file, _k = sealed_env
+    spool = Spool(tmp_path / "spool")
+    start = time.time() - 3 * 3600
+    cfg = load_owner_config(str(env.owner_config))
+    with OwnerApp(cfg) as app, app.clip_index() as index:
+        app.sync_clips(index, idle_s=0.3)
+        mine = seal_and_upload(env, spool, seals["dev-a"], "dev-a", start + 60, b"\x00" * 5000, b"\xff\xd8\xffa")
+        # owner-b's clip, sealed to owner-a's key too (say a shared household key): still not owner-a's to share
+        theirs = seal_and_upload(env, spool, Sealing(seals["dev-a"].recipients, seals["dev-b"].device_key),
+                                 "dev-b", start + 120, b"\x01" * 5000, b"\xff\xd8\xffb")
+        app.sync_clips(index, idle_s=0.5)
+        with AgencyClient(env.service.url, _api_key(env)) as agency:
+            rid = agency.create_request(case_number="C-9", legal_basis="warrant", attest_not_protest=True,
+                                        window_start=start, window_end=start + 3600, lat=HOME_A[0], lon=HOME_A[1],
+                                        radius_m=100, reason="theft")["id"]
+            req = wait_until_pending(app, rid)
+            identities = app.identities()
+
+            def sources(c: dict[str, Any]) -> dict[str, SealedSource]:
+                out = {}
+                for kind in ("video", "snapshot", "manifest"):
+                    data = _whole_bucket_key(env, c["objects"][kind].key)
+                    out[kind] = SealedSource(key=c["objects"][kind].key,
+                                             header=age.header_and_payload_offset(io.BytesIO(data))[0])
+                return out
+
+            def send(clip_ids: list[str], rel: Any) -> p.Result:
+                d = sign_decision(app.key(), owner_id="owner-a", request_id=rid, approve=True, clip_ids=clip_ids,
+                                  release=rel)
+                return app.send_signed(p.decision_topic("owner-a", rid), d)
+
+            # another home's objects, under a clip id the owner chose
+            rel = build_release({theirs["clip_id"]: sources(theirs)}, identities, req["agency_recipient"])
+            res = send([theirs["clip_id"]], rel)
+            assert not res.ok and "not one sealed clip of one of your devices" in (res.reason or "")
+            # keys addressed to a recipient other than the agency's registered one
+            rel = build_release({mine["clip_id"]: sources(mine)}, identities, str(age.generate_identity().recipient))
+            res = send([mine["clip_id"]], rel)
+            assert not res.ok and "registered" in (res.reason or "")
+            # the object link RPC presigns only the owner's own sealed objects
+            with pytest.raises(OwnerError, match="no such sealed object"):
+                app.call(p.ObjectLinkParams(key=theirs["objects"]["video"].key), p.ObjectLink)
+            # a device not registered as sealing cannot have keys released for it
+            with env.core.db.write() as s:
+                from sharing_service.models import Device
+                s.get(Device, "dev-a").public_key = None
+            rel = build_release({mine["clip_id"]: sources(mine)}, identities, req["agency_recipient"])
+            res = send([mine["clip_id"]], rel)
+            assert not res.ok and "not registered as sealing" in (res.reason or "")
+            assert agency.clips(rid)["sealed"] == [] and agency.status(rid)["clips_shared"] == 0
+
+
+def wait_until_pending(app: OwnerApp, rid: str) -> dict[str, Any]:
+    return wait_for(lambda: next((r for r in app.pending_requests(5) if r["request_id"] == rid), None),
+                    what="the request at the owner")
+
+
+def _whole_bucket_key(env: ClientEnv, key: str) -> bytes:
+    return bytes(env.s3.client().get_object(Bucket=env.s3.bucket, Key=key)["Body"].read())
