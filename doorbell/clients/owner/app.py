@@ -141,7 +141,10 @@ class OwnerApp:
                 raise OwnerError(f"the broker refused {m.username!r}: {exc.reason_code} "
                                  "(check mqtt.username/password)") from None
             raise OwnerError(str(exc)) from None
-        self.subscribe(CLIP_SUBSCRIPTION)
+        try:
+            self.subscribe(CLIP_SUBSCRIPTION)
+        except OwnerError as exc:  # e.g. no device enrolled yet: everything but the clip index still works
+            log.warning("no clip announcements for your own clip index: %s", exc)
         return self
 
     def close(self) -> None:
