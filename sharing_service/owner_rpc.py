@@ -102,11 +102,14 @@ class OwnerRpc:
                              .where(RequestTarget.owner_id == owner_id).order_by(Request.created_at.desc())
                              .limit(q.limit)).all()
             out = []
+            sealed = s.execute(select(Device.id).where(Device.owner_id == owner_id, Device.public_key.is_not(None))
+                               .limit(1)).first() is not None
             for t, r in rows:
                 state = "expired" if t.state == "pending" and now >= r.expires_at else t.state
                 if q.state and state != q.state:
                     continue
                 agency = s.get(Agency, r.agency_id)
+                recipient = agency.age_recipient if agency is not None and sealed else None
                 clip_ids = sorted(s.execute(select(RequestClip.clip_id).where(
                     RequestClip.request_id == r.id, RequestClip.owner_id == owner_id)).scalars())
                 out.append(p.RequestInfo(
@@ -114,7 +117,7 @@ class OwnerRpc:
                     legal_basis=r.legal_basis, reason=r.reason, window_start=r.window_start,
                     window_end=r.window_end, created_at=r.created_at, expires_at=r.expires_at,
                     state=state, decided_at=t.decided_at, clip_ids=clip_ids,
-                    grant_days=r.grant_days))
+                    grant_days=r.grant_days, agency_recipient=recipient))
             return p.RequestList(requests=out)
 
     def clips(self, owner_id: str, q: p.ClipsParams) -> p.ClipList:

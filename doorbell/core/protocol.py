@@ -601,6 +601,7 @@ class RequestInfo(RpcResult):
     decided_at: float | None = None
     clip_ids: list[str]
     grant_days: float
+    agency_recipient: str | None = None  # as in PoliceRequest: set when the owner's sealed clips may be released
 
 
 class RequestList(RpcResult):

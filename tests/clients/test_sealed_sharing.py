@@ -372,3 +372,24 @@ def wait_until_pending(app: OwnerApp, rid: str) -> dict[str, Any]:
 
 def _whole_bucket_key(env: ClientEnv, key: str) -> bytes:
     return bytes(env.s3.client().get_object(Bucket=env.s3.bucket, Key=key)["Body"].read())
+
+
+def test_an_announcement_taken_by_any_command_still_reaches_the_clip_index(sealed_env: Any, tmp_path: Path) -> None:
+    """The app's session is persistent: whichever command connects next gets the queued announcements
+    (and acknowledges them), so they are kept on disk until a sync indexes them."""
+    from tests.support.clients import run_cli
+
+    env, seals, _agency_key_file, _k = sealed_env
+    cfg = load_owner_config(str(env.owner_config))
+    with OwnerApp(cfg):
+        pass  # the persistent session exists; the app is closed now
+    clip = seal_and_upload(env, Spool(tmp_path / "spool"), seals["dev-a"], "dev-a", time.time() - 600,
+                           b"\x00" * 3000, b"\xff\xd8\xffq")
+    r = run_cli(["owner", "grants", "--config", str(env.owner_config)])  # knows nothing of clip indexes
+    assert r.code == 0, r.err
+    app = OwnerApp(cfg)
+    assert app.pending_clips_path().exists()  # the broker handed the announcement to `grants`; kept
+    with app, app.clip_index() as index:
+        assert app.sync_clips(index, idle_s=0.5) == 1
+        assert index.get(clip["clip_id"]) is not None
+    assert not app.pending_clips_path().exists()

@@ -24,12 +24,14 @@ around it and :mod:`.render` turns its results into text.
 """
 from __future__ import annotations
 
+import base64
 import collections
 import hashlib
 import json
 import logging
 import os
 import queue
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -101,7 +103,8 @@ class OwnerApp:
         self._client: Any = None  # a doorbell.core.mqtt.MqttClient while connected
         self._subs: set[str] = set()
         self._key: Any = None
-        self._clips: "queue.Queue[Received]" = queue.Queue()  # sealed-clip announcements, for the clip index
+        self._clips: "queue.Queue[Received]" = queue.Queue()  # signals a sealed-clip announcement arrived
+        self._pending_lock = threading.Lock()  # the on-disk announcements (paho's thread appends)
 
     # ---------------------------------------------------------------- connection
     @property
@@ -168,9 +171,47 @@ class OwnerApp:
     def _on_message(self, _c: Any, msg: Any) -> None:
         received = Received(msg.topic, bytes(msg.payload), bool(msg.retain))
         if msg.topic.endswith("/clips") and msg.topic.startswith(f"{p.PREFIX}/devices/"):
-            self._clips.put(received)  # only the clip index reads these
+            # Any command's connection receives the queued announcements (and acknowledges them), so each
+            # is kept on disk until a sync indexes it: `events` or `grants` must not lose one.
+            self._keep_announcement(received)
+            self._clips.put(received)
         else:
             self._inbox.put(received)
+
+    def pending_clips_path(self) -> Path:
+        """Announcements received but not yet indexed (JSON lines), next to the clip index."""
+        return default_path(self.owner_id, self.state_dir).with_suffix(".pending")
+
+    def _keep_announcement(self, m: Received) -> None:
+        line = json.dumps({"topic": m.topic, "payload": base64.b64encode(m.payload).decode()}) + "\n"
+        path = self.pending_clips_path()
+        try:
+            with self._pending_lock:
+                path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+                with os.fdopen(fd, "a") as fh:
+                    fh.write(line)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+        except OSError as exc:  # the in-memory copy still reaches a sync in this process
+            log.warning("cannot keep a clip announcement in %s: %s", path, exc)
+
+    def _take_pending(self) -> list[Received]:
+        path = self.pending_clips_path()
+        with self._pending_lock:
+            try:
+                lines = path.read_text().splitlines()
+            except FileNotFoundError:
+                return []
+            path.unlink()
+        out = []
+        for line in lines:
+            try:
+                doc = json.loads(line)
+                out.append(Received(str(doc["topic"]), base64.b64decode(doc["payload"]), False))
+            except (ValueError, KeyError, TypeError):
+                log.warning("skipping a damaged line in %s", path)
+        return out
 
     def _acked(self, call: Callable[[], Any], what: str) -> Any:
         """Run one of the client's ``*_acked`` calls, turning its errors into OwnerError."""
@@ -321,6 +362,8 @@ class OwnerApp:
                         "window_end": row.window_end, "created_at": row.created_at,
                         "expires_at": row.expires_at, "grant_days": row.grant_days,
                         "clips": [{"clip_id": c} for c in row.clip_ids]}
+                if row.agency_recipient:
+                    full["agency_recipient"] = row.agency_recipient
             out.append(full)
         return sorted(out, key=lambda r: r["created_at"])
 
@@ -455,22 +498,21 @@ class OwnerApp:
         """
         if self._client is None:
             raise OwnerError("not connected to the MQTT broker")
-        new = 0
         deadline = time.monotonic() + max_s
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline:  # wait until the broker's queue for us has drained
             try:
-                msg = self._clips.get(timeout=idle_s)
+                self._clips.get(timeout=idle_s)
             except queue.Empty:
                 break
+        before = index.count()
+        for msg in self._take_pending():  # everything kept on disk, by this or an earlier command
             try:
                 t = p.parse_topic(msg.topic)
             except p.ProtocolError:
                 continue
             if t.kind == "clips" and t.device_id and b'"sealed"' in msg.payload:
-                before = index.count()
                 index.ingest(t.device_id, msg.payload)
-                new += index.count() - before
-        return new
+        return index.count() - before
 
     def sealed_candidates(self, req: dict[str, Any], index: SealedIndex) -> list[dict[str, Any]]:
         """The owner's own clips in a request's window (what the app offers; the service knows none)."""
