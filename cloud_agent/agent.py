@@ -46,8 +46,9 @@ from cloud_agent.mqtt_link import MqttLink, Pending, PublishRefused
 from cloud_agent.status import OUTBOX_DIR, StatusBoard, StatusWriter
 from doorbell.core import __version__, protocol
 from doorbell.core.config import DoorbellConfig
+from doorbell.core.fileio import atomic_write
 from doorbell.core.protocol import DeviceEvent, ProtocolError
-from doorbell.core.spool import SNAPSHOT_FILE, Spool, SpoolClip, atomic_write
+from doorbell.core.spool import SNAPSHOT_FILE, Spool, SpoolClip
 
 if TYPE_CHECKING:  # the uploader imports boto3 lazily, to keep the agent's start-up memory low
     from cloud_agent.uploader import Uploader, UploadOutcome
@@ -85,7 +86,7 @@ class Outbox:
         return path
 
     def items(self, limit: int) -> list[tuple[Path, dict[str, Any]]]:
-        out = []
+        out: list[tuple[Path, dict[str, Any]]] = []
         try:
             paths = sorted(self.root.glob("*.json"))[:limit]
         except OSError:
@@ -295,7 +296,7 @@ class Agent:
             log.info("inotify unavailable (%s); rescanning the spool every %.1fs", exc, self.cfg.agent.poll_s)
             return
         mask = flags.MOVED_TO | flags.CLOSE_WRITE | flags.CREATE
-        wakes = {}
+        wakes: dict[int, threading.Event] = {}
         for name, wake in (("clips", self.clips_wake), ("events", self.events_wake),
                            ("snapshots", self.events_wake)):
             wakes[ino.add_watch(str(self.spool.dir(name)), mask)] = wake
@@ -305,9 +306,9 @@ class Agent:
         try:
             while not self.stop_event.is_set():
                 for ev in ino.read(timeout=500):
-                    wake = wakes.get(ev.wd)
-                    if wake is not None:
-                        wake.set()
+                    woken = wakes.get(ev.wd)
+                    if woken is not None:
+                        woken.set()
         finally:
             ino.close()
 
@@ -411,8 +412,18 @@ class Agent:
             self.board.count("quarantined")
         return refuse
 
+    def _outbox_acked(self, path: Path) -> Callable[[], None]:
+        def done() -> None:
+            self.outbox.done(path)
+        return done
+
+    def _outbox_drop(self, path: Path) -> Callable[[str], None]:
+        def drop(_reason: str) -> None:
+            self.outbox.done(path)
+        return drop
+
     def _outbox_items(self, limit: int) -> list[_Item]:
-        items = []
+        items: list[_Item] = []
         for path, body in self.outbox.items(limit):
             key = str(path)
             if key in self._outstanding:
@@ -420,10 +431,10 @@ class Agent:
                 continue
             if key in self._acked_undeleted:
                 continue
-            drop = lambda _r, p=path: self.outbox.done(p)  # noqa: E731
+            drop = self._outbox_drop(path)
             if body.get("kind") == "clip":
                 items.append(_Item(key, body["topic"], body["payload"].encode(), False,
-                                   on_acked=lambda p=path: self.outbox.done(p), on_refused=drop))
+                                   on_acked=self._outbox_acked(path), on_refused=drop))
             elif body.get("kind") == "snapshot":
                 # written just before mark_uploaded renames the clip: look in both places
                 jpeg = None
@@ -435,7 +446,7 @@ class Agent:
                     self.outbox.done(path)
                     continue
                 items.append(_Item(key, protocol.snapshot_topic(self.device_id), jpeg, True,
-                                   on_acked=lambda p=path: self.outbox.done(p), on_refused=drop))
+                                   on_acked=self._outbox_acked(path), on_refused=drop))
             else:
                 log.error("dropping outbox item of unknown kind %r", body.get("kind"))
                 self.outbox.done(path)
@@ -597,7 +608,7 @@ class Agent:
             # Sealed: announce ciphertexts only; a clear snapshot for HA, if allowed, came from the firmware.
             message: protocol.Message = self._sealed_message(clip, outcome)
         else:
-            message = clip.meta.to_message(outcome.keys.video, outcome.snapshot_key)
+            message = clip.clear.to_message(outcome.keys.video, outcome.snapshot_key)
         bodies: list[dict[str, Any]] = [{"kind": "clip", "topic": protocol.clips_topic(self.device_id),
                                          "payload": message.to_json().decode(), "clip_id": clip.clip_id}]
         if outcome.snapshot_key and clip.sealed is None and self.cfg.encryption.snapshot_in_clear:

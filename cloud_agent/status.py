@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from doorbell.core.spool import CLIP_FILE, SEALED_FILES, atomic_write
+from doorbell.core.fileio import atomic_write
+from doorbell.core.spool import CLIP_FILE, SEALED_FILES
 
 log = logging.getLogger(__name__)
 
@@ -202,11 +203,12 @@ def _ago(ts: float | None, now: float) -> str:
 
 
 def _size(n: int) -> str:
+    v: float = n
     for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+        if v < 1024 or unit == "GB":
+            return f"{v:.0f} {unit}" if unit == "B" else f"{v:.1f} {unit}"
+        v /= 1024
+    return f"{v} B"
 
 
 def _mqtt_line(m: dict[str, Any], alive: bool, updated_at: float | None, now: float) -> str:
@@ -233,7 +235,7 @@ def render_status(status: dict[str, Any] | None, queue: dict[str, int], now: flo
     """Human-readable status for ``doorbell agent status``."""
     now = time.time() if now is None else now
     lines = []
-    running = bool(status) and pid_alive(status.get("pid")) and status.get("state") != "stopped"
+    running = bool(status and pid_alive(status.get("pid")) and status.get("state") != "stopped")
     if not status:
         lines.append("agent:        never ran with this state_dir (no status.json)")
     else:

@@ -53,7 +53,8 @@ from cloud_agent.memory import shrink_botocore_buffers
 from doorbell.core.bucket import ClipKeys, clip_keys, device_prefix, sealed_keys
 from doorbell.core.config import S3Section
 from doorbell.core.errors import DoorbellError
-from doorbell.core.spool import SpoolClip, atomic_write
+from doorbell.core.fileio import atomic_write
+from doorbell.core.spool import SpoolClip
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +261,7 @@ class Uploader:
             self._key_clip[obj.key] = clip.clip_id
         journal = self._read_journal(clip.clip_id)
         retry = journal is not None
-        if retry:
+        if journal is not None:
             # A previous attempt at this clip failed or was killed: clear its unfinished parts.
             self._abort_journaled(journal)
             self._sweep(sweep)

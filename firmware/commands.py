@@ -18,6 +18,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -33,6 +34,20 @@ class CommandRefused(DoorbellError):
 
 
 Handler = Callable[[Message], str]
+M = TypeVar("M", bound=Message)
+
+
+def handler(model: type[M], fn: Callable[[M], str]) -> Handler:
+    """A :data:`Handler` from a function that takes one command model.
+
+    The processor validates each payload against ``COMMAND_MODELS`` before calling
+    the handler, so the message is already a ``model``; the check makes that typed.
+    """
+    def run(message: Message) -> str:
+        if not isinstance(message, model):
+            raise CommandRefused(f"expected a {model.__name__}, got a {type(message).__name__}")
+        return fn(message)
+    return run
 
 
 def _validation_reason(exc: ValidationError) -> str:

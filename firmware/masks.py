@@ -8,8 +8,10 @@ the decoded clip instead of letting the neighbour's window bleed back in.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 from doorbell.core.config import Polygon
 
@@ -26,7 +28,7 @@ def polygon_mask(polygons: Sequence[Polygon], width: int, height: int, dilate_px
         cv2.fillPoly(canvas, [pts], 255)
     if dilate_px > 0:
         k = 2 * dilate_px + 1
-        canvas = cv2.dilate(canvas, np.ones((k, k), np.uint8))
+        canvas = cast("NDArray[np.uint8]", cv2.dilate(canvas, np.ones((k, k), np.uint8)))
     return canvas.astype(bool)
 
 

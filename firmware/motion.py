@@ -60,10 +60,11 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 from doorbell.core.config import MotionSection
 
@@ -234,7 +235,7 @@ class MotionDetector:
             return None
         small = self._down(y)
         cur = self._log_lut[small]
-        if self._bg is None:
+        if self._bg is None or self._start_ts is None:  # both are set together
             self._bg = cur.copy()
             self._bg_sat = self._saturated(y)
             self._last_ts = self._start_ts = t
@@ -279,7 +280,7 @@ class MotionDetector:
         # a cell stays if at least 3 cells of its 3x3 neighbourhood changed
         count = cv2.boxFilter(fg_u8, -1, (3, 3), normalize=False, borderType=cv2.BORDER_CONSTANT)
         clean = (count >= 3) & fg
-        fg_u8 = cv2.dilate(clean.view(np.uint8), self._kernel3, iterations=2)
+        fg_u8 = cast("NDArray[np.uint8]", cv2.dilate(clean.view(np.uint8), self._kernel3, iterations=2))
         fg_u8 &= self._region_u8
         # the changed cells count (not the dilation used to group parts); the box
         # spans the grouped parts. Connected components were measured slower
@@ -295,7 +296,9 @@ class MotionDetector:
         if relearned:
             self._bg_sat = sat
         else:
-            self._learn(field, resid, moving, cv2.compare(fg_u8, 0, cv2.CMP_EQ), dt, warm)
+            # cv2's stubs omit the scalar second operand OpenCV accepts
+            still = cv2.compare(fg_u8, 0, cv2.CMP_EQ)  # type: ignore[call-overload]
+            self._learn(field, resid, moving, still, dt, warm)
             if any_clipped:
                 self._bg_sat = np.where(moving, self._bg_sat, sat)
         self._prev_fg = moving
@@ -305,7 +308,8 @@ class MotionDetector:
         """Cells holding at least one clipped pixel (>= 250)."""
         if cv2.minMaxLoc(y)[1] < 250:
             return self._no_cells
-        return self._down(cv2.compare(y, 250, cv2.CMP_GE)) > 0
+        # cv2's stubs omit the scalar second operand OpenCV accepts
+        return self._down(cv2.compare(y, 250, cv2.CMP_GE)) > 0  # type: ignore[call-overload]
 
     def _down(self, img: np.ndarray) -> np.ndarray:
         """Area-average a full-size plane to the analysis grid."""

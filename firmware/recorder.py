@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, cast
 
 import numpy as np
 
@@ -36,6 +36,9 @@ from doorbell.core.config import ClipsSection
 from doorbell.core.spool import ClipStaging, SealedWriter, Sealing, Spool, SpoolClip, new_clip_id
 from firmware.camera.base import Frame
 from firmware.masks import PrivacyMasker
+
+if TYPE_CHECKING:  # av is imported lazily, where it encodes
+    from av.video.codeccontext import VideoCodecContext
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +121,8 @@ class SoftwareEncoder:
         last_exc: Exception | None = None
         for name in ENCODERS:
             try:
-                ctx = av.CodecContext.create(name, "w")
+                # an H.264 name: a video context (the stubs type only known names so)
+                ctx = cast("VideoCodecContext", av.CodecContext.create(name, "w"))
             except (av.FFmpegError, ValueError) as exc:  # codec not built into this libav
                 last_exc = exc
                 continue

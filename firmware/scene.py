@@ -31,6 +31,7 @@ from typing import Literal
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 COLOR_ORDER = "bgr"
 
@@ -378,7 +379,8 @@ def _draw_flag(patch: np.ndarray, x0f: float, y0f: float, w: int, h: int, phase:
     xs = (np.arange(pw, dtype=np.float32) + 0.5)[None, :] / w + x0f
     if phase is None:  # limp: hangs down along the pole
         u = (xs - 0.74) / 0.03
-        top, height = 0.07, 0.14
+        top: float | NDArray[np.floating] = 0.07
+        height: float | NDArray[np.floating] = 0.14
         v = (ys - top) / height
         shade = 1.0 - 0.15 * np.abs(np.sin(u * 6.0))
         inside = (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
@@ -393,8 +395,8 @@ def _draw_flag(patch: np.ndarray, x0f: float, y0f: float, w: int, h: int, phase:
         inside = (u >= 0) & (u <= 1) & (v >= 0) & (v <= 1)
         stripe_coord, canton = v, (v < 0.54) & (u < 0.4)
     stripe = (np.floor(stripe_coord * 13) % 2) == 0
-    col = np.where(stripe[..., None], np.float32([50, 40, 190]), np.float32([235, 235, 235]))
-    col = np.where(canton[..., None], np.float32([120, 50, 40]), col)
+    col = np.where(stripe[..., None], np.array([50, 40, 190], np.float32), np.array([235, 235, 235], np.float32))
+    col = np.where(canton[..., None], np.array([120, 50, 40], np.float32), col)
     col = col * shade[..., None]
     np.copyto(patch, col.astype(np.float32), where=np.broadcast_to(inside[..., None], col.shape))
 
@@ -551,18 +553,18 @@ class PorchScene:
         self._states: list[_State] = []
         st = _State(script.gain, script.offset, script.light, script.ir)
         t = 0.0
-        for p in script.phases:
+        for phase in script.phases:
             self._starts.append(t)
             self._states.append(replace(st))
-            if p.gain is not None:
-                st.gain = p.gain
-            if p.offset is not None:
-                st.offset = p.offset
-            if p.light is not None:
-                st.light = p.light
-            if p.ir is not None:
-                st.ir = p.ir
-            t += p.duration_s
+            if phase.gain is not None:
+                st.gain = phase.gain
+            if phase.offset is not None:
+                st.offset = phase.offset
+            if phase.light is not None:
+                st.light = phase.light
+            if phase.ir is not None:
+                st.ir = phase.ir
+            t += phase.duration_s
         self._total = t
         self._lut_cache: dict[tuple[float, float], np.ndarray] = {}
 

@@ -36,7 +36,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doorbell.core.age import parse_recipient
 from doorbell.core.config import ConfigError, DoorbellConfig, MotionSection
@@ -45,12 +45,15 @@ from doorbell.core.sdnotify import Notifier, Watchdog
 from doorbell.core.signing import SignatureError, load_private_key
 from doorbell.core.spool import Sealing, Spool, SpoolClip
 from firmware.camera import Camera, CameraError, EndOfStream, Frame, create_camera
-from firmware.commands import CommandProcessor, CommandRefused, InboxWatcher
+from firmware.commands import CommandProcessor, CommandRefused, InboxWatcher, handler
 from firmware.gpio import DoorbellIO
 from firmware.masks import PrivacyMasker
 from firmware.recorder import ClipRecorder, SoftwareClipStore
 from firmware.retention import Retention
 from firmware.settings import SettingsError, SettingsStore
+
+if TYPE_CHECKING:  # imported at run time only when the camera starts (_start_camera)
+    from firmware.motion import MotionDetector
 
 log = logging.getLogger(__name__)
 
@@ -147,10 +150,12 @@ class FirmwareService:
         self.watchdog = Watchdog(self.notifier, check=self._healthy)
         self.events: EventWriter | None = None
         self.recorder: ClipRecorder | None = None
-        self.detector = None
+        self.detector: MotionDetector | None = None
         self.io: DoorbellIO | None = None
         self.commands = CommandProcessor(self.spool, self.device_id, {
-            "snapshot": self._cmd_snapshot, "privacy": self._cmd_privacy, "settings": self._cmd_settings,
+            "snapshot": handler(SnapshotCommand, self._cmd_snapshot),
+            "privacy": handler(PrivacyCommand, self._cmd_privacy),
+            "settings": handler(SettingsCommand, self._cmd_settings),
         }, publish=self._event)
         self.presses_dir = self.spool.dir("state") / PRESSES_DIR
         self.presses_dir.mkdir(exist_ok=True)
@@ -569,7 +574,7 @@ class FirmwareService:
 
 def request_press(spool_dir: str | Path) -> Path:
     """Ask a running firmware (same spool) to press its button once: ``doorbell firmware ring``."""
-    from doorbell.core.spool import atomic_write
+    from doorbell.core.fileio import atomic_write
 
     spool = Spool(spool_dir)
     d = spool.dir("state") / PRESSES_DIR

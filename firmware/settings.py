@@ -17,8 +17,9 @@ from pydantic import ValidationError
 
 from doorbell.core.config import ClipsSection, DoorbellConfig, MotionSection
 from doorbell.core.errors import DoorbellError
+from doorbell.core.fileio import atomic_write
 from doorbell.core.protocol import SettingsCommand
-from doorbell.core.spool import Spool, atomic_write
+from doorbell.core.spool import Spool
 
 log = logging.getLogger(__name__)
 SETTINGS_FILE = "settings.json"

@@ -19,12 +19,15 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from doorbell.core.config import CameraSection
 from doorbell.core.errors import DoorbellError
+
+if TYPE_CHECKING:  # the recorder imports this module
+    from firmware.recorder import ClipStore
 
 log = logging.getLogger(__name__)
 
@@ -167,6 +170,6 @@ class Camera(ABC):
         self._last_ts = ts
         return frame
 
-    def clip_store(self, **kwargs: Any):
+    def clip_store(self, pre_roll_s: float) -> ClipStore:
         """Backends with their own encoder return their clip store; others have none."""
         raise TypeError(f"the {self.backend_name} camera does not encode itself; use the PyAV recorder")

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doorbell.core.config import CameraSection
 from firmware.camera.base import Camera, CameraError, EndOfStream, Frame, register_backend
+
+if TYPE_CHECKING:  # cv2 is imported at run time only when the camera opens
+    import cv2
 
 log = logging.getLogger(__name__)
 MAX_EMPTY_READS = 50
@@ -27,7 +30,7 @@ class OpenCVCamera(Camera):
         if isinstance(src, str) and src.isdigit():
             src = int(src)
         self.source = src
-        self._cap = None
+        self._cap: cv2.VideoCapture | None = None
         self._empty = 0
         self._is_file = isinstance(src, str) and "://" not in src
         self.live = not self._is_file

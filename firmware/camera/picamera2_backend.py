@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -32,6 +32,11 @@ from doorbell.core.config import CameraSection
 from firmware.camera.base import Camera, CameraError, Frame, register_backend
 from firmware.masks import PrivacyMasker
 from firmware.recorder import FRAGMENTED_MP4, StoreResult, VideoTarget
+
+if TYPE_CHECKING:  # imported at run time only in _open (picamera2 exists only on Raspberry Pi OS)
+    from picamera2 import Picamera2
+    from picamera2.encoders import H264Encoder
+    from picamera2.outputs import CircularOutput2
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +61,9 @@ class Picamera2Camera(Camera):
         self.realtime = True
         self.masker = masker or PrivacyMasker([])
         self.camera_num = camera_num
-        self.picam2 = None
-        self.encoder = None
-        self.circular = None
+        self.picam2: Picamera2 | None = None
+        self.encoder: H264Encoder | None = None
+        self.circular: CircularOutput2 | None = None
 
     def _open(self) -> None:
         try:
@@ -71,15 +76,15 @@ class Picamera2Camera(Camera):
                               "sudo apt install python3-picamera2 and a venv with --system-site-packages") from None
         cfg = self.cfg
         frame_us = int(1_000_000 / cfg.fps)
-        self.picam2 = Picamera2(camera_num=self.camera_num)
-        video_config = self.picam2.create_video_configuration(
+        picam2 = self.picam2 = Picamera2(camera_num=self.camera_num)
+        video_config = picam2.create_video_configuration(
             main={"size": (cfg.width, cfg.height), "format": "RGB888"},
             lores={"size": (cfg.lores_width, cfg.lores_height), "format": "YUV420"},
             transform=Transform(hflip=int(cfg.hflip), vflip=int(cfg.vflip)),
             controls={"FrameDurationLimits": (frame_us, frame_us)},
             encode="main",
         )
-        self.picam2.configure(video_config)
+        picam2.configure(video_config)
         masker = self.masker
 
         def burn_masks(request) -> None:  # camera thread, before the encoder
@@ -87,12 +92,12 @@ class Picamera2Camera(Camera):
                 with MappedArray(request, "main") as m:
                     masker.apply(m.array)
 
-        self.picam2.pre_callback = burn_masks
+        picam2.pre_callback = burn_masks
         self.encoder = H264Encoder(bitrate=cfg.bitrate, repeat=True,
                                    iperiod=max(1, round(cfg.keyframe_interval_s * cfg.fps)))
         self.circular = CircularOutput2(buffer_duration_ms=5000)
-        self.picam2.start()
-        self.picam2.start_encoder(self.encoder, self.circular)
+        picam2.start()
+        picam2.start_encoder(self.encoder, self.circular)
 
     def _close(self) -> None:
         if self.picam2 is None:
@@ -123,8 +128,17 @@ class Picamera2Camera(Camera):
         self._last_ts = ts
         return frame
 
-    def clip_store(self, pre_roll_s: float, **_: Any) -> "Picamera2ClipStore":
+    def clip_store(self, pre_roll_s: float) -> Picamera2ClipStore:
         return Picamera2ClipStore(self, pre_roll_s)
+
+
+class _ClipOutput(Protocol):
+    """What the store reads back from its PyavOutput subclass (defined in ``begin``, where picamera2 is imported)."""
+
+    first_wall: float | None
+    last_wall: float | None
+    frames: int
+    _output_name: Any  # PyavOutput's target: a path, or the age writer's file object
 
 
 class Picamera2ClipStore:
@@ -132,11 +146,11 @@ class Picamera2ClipStore:
 
     def __init__(self, camera: Picamera2Camera, pre_roll_s: float):
         self.camera = camera
-        self.size = (camera.cfg.width, camera.cfg.height)
+        self.size: tuple[int, int] | None = (camera.cfg.width, camera.cfg.height)
         self.kf_s = camera.cfg.keyframe_interval_s
         self.set_pre_roll(pre_roll_s)
-        self._output = None
-        self._closing: tuple[float, StoreResult, Any] | None = None
+        self._output: _ClipOutput | None = None
+        self._closing: tuple[float, StoreResult, _ClipOutput] | None = None
         self._lock = threading.Lock()
 
     def set_pre_roll(self, pre_roll_s: float) -> None:
@@ -157,8 +171,11 @@ class Picamera2ClipStore:
         if closing is None:
             return
         _until, result, output = closing
+        circular = self.camera.circular
         try:
-            self.camera.circular.close_output()
+            if circular is None:
+                raise CameraError("the camera is closed")
+            circular.close_output()
         except Exception as exc:
             result.error = f"close_output failed: {exc}"
         result.start_ts = output.first_wall or result.start_ts
@@ -193,6 +210,9 @@ class Picamera2ClipStore:
     def begin(self, path: VideoTarget, from_ts: float) -> float:
         from picamera2.outputs import PyavOutput
 
+        circular = self.camera.circular
+        if circular is None:
+            raise CameraError("camera not started")
         if self._closing is not None:
             log.warning("new clip while the previous one drains: its last %.1f s go to the new clip", self.buffer_s)
             self._close_now()
@@ -229,12 +249,14 @@ class Picamera2ClipStore:
             output = TimedOutput(str(path), format="mp4")
         else:  # a sealed clip: a fragmented MP4 streamed into the age writer, plaintext only in RAM
             output = TimedOutput(path, format="mp4", options=FRAGMENTED_MP4)
-        self.camera.circular.open_output(output)
+        circular.open_output(output)
         self._output = output
         return self.camera.now() - buffer_s
 
     def end(self, until_ts: float) -> StoreResult:
         output, self._output = self._output, None
+        if output is None:
+            raise RuntimeError("no clip is open")
         result = StoreResult(Path(getattr(output._output_name, "name", output._output_name)), until_ts, until_ts, 0)
         self._closing = (until_ts, result, output)
         return result

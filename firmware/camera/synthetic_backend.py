@@ -8,10 +8,13 @@ frame's ground truth is kept in :attr:`SyntheticCamera.truth` for tests.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doorbell.core.config import CameraSection
 from firmware.camera.base import Camera, CameraError, EndOfStream, Frame, register_backend
+
+if TYPE_CHECKING:  # the scene (and cv2) are imported at run time only when the camera opens
+    from firmware.scene import PorchScene, Truth
 
 log = logging.getLogger(__name__)
 DEFAULT_PRESET = "demo_loop"
@@ -23,8 +26,8 @@ class SyntheticCamera(Camera):
         super().__init__(cfg, **kwargs)
         self.preset = str(source or cfg.source or DEFAULT_PRESET)
         self.seed = seed
-        self.scene = None
-        self.truth = None
+        self.scene: PorchScene | None = None
+        self.truth: Truth | None = None
 
     def _open(self) -> None:
         from firmware.scene import PorchScene
