@@ -8,20 +8,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import re
 
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
 from doorbell.core import protocol as p
+from doorbell.core.bucket import shared_key
 from sharing_service import audit
 from sharing_service.context import FUTURE_SKEW_S, AgencyInfo, NotFound, Refused, ServiceContext, hash_secret
 from sharing_service.delivery import Scheduler
-from sharing_service.models import Agency, Clip, Device, Grant, GrantClip, ReleasedObject, Request
+from sharing_service.models import Agency, Clip, Device, Grant, GrantClip, ReleasedObject, Request, SharedObject
 from sharing_service.schemas import RequestCreate
+from sharing_service.storage import Presigner
 
 API_KEY_RE = re.compile(r"^dbk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
+log = logging.getLogger(__name__)
 
 Status = dict[str, object]
 
@@ -135,20 +139,33 @@ class AgencyDesk:
             return [self._status(s, r, now) for r in reqs]
 
     def shared_clips(self, agency: AgencyInfo, rid: str) -> dict[str, object]:
-        """Approved, unexpired, unrevoked clips with fresh short-lived links (each audited)."""
+        """Approved, unexpired, unrevoked clips with fresh short-lived links (each audited).
+
+        Links point at opaque copies (:meth:`_publish`), never at a device's objects.
+        Every clip carries the same ``access_expires_at`` (the earliest end of any
+        grant under the request): a per-grant value would tell which clips came from
+        the same home (rule 2).
+        """
+        self._publish(agency, rid)
         now = self.ctx.clock()
         ttl = self.ctx.settings.link_ttl_s
         with self.ctx.db.write() as s:
             self._own_request(s, agency, rid)
+            rows = self._active_clips(s, rid, now)
+            shared = self._shared_keys(s, [(g.id, c.id) for c, g in rows])
+            access_until = min((g.expires_at for _, g in rows), default=now)
             items, entries = [], []
-            for clip, grant in self._active_clips(s, rid, now):
-                url = self._link(clip)
+            for clip, grant in rows:
+                key = shared.get((grant.id, clip.id))
+                if key is None:  # approved after _publish looked: it appears in the next listing
+                    continue
+                url = self._link(key, clip)
                 entries.append({"kind": "link_issued", "actor": f"agency:{agency.name}", "subject": clip.id,
                                 "owner_id": grant.owner_id, "ts": now,
                                 "details": {"request_id": rid, "grant_id": grant.id, "url_expires_at": now + ttl}})
                 items.append({"clip_id": clip.id, "started_at": clip.started_at, "ended_at": clip.ended_at,
                               "trigger": clip.trigger, "size": clip.size, "sha256": clip.sha256, "url": url,
-                              "url_expires_at": now + ttl, "access_expires_at": grant.expires_at})
+                              "url_expires_at": now + ttl, "access_expires_at": access_until})
             sealed: dict[str, dict[str, object]] = {}
             for obj, grant, device_key in self._active_released(s, rid, now):
                 item = sealed.get(obj.clip_id)
@@ -168,12 +185,16 @@ class AgencyDesk:
         return {"request_id": rid, "clips": items, "sealed": list(sealed.values())}
 
     def download_url(self, agency: AgencyInfo, rid: str, clip_id: str) -> str:
+        self._publish(agency, rid, clip_id)
         now = self.ctx.clock()
         with self.ctx.db.write() as s:
             self._own_request(s, agency, rid)
-            for clip, grant in self._active_clips(s, rid, now):
-                if clip.id == clip_id:
-                    url = self._link(clip)
+            rows = [(c, g) for c, g in self._active_clips(s, rid, now) if c.id == clip_id]
+            shared = self._shared_keys(s, [(g.id, c.id) for c, g in rows])
+            for clip, grant in rows:
+                key = shared.get((grant.id, clip.id))
+                if key is not None:
+                    url = self._link(key, clip)
                     audit.append(s, kind="download", actor=f"agency:{agency.name}", subject=clip.id,
                                  owner_id=grant.owner_id, ts=now,
                                  details={"request_id": rid, "grant_id": grant.id,
@@ -182,11 +203,55 @@ class AgencyDesk:
         raise NotFound("shared clip")  # unapproved, revoked, expired and non-existent look the same
 
     def _presign(self, key: str) -> str:
-        if self.ctx.presigner is None:
-            raise Refused("unavailable", "storage is not configured", 503)
-        return self.ctx.presigner.get_url(key, self.ctx.settings.link_ttl_s)
+        return self._presigner().get_url(key, self.ctx.settings.link_ttl_s)
 
-    def _link(self, clip: Clip) -> str:
+    def _publish(self, agency: AgencyInfo, rid: str, clip_id: str | None = None) -> None:
+        """Copy approved clips that have no opaque copy yet (S3 CopyObject), outside any transaction.
+
+        Copies are made when the agency first asks for a clip, so the copy's
+        ``Last-Modified`` is the time of the agency's own call, which it knows anyway.
+        The key is deterministic (grant, clip), so two racing calls copy to the same
+        object; the sweeper deletes copies whose grant ended.
+        """
+        presigner = self._presigner()
+        now = self.ctx.clock()
+        with self.ctx.db.read() as s:
+            self._own_request(s, agency, rid)
+            rows = [(c, g) for c, g in self._active_clips(s, rid, now) if clip_id in (None, c.id)]
+            have = self._shared_keys(s, [(g.id, c.id) for c, g in rows])
+        todo = [(c, g) for c, g in rows if (g.id, c.id) not in have]
+        made = []
+        for clip, grant in todo:
+            key = shared_key(self.ctx.key_prefix, grant.id, clip.id)
+            try:
+                presigner.copy_to_shared(clip.key, key)
+            except Exception as exc:  # botocore's errors; the clip is left out, the rest still listed
+                log.error("copying shared clip %s of request %s failed: %s", clip.id, rid, exc)
+                continue
+            made.append({"key": key, "grant_id": grant.id, "clip_id": clip.id, "created_at": now})
+        if made:
+            with self.ctx.db.write() as s:
+                known = set(s.execute(select(SharedObject.key).where(
+                    SharedObject.key.in_([m["key"] for m in made]))).scalars())
+                fresh = [m for m in made if m["key"] not in known]
+                if fresh:
+                    s.execute(insert(SharedObject), fresh)
+
+    @staticmethod
+    def _shared_keys(s: Session, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """(grant id, clip id) -> key of its live opaque copy."""
+        if not pairs:
+            return {}
+        grants = sorted({g for g, _ in pairs})
+        rows = s.execute(select(SharedObject.grant_id, SharedObject.clip_id, SharedObject.key)
+                         .where(SharedObject.grant_id.in_(grants), SharedObject.deleted_at.is_(None))).all()
+        wanted = set(pairs)
+        return {(g, c): k for g, c, k in rows if (g, c) in wanted}
+
+    def _presigner(self) -> Presigner:
         if self.ctx.presigner is None:
             raise Refused("unavailable", "storage is not configured", 503)
-        return self.ctx.presigner.get_url(clip.key, self.ctx.settings.link_ttl_s, filename=f"{clip.id}.mp4")
+        return self.ctx.presigner
+
+    def _link(self, key: str, clip: Clip) -> str:
+        return self._presigner().get_url(key, self.ctx.settings.link_ttl_s, filename=f"{clip.id}.mp4")

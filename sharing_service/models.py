@@ -172,6 +172,40 @@ class ReleasedObject(Base):
     header_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
 
 
+class SharedObject(Base):
+    """An approved clip's copy under an opaque key (``doorbell.core.bucket.shared_key``).
+
+    Agencies get links to these copies, never to the device's own object, so a
+    link names no home (rule 2). The sweeper deletes the copy once its grant is
+    revoked or expired (``deleted_at``).
+    """
+
+    __tablename__ = "shared_objects"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    grant_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    clip_id: Mapped[str] = mapped_column(String(32), nullable=False)
+    created_at: Mapped[float] = mapped_column(Float, nullable=False)
+    deleted_at: Mapped[float | None] = mapped_column(Float)
+    __table_args__ = (Index("ix_shared_objects_grant", "grant_id", "clip_id", unique=True),
+                      Index("ix_shared_objects_deleted", "deleted_at"))
+
+
+class TransparencyNoise(Base):
+    """The noise added to one published transparency figure, drawn once and kept (rule 6).
+
+    Re-drawing on every read would let anyone average the noise away; stored, a
+    figure is published once and never changes (see ``sharing_service.transparency``).
+    """
+
+    __tablename__ = "transparency_noise"
+    agency_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    month: Mapped[str] = mapped_column(String(7), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(16), primary_key=True)
+    noise: Mapped[int] = mapped_column(Integer, nullable=False)
+    epsilon: Mapped[float] = mapped_column(Float, nullable=False)
+    drawn_at: Mapped[float] = mapped_column(Float, nullable=False)
+
+
 class Nonce(Base):
     """Every signed owner message's nonce, so a replay is refused."""
 

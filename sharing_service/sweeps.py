@@ -1,14 +1,15 @@
-"""The clock's role: expire unanswered requests (as a no) and lapsed grants, forget old nonces."""
+"""The clock's role: expire unanswered requests (as a no) and lapsed grants, delete the shared
+copies of ended grants, forget old nonces."""
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select, update
 
 from sharing_service import audit
 from sharing_service.consent import closed_message, grant_state_message
 from sharing_service.context import Outgoing, ServiceContext
-from sharing_service.models import Grant, Nonce, Request, RequestTarget
+from sharing_service.models import Grant, Nonce, Request, RequestTarget, SharedObject
 
 log = logging.getLogger(__name__)
 
@@ -43,4 +44,34 @@ class Sweeper:
         if changed:
             log.info("sweep: %d request(s) expired unanswered, %d grant(s) lapsed", len(stale), len(lapsed))
         self.ctx.outbox.emit(out)
+        self.delete_ended_copies(now)
         return changed
+
+    def delete_ended_copies(self, now: float) -> int:
+        """Delete the opaque copies (rule 2) of grants revoked or expired; returns how many.
+
+        Link issuance already refuses an ended grant; deleting the copy also ends
+        links issued before the revoke, at the next sweep instead of at their expiry.
+        A copy whose delete fails stays listed and is tried again next sweep.
+        """
+        presigner = self.ctx.presigner
+        if presigner is None:
+            return 0
+        with self.ctx.db.read() as s:
+            keys = list(s.execute(select(SharedObject.key).join(Grant, Grant.id == SharedObject.grant_id,
+                                                                isouter=True)
+                                  .where(SharedObject.deleted_at.is_(None),
+                                         or_(Grant.id.is_(None), Grant.state != "active", Grant.expires_at <= now))
+                                  .limit(1000)).scalars())
+        done = []
+        for key in keys:
+            try:
+                presigner.delete(key)
+                done.append(key)
+            except Exception as exc:  # botocore's errors: retried at the next sweep
+                log.warning("deleting shared copy %s failed (retried next sweep): %s", key, exc)
+        if done:
+            with self.ctx.db.write() as s:
+                s.execute(update(SharedObject).where(SharedObject.key.in_(done)).values(deleted_at=now))
+            log.info("sweep: deleted %d shared cop(ies) of ended grants", len(done))
+        return len(done)

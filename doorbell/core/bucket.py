@@ -24,11 +24,20 @@ instead: no clip id (it encodes the recording time), no date, no file type::
     {s3.prefix}{device_id}/o/{object_id}/n    its signed manifest (age file), uploaded last
 
 ``object_id`` is 128 random bits the firmware draws when it seals the clip. The
-device prefix stays (each device's S3 policy is scoped to it); issue 15 will
-decide whether links may name the device at all.
+device prefix stays (each device's S3 policy is scoped to it), so these keys name
+the home and are never handed to an agency. What an agency gets a link to is a
+copy the sharing service makes under an opaque name (issue 15, rule 2)::
+
+    {s3.prefix}_shared/{token}          one approved clip under one grant
+
+``token`` is a keyed hash of the grant and clip ids (:func:`shared_key`): one per
+clip and grant, unrelated to the device, the owner or the other clips of the same
+home. ``_shared`` cannot be a device id (ids start with a letter or digit), so no
+device's S3 policy, scoped to its own prefix, reaches the copies.
 """
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -39,6 +48,8 @@ _CLIP_RE = re.compile(CLIP_ID_PATTERN)
 _OBJECT_RE = re.compile(r"^[0-9a-f]{32}$")
 SEALED_SUFFIXES = {"video": "v", "snapshot": "s", "metadata": "m", "manifest": "n"}
 _DEV_RE = re.compile(ID_PATTERN)
+SHARED_DIR = "_shared/"
+_SHARED_DOMAIN = b"doorbell shared object v1\x00"
 
 
 @dataclass(frozen=True)
@@ -76,3 +87,16 @@ def sealed_keys(prefix: str, device_id: str, object_id: str) -> dict[str, str]:
         raise ValueError(f"invalid object id {object_id!r}")
     base = f"{device_prefix(prefix, device_id)}o/{object_id}/"
     return {kind: base + suffix for kind, suffix in SEALED_SUFFIXES.items()}
+
+
+def shared_key(prefix: str, grant_id: str, clip_id: str) -> str:
+    """``{prefix}_shared/{token}``: the opaque name of a clip's copy shared under a grant.
+
+    The token is SHA-256 over a domain string, the grant id and the clip id. Grant ids
+    are 128-bit secrets the agency never sees, so a token is unpredictable to it and
+    two clips of one home share nothing but the fleet prefix.
+    """
+    if not grant_id or not clip_id or "\x00" in grant_id + clip_id:
+        raise ValueError("grant and clip ids are required")
+    token = hashlib.sha256(_SHARED_DOMAIN + grant_id.encode() + b"\x00" + clip_id.encode()).hexdigest()
+    return f"{prefix}{SHARED_DIR}{token}"
