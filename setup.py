@@ -28,6 +28,7 @@ CLOUD = [
     "alembic>=1.13",
     "boto3>=1.34",
     "httpx>=0.27",
+    "opendp>=0.12",            # exact discrete Laplace noise for the transparency figures (rule 6)
 ]
 POSTGRES = ["psycopg[binary]>=3.1"]  # the sharing service on PostgreSQL (SQLite needs nothing)
 OWNER = ["httpx>=0.27"]

@@ -168,7 +168,7 @@ def create_app(core: SharingCore) -> FastAPI:
                                 headers={"Cache-Control": "no-store"})
 
     @app.get("/v1/transparency", response_model=Transparency, tags=["public"],
-             summary="Per-agency monthly figures; no home identifiers, small counts suppressed")
+             summary="Per-agency monthly figures; no home identifiers, home counts with differential privacy")
     def transparency() -> dict[str, Any]:
         return core.transparency.figures()
 

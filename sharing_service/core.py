@@ -35,12 +35,12 @@ from sharing_service.transparency import TransparencyReport
 
 class SharingCore:
     def __init__(self, ctx: ServiceContext, *, delivery: Delivery | None = None,
-                 scheduler: Scheduler | None = None, transparency_k: int = 5):
+                 scheduler: Scheduler | None = None):
         self.ctx = ctx
         self.registry = Registry(ctx)
         self.delivery = delivery or Delivery(ctx)
         self.agencies = AgencyDesk(ctx, scheduler or InlineScheduler(self.delivery))
-        self.transparency = TransparencyReport(ctx, transparency_k)
+        self.transparency = TransparencyReport(ctx)
         self.clips = ClipIndex(ctx)
         self.consent = Consent(ctx)
         self.rpc = OwnerRpc(ctx)

@@ -85,7 +85,9 @@ class SharedClip(BaseModel):
     sha256: str
     url: str = Field(description="presigned GET URL, valid until url_expires_at (minutes)")
     url_expires_at: float
-    access_expires_at: float = Field(description="when the owner's grant for this clip ends")
+    access_expires_at: float = Field(description=(
+        "the earliest end of any grant under this request (the same for every clip, so it tells no homes "
+        "apart); a revoke ends access earlier"))
 
 
 class ReleasedObjectLink(BaseModel):
@@ -119,13 +121,16 @@ class TransparencyRow(BaseModel):
     agency: str
     month: str = Field(description="YYYY-MM (UTC), by request creation")
     requests: int
-    approvals: int | None = Field(description="owner approvals; null when between 1 and suppressed_below-1")
-    denials: int | None = Field(description="owner denials plus unanswered expiries; null when small")
-    clips_shared: int | None = Field(description="clips released; null when small")
+    approvals: int = Field(description="homes that approved, with differentially private noise (see method)")
+    denials: int = Field(description="homes that denied or never answered, with differentially private noise")
+    clips_shared: int = Field(description="clips released (exact: the agency receives them)")
 
 
 class Transparency(BaseModel):
-    suppressed_below: int
+    method: str = Field(description="how the home counts are protected")
+    epsilon_per_figure: float = Field(description="privacy loss of one request's outcome per noisy figure")
+    epsilon_per_request: float = Field(description="total privacy loss of one request's outcome (both figures)")
+    homes_counted_per_request: int = Field(description="a request adds at most this many homes to each figure")
     published_through: str | None = Field(
         description="last month included; months appear once every request in them has closed")
     rows: list[TransparencyRow]

@@ -369,12 +369,10 @@ def _cmd_transparency(args: argparse.Namespace) -> int:
         if a.json:
             _emit(data)
             return EXIT_OK
-        print(f"Published through {data['published_through'] or '-'}; counts below "
-              f"{data['suppressed_below']} are shown as '<{data['suppressed_below']}'.")
-        k = data["suppressed_below"]
+        print(f"Published through {data['published_through'] or '-'}; approvals and denials carry "
+              f"noise ({data['method']}, epsilon {data['epsilon_per_figure']:g} per figure).")
         for r in data["rows"]:
-            f = [f"<{k}" if r[x] is None else str(r[x]) for x in ("approvals", "denials", "clips_shared")]
-            print(f"{r['month']}  {r['agency']}: {r['requests']} requests, {f[0]} approvals, "
-                  f"{f[1]} denials, {f[2]} clips shared")
+            print(f"{r['month']}  {r['agency']}: {r['requests']} requests, ~{r['approvals']} approvals, "
+                  f"~{r['denials']} denials, {r['clips_shared']} clips shared")
         return EXIT_OK
     return _run(args, body, needs_key=False)
