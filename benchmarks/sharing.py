@@ -14,6 +14,13 @@ drives it from separate worker processes (httpx):
     .venv/bin/python benchmarks/sharing.py            # 10,000 devices, 1,000,000 clips
     .venv/bin/python benchmarks/sharing.py --quick    # 1,000 devices, 100,000 clips
     .venv/bin/python benchmarks/sharing.py --json     # machine-readable
+    .venv/bin/python benchmarks/sharing.py --rule2-timing [--pairs 200]
+
+``--rule2-timing`` measures what an agency could learn from time (rule 2, issue 15):
+a POST followed by 10 status reads, once for an area where 7 homes have matching
+clips and once for an empty area, in random order within each pair; it reports the
+median of the paired differences (7 homes minus none) over ``--pairs`` pairs, with a
+95 % confidence interval from the sign test's order statistics.
 
 Presigning is local (no S3 round trip), so no S3 server is needed here.
 """
@@ -218,6 +225,128 @@ def run(devices: int, clips: int, creates: int, statuses: int, workers: int, mqt
                      "loadavg_1m_before": round(load_before, 2), "loadavg_1m_after": round(os.getloadavg()[0], 2)}}
 
 
+RULE2_HOMES = 7
+RULE2_READS = 10
+
+
+def _rule2_sequence(c: Any, body: dict[str, Any]) -> float:
+    """POST a request then read its status 10 times; ms for the whole sequence."""
+    t = time.perf_counter()
+    r = c.post("/v1/requests", json=body)
+    r.raise_for_status()
+    rid = r.json()["id"]
+    for _ in range(RULE2_READS):
+        c.get(f"/v1/requests/{rid}").raise_for_status()
+    return (time.perf_counter() - t) * 1000
+
+
+def _sign_test_ci(diffs: list[float]) -> tuple[float, float]:
+    """95 % confidence interval of the median from the binomial order statistics (no normality assumed)."""
+    xs = sorted(diffs)
+    n = len(xs)
+    k = max(0, int(math.floor(n / 2 - 1.96 * math.sqrt(n) / 2)))
+    return xs[k], xs[min(n - 1, n - 1 - k)]
+
+
+def rule2_timing(pairs: int, seed: int = 7) -> dict[str, Any]:
+    """Paired timing of POST + 10 status reads: 7 matching homes vs none (see the module docstring)."""
+    import httpx
+    from sqlalchemy import insert
+
+    from doorbell.core.config import parse_config
+    from doorbell.sandbox.embedded import DoorbellBroker
+    from sharing_service.models import Clip
+    from sharing_service.service import SharingService
+
+    logging.basicConfig(level=logging.WARNING)
+    now = time.time()
+    rnd = random.Random(seed)
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory(prefix="sharing-rule2-") as tmp:
+        url = f"sqlite:///{tmp}/sharing.db"
+        bulk_load(url, 1000, 20_000, now)
+        broker = DoorbellBroker(Path(tmp) / "mosquitto", {}, [], admins=[], service_user="sharing-service")
+        broker.start()
+        cfg = parse_config({
+            "s3": {"endpoint_url": "http://127.0.0.1:9", "bucket": "doorbell-clips", "access_key_id": "BENCHKEY",
+                   "secret_access_key": secrets.token_urlsafe(24)},
+            "sharing": {"database_url": url, "http": {"host": "127.0.0.1", "port": 0},
+                        "agency_rate_per_min": 100_000},
+            "mqtt": {"host": broker.host, "port": broker.port, "username": "sharing-service",
+                     "password": broker.users["sharing-service"]},
+        }, source="<benchmark>", env={})
+        svc = SharingService(cfg, sweep_interval_s=3600)
+        svc.start()
+        try:
+            if svc.bridge:
+                svc.bridge.wait_connected(10)
+            _, key = svc.core.registry.add_agency("Bench PD")
+            home = _offset(*CENTER, 25_000, 0)     # outside the bulk-loaded city: only our 7 homes
+            empty = _offset(*CENTER, -25_000, 0)   # nobody lives here
+            win_end = now - DAY
+            clip_rows = []
+            for i in range(RULE2_HOMES):
+                svc.core.registry.add_owner(f"h{i}", "ed25519:" + "A" * 43)
+                lat, lon = _offset(*home, rnd.uniform(-150, 150), rnd.uniform(-150, 150))
+                svc.core.registry.add_device(f"hd{i}", f"h{i}", lat, lon)
+                for j in range(3):
+                    st = win_end - 3600 + j * 600 + i
+                    ts = datetime.fromtimestamp(st, UTC)
+                    cid = ts.strftime("%Y%m%dT%H%M%S") + f"{ts.microsecond // 1000:03d}Z-{i:03x}{j:03x}"
+                    clip_rows.append({"id": cid, "device_id": f"hd{i}", "trigger": "ring", "started_at": st,
+                                      "ended_at": st + 20, "key": f"hd{i}/{cid}.mp4", "snapshot_key": f"hd{i}/{cid}.jpg",
+                                      "sha256": "0" * 64, "size": 1_000_000, "indexed_at": now})
+            with svc.db.write() as s:
+                s.execute(insert(Clip), clip_rows)
+
+            def body(center: tuple[float, float], n: int) -> dict[str, Any]:
+                return {"case_number": f"T-{n}", "legal_basis": "warrant", "attest_not_protest": True,
+                        "window_start": datetime.fromtimestamp(win_end - 2 * 3600, UTC).isoformat(),
+                        "window_end": datetime.fromtimestamp(win_end, UTC).isoformat(),
+                        "lat": center[0], "lon": center[1], "radius_m": 500, "reason": "benchmark"}
+
+            matched: list[float] = []
+            unmatched: list[float] = []
+            with httpx.Client(base_url=svc.url, headers={"Authorization": f"Bearer {key}"}, timeout=60) as c:
+                for n in range(20):  # warm up: connections, caches, the matcher's first run
+                    _rule2_sequence(c, body(home if n % 2 else empty, n))
+                    svc.matcher.wait_idle(60)
+                for n in range(pairs):
+                    order = [(home, matched), (empty, unmatched)]
+                    rnd.shuffle(order)
+                    for center, out in order:
+                        out.append(_rule2_sequence(c, body(center, n)))
+                        svc.matcher.wait_idle(60)  # each sequence starts from an idle service
+            from sqlalchemy import func, select
+
+            from sharing_service.models import RequestTarget
+            with svc.db.read() as s:
+                asked = s.execute(select(func.count()).select_from(RequestTarget)).scalar_one()
+        finally:
+            svc.stop()
+            broker.stop()
+    diffs = [a - b for a, b in zip(matched, unmatched, strict=True)]
+    lo, hi = _sign_test_ci(diffs)
+    return {"pairs": pairs, "homes": RULE2_HOMES, "reads": RULE2_READS,
+            "owners_asked_per_matching_request": round(asked / (pairs + 10), 2),
+            "median_matched_ms": statistics.median(matched), "median_unmatched_ms": statistics.median(unmatched),
+            "paired_median_diff_ms": statistics.median(diffs), "ci95_low_ms": lo, "ci95_high_ms": hi,
+            "host": {"cpus": os.cpu_count(), "loadavg_1m_before": round(load_before, 2),
+                     "loadavg_1m_after": round(os.getloadavg()[0], 2)}}
+
+
+def rule2_markdown(r: dict[str, Any]) -> str:
+    return "\n".join([
+        f"Rule 2 timing: POST + {r['reads']} status reads, {r['homes']} matching homes vs none, "
+        f"{r['pairs']} pairs (random order within each pair).", "",
+        "| 7 homes p50 (ms) | no home p50 (ms) | paired median difference (ms) | 95 % CI (ms) |",
+        "|---:|---:|---:|---:|",
+        f"| {r['median_matched_ms']:.2f} | {r['median_unmatched_ms']:.2f} | {r['paired_median_diff_ms']:+.2f} | "
+        f"[{r['ci95_low_ms']:+.2f}, {r['ci95_high_ms']:+.2f}] |", "",
+        f"Host: {r['host']['cpus']} CPUs, load average {r['host']['loadavg_1m_before']} before / "
+        f"{r['host']['loadavg_1m_after']} after."])
+
+
 def markdown(res: dict[str, Any]) -> str:
     lines = [f"Sharing service, SQLite, {res['devices']:,} devices, {res['clips']:,} clips, "
              f"{res['workers']} load processes, MQTT bridge {'on' if res['mqtt'] else 'off'}; "
@@ -249,7 +378,13 @@ def main() -> int:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=1, help="repeat the create+status phases (median/spread)")
     ap.add_argument("--no-mqtt", action="store_true", help="skip the broker (owner messages are dropped)")
+    ap.add_argument("--rule2-timing", action="store_true", help="paired timing: 7 matching homes vs none")
+    ap.add_argument("--pairs", type=int, default=200, help="pairs for --rule2-timing")
     a = ap.parse_args()
+    if a.rule2_timing:
+        r2 = rule2_timing(a.pairs)
+        print(json.dumps(r2, indent=2) if a.json else rule2_markdown(r2))
+        return 0
     devices = a.devices or (1_000 if a.quick else 10_000)
     clips = a.clips or (100_000 if a.quick else 1_000_000)
     creates = a.creates or (200 if a.quick else 1_000)
