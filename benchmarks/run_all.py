@@ -44,7 +44,9 @@ crash or a leak in one cannot skew another, and each one's RSS is its own):
   metadata, insert);
 - ``sharing``: benchmarks/sharing.py ``--rounds 3``: request create/status
   throughput and p99 from separate load processes on a 10,000-device,
-  1,000,000-clip index (500 creates + 2,000 status reads per round).
+  1,000,000-clip index (500 creates + 2,000 status reads per round); then
+  ``--rule2-timing --pairs 200``: the paired median difference of POST + 10
+  status reads with 7 matching homes vs none (rule 2, issue 15; target < 1 ms);
 
 Every figure is reported as the median over repeated runs with its min-max
 spread; where a peer exists it was measured in the same run on the same
@@ -295,6 +297,18 @@ def sharing_figures(r: dict[str, Any]) -> list[Figure]:
         figs.append(Figure(f"sharing_{kind}_p99_ms", f"sharing service {what}, p99 latency", "ms",
                            [p["p99_ms"] for p in rows], runs_note=note,
                            detail="p50 median %.1f ms" % statistics.median(p["p50_ms"] for p in rows)))
+    t = r.get("rule2_timing")
+    if t:  # issue 15: what an agency can learn from time about the homes its request reached
+        # "measurable": the smallest difference the 95 % CI of the paired median still allows
+        lo, hi = t["ci95_low_ms"], t["ci95_high_ms"]
+        measurable = 0.0 if lo <= 0 <= hi else min(abs(lo), abs(hi))
+        figs.append(Figure("sharing_rule2_timing_diff_ms",
+                           f"rule 2: POST + {t['reads']} status reads, {t['homes']} matching homes vs none: difference "
+                           "measurable at 95 % (CI bound nearest 0)", "ms", [measurable], target=("<", 1.0),
+                           runs_note=f"{t['pairs']} pairs",
+                           detail="paired median %+.2f ms, 95%% CI [%+.2f, %+.2f]; p50 %.1f vs %.1f ms" % (
+                               t["paired_median_diff_ms"], t["ci95_low_ms"], t["ci95_high_ms"],
+                               t["median_matched_ms"], t["median_unmatched_ms"])))
     return figs
 
 
@@ -475,6 +489,16 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
             raise RuntimeError(f"sharing.py exited {r.returncode} (see {lp})")
         text = r.stdout.decode()
         raw = json.loads(text[text.index("{"):])  # --json prints one JSON document
+        args = ["--rule2-timing", "--pairs", "60" if quick else "200"]
+        with open(lp, "ab") as fh:
+            fh.write(f"\n$ sharing.py {' '.join(args)} --json\n".encode())
+            fh.flush()
+            r = subprocess.run([py, str(HERE / "sharing.py"), *args, "--json"], stdout=subprocess.PIPE,
+                               stderr=fh, timeout=1200, cwd=ROOT)
+        if r.returncode != 0:
+            raise RuntimeError(f"sharing.py --rule2-timing exited {r.returncode} (see {lp})")
+        text = r.stdout.decode()
+        raw["rule2_timing"] = json.loads(text[text.index("{"):])
         return sharing_figures(raw), raw
     raise ValueError(name)
 

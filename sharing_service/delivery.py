@@ -1,9 +1,10 @@
 """Matching a recorded request to owners and asking them (the service's matcher role).
 
 The agency API only records a request and hands its id to a :class:`Scheduler`;
-the service's scheduler is its matcher thread (``sharing_service.service.Matcher``),
-so the HTTP answer never depends on how many homes match (rule 2). Without
-one, :class:`InlineScheduler` delivers at once (admin tools, unit use).
+the service's scheduler is its matcher process (``sharing_service.matcher.MatcherProcess``),
+so neither the HTTP answer nor the time of the agency's next calls depends on how
+many homes match (rule 2). Without one, :class:`InlineScheduler` delivers at once
+(admin tools, unit use).
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""One sharing-service process: database, HTTP API, owner bridge and expiry sweeper.
+"""One sharing service: database, HTTP API, owner bridge and expiry sweeper in this process,
+the matcher in a child process (``sharing_service.matcher``, rule 2).
 
 ``SharingService(cfg).start()`` runs everything on background threads (what the
 tests and the demo do); ``serve()`` runs uvicorn in the calling thread with the
@@ -7,7 +8,6 @@ bridge and sweeper beside it (what ``doorbell sharing serve`` does).
 from __future__ import annotations
 
 import logging
-import queue
 import socket
 import threading
 import time
@@ -21,72 +21,13 @@ from sharing_service.context import ServiceContext
 from sharing_service.core import SharingCore
 from sharing_service.db import Database
 from sharing_service.delivery import Delivery
+from sharing_service.matcher import MatcherProcess
 from sharing_service.storage import Presigner
 
 if TYPE_CHECKING:
     import uvicorn
 
 log = logging.getLogger(__name__)
-
-
-class Matcher:
-    """One thread that matches recorded requests to owners and asks them (off the HTTP path).
-
-    It is the agency desk's :class:`~sharing_service.delivery.Scheduler`. The
-    database is the queue of record: a request scheduled while the thread is
-    stopped stays undelivered and is picked up by the next :meth:`start`.
-    """
-
-    def __init__(self, delivery: Delivery):
-        self.delivery = delivery
-        self._queue: queue.Queue[str | None] = queue.Queue()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._queue = queue.Queue()
-        self._thread = threading.Thread(target=self._run, args=(self._queue,), name="sharing-matcher",
-                                        daemon=True)
-        self._thread.start()
-        for rid in self.delivery.undelivered():  # recorded before a stop: ask their owners now
-            self.schedule(rid)
-
-    def schedule(self, rid: str) -> None:
-        if self._thread is None:
-            log.debug("matcher stopped: request %s waits for the next start", rid)
-            return
-        self._queue.put(rid)
-
-    def wait_idle(self, timeout: float = 60.0) -> bool:
-        """True once every scheduled request has been delivered (benchmarks, tests)."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
-        return True
-
-    @property
-    def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def stop(self) -> None:
-        if self._thread is None:
-            return
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-        self._thread = None
-
-    def _run(self, q: "queue.Queue[str | None]") -> None:
-        while True:
-            rid = q.get()
-            try:
-                if rid is None:
-                    return
-                self.delivery.deliver(rid)
-            except Exception:  # the request stays undelivered and is retried at the next start
-                log.exception("delivering request %s failed", rid)
-            finally:
-                q.task_done()
 
 
 class SharingService:
@@ -102,7 +43,7 @@ class SharingService:
             log.warning("no S3 endpoint/credentials configured: link issuance will fail with 503")
         ctx = ServiceContext(self.db, cfg.sharing, presigner, clock=clock or time.time, key_prefix=cfg.s3.prefix)
         delivery = Delivery(ctx)
-        self.matcher = Matcher(delivery)
+        self.matcher = MatcherProcess(delivery, cfg.s3 if presigner is not None else None)
         self.core = SharingCore(ctx, delivery=delivery, scheduler=self.matcher)
         self.bridge = None
         if mqtt:
