@@ -21,7 +21,7 @@ from sharing_service.context import ServiceContext
 from sharing_service.core import SharingCore
 from sharing_service.db import Database
 from sharing_service.delivery import Delivery
-from sharing_service.matcher import MatcherProcess
+from sharing_service.matcher import TICK_S, MatcherProcess
 from sharing_service.storage import Presigner
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 class SharingService:
     def __init__(self, cfg: DoorbellConfig, *, clock: Callable[[], float] | None = None,
                  mqtt: bool = True, sweep_interval_s: float = 30.0,
-                 migrate: bool = True):
+                 migrate: bool = True, matcher_tick_s: float = TICK_S):
         self.cfg = cfg
         self.db = Database(cfg.sharing.database_url)
         if migrate:
@@ -43,7 +43,7 @@ class SharingService:
             log.warning("no S3 endpoint/credentials configured: link issuance will fail with 503")
         ctx = ServiceContext(self.db, cfg.sharing, presigner, clock=clock or time.time, key_prefix=cfg.s3.prefix)
         delivery = Delivery(ctx)
-        self.matcher = MatcherProcess(delivery, cfg.s3 if presigner is not None else None)
+        self.matcher = MatcherProcess(delivery, cfg.s3 if presigner is not None else None, matcher_tick_s)
         self.core = SharingCore(ctx, delivery=delivery, scheduler=self.matcher)
         self.bridge = None
         if mqtt:
