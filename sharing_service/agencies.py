@@ -166,20 +166,34 @@ class AgencyDesk:
                 items.append({"clip_id": clip.id, "started_at": clip.started_at, "ended_at": clip.ended_at,
                               "trigger": clip.trigger, "size": clip.size, "sha256": clip.sha256, "url": url,
                               "url_expires_at": now + ttl, "access_expires_at": access_until})
+            released = self._active_released(s, rid, now)
+            access_until = min([g.expires_at for _, g in rows] + [g.expires_at for _, g, _ in released],
+                               default=now)
+            for listed in items:  # one request-wide value, also over sealed clips' grants
+                listed["access_expires_at"] = access_until
+            copies = self._shared_keys(s, [(g.id, _sealed_copy_id(o)) for o, g, _ in released])
+            complete = {o.clip_id for o, _, _ in released}
+            complete -= {o.clip_id for o, g, _ in released if (g.id, _sealed_copy_id(o)) not in copies}
             sealed: dict[str, dict[str, object]] = {}
-            for obj, grant, device_key in self._active_released(s, rid, now):
+            for obj, grant, device_key in released:
+                if obj.clip_id not in complete:  # its copies are made on the next listing
+                    continue
                 item = sealed.get(obj.clip_id)
                 if item is None:
-                    item = sealed[obj.clip_id] = {"clip_id": obj.clip_id, "device_id": obj.device_id,
+                    # No device id and no device prefix (rule 2). The device's public key is
+                    # there so the agency can check the footage without trusting the cloud; it
+                    # is a pseudonym that links only clips this home's owner chose to share.
+                    item = sealed[obj.clip_id] = {"clip_id": obj.clip_id,
                                                   "device_key": device_key or "", "objects": {},
-                                                  "url_expires_at": now + ttl, "access_expires_at": grant.expires_at}
+                                                  "url_expires_at": now + ttl, "access_expires_at": access_until}
                     entries.append({"kind": "link_issued", "actor": f"agency:{agency.name}", "subject": obj.clip_id,
                                     "owner_id": grant.owner_id, "ts": now,
                                     "details": {"request_id": rid, "grant_id": grant.id, "sealed": True,
                                                 "url_expires_at": now + ttl}})
                 objects = item["objects"]
                 assert isinstance(objects, dict)
-                objects[obj.kind] = {"url": self._presign(obj.key), "payload_offset": obj.payload_offset,
+                objects[obj.kind] = {"url": self._presign(copies[(grant.id, _sealed_copy_id(obj))]),
+                                     "payload_offset": obj.payload_offset,
                                      "header": obj.header, "header_sha256": obj.header_sha256}
             audit.append_many(s, entries)
         return {"request_id": rid, "clips": items, "sealed": list(sealed.values())}
@@ -219,16 +233,21 @@ class AgencyDesk:
             self._own_request(s, agency, rid)
             rows = [(c, g) for c, g in self._active_clips(s, rid, now) if clip_id in (None, c.id)]
             have = self._shared_keys(s, [(g.id, c.id) for c, g in rows])
-        todo = [(c, g) for c, g in rows if (g.id, c.id) not in have]
+            released = [(o, g) for o, g, _ in self._active_released(s, rid, now) if clip_id in (None, o.clip_id)]
+            have_sealed = self._shared_keys(s, [(g.id, _sealed_copy_id(o)) for o, g in released])
+        # (source key, grant id, copy id): clear clips by clip id, sealed objects by clip id and kind
+        todo = [(c.key, g.id, c.id) for c, g in rows if (g.id, c.id) not in have]
+        todo += [(o.key, g.id, _sealed_copy_id(o)) for o, g in released
+                 if (g.id, _sealed_copy_id(o)) not in have_sealed]
         made = []
-        for clip, grant in todo:
-            key = shared_key(self.ctx.key_prefix, grant.id, clip.id)
+        for source, grant_id, copy_id in todo:
+            key = shared_key(self.ctx.key_prefix, grant_id, copy_id)
             try:
-                presigner.copy_to_shared(clip.key, key)
+                presigner.copy_to_shared(source, key)
             except Exception as exc:  # botocore's errors; the clip is left out, the rest still listed
-                log.error("copying shared clip %s of request %s failed: %s", clip.id, rid, exc)
+                log.error("copying shared clip %s of request %s failed: %s", copy_id, rid, exc)
                 continue
-            made.append({"key": key, "grant_id": grant.id, "clip_id": clip.id, "created_at": now})
+            made.append({"key": key, "grant_id": grant_id, "clip_id": copy_id, "created_at": now})
         if made:
             with self.ctx.db.write() as s:
                 known = set(s.execute(select(SharedObject.key).where(
@@ -255,3 +274,11 @@ class AgencyDesk:
 
     def _link(self, key: str, clip: Clip) -> str:
         return self._presigner().get_url(key, self.ctx.settings.link_ttl_s, filename=f"{clip.id}.mp4")
+
+
+_KIND_CODES = {"video": "v", "snapshot": "s", "manifest": "m", "metadata": "n"}
+
+
+def _sealed_copy_id(obj: ReleasedObject) -> str:
+    """The copy id of one released sealed object: its clip id and a one-letter kind (fits the 32-char column)."""
+    return f"{obj.clip_id}/{_KIND_CODES.get(obj.kind, obj.kind[:1])}"

@@ -101,9 +101,9 @@ class ReleasedObjectLink(BaseModel):
 
 class SealedSharedClip(BaseModel):
     clip_id: str
-    device_id: str
     device_key: str = Field(description="the device's registered Ed25519 key: the decrypted manifest must verify "
-                                        "under it (`doorbell verify`)")
+                                        "under it (`doorbell verify`). A pseudonym: it names no home, and links "
+                                        "only clips that one home's owner chose to share")
     objects: dict[str, ReleasedObjectLink] = Field(description="video, manifest and (if recorded) snapshot")
     url_expires_at: float
     access_expires_at: float

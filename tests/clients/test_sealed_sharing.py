@@ -164,6 +164,12 @@ def test_the_honest_but_curious_cloud_learns_nothing_and_consent_releases_exactl
 
             listing = agency.clips(rid)
             assert listing["clips"] == [] and [c["clip_id"] for c in listing["sealed"]] == [shared["clip_id"]]
+            # Rule 2: nothing in the answer or its links names the home (issue 15 finding 4).
+            text = json.dumps(listing)
+            for home in ("dev-a", "owner-a", "/dev-a/", "devices/"):
+                assert home not in text, home
+            for obj in listing["sealed"][0]["objects"].values():
+                assert "/_shared/" in obj["url"]
             out = tmp_path / "agency-out"
             results = download_all(agency, rid, out, identity_file=agency_key_file)
             assert [r["ok"] for r in results] == [True], results
@@ -183,7 +189,9 @@ def test_the_honest_but_curious_cloud_learns_nothing_and_consent_releases_exactl
             # Nothing else decrypts for the agency: every object in the bucket is the household's.
             identity = age.load_identities(agency_key_file)
             bucket = {k: v for k, v in _whole_bucket(env).items() if k not in earlier}
-            assert len(bucket) == 4 * 4  # video, snapshot, metadata, manifest of each clip
+            copies = {k for k in bucket if "/_shared/" in k or k.startswith("_shared/")}
+            assert len(copies) == 3  # the shared clip's video, snapshot and manifest, copied under opaque names
+            assert len(bucket) - len(copies) == 4 * 4  # video, snapshot, metadata, manifest of each clip
             for data in bucket.values():
                 with pytest.raises(age.AgeError):
                     age.decrypt(io.BytesIO(data), io.BytesIO(), identity)

@@ -243,8 +243,8 @@ def _cmd_clips(args: argparse.Namespace) -> int:
             print(f"No clips shared under request {a.request_id} (yet).")
             return EXIT_OK
         for c in sealed:
-            print(f"{c['clip_id']}  end-to-end encrypted to your age key  from device {c['device_id']}")
-            print(f"  objects: {', '.join(sorted(c['objects']))}; device key {c['device_key']}")
+            print(f"{c['clip_id']}  end-to-end encrypted to your age key")
+            print(f"  objects: {', '.join(sorted(c['objects']))}; signed by device key {c['device_key']}")
             print(f"  link valid until {fmt_ts(c['url_expires_at'])}; access until {fmt_ts(c['access_expires_at'])}")
         for c in clips:
             print(f"{c['clip_id']}  {c['trigger']}  {fmt_ts(c['started_at'])}  {c['size']} bytes")

@@ -164,7 +164,9 @@ def describe_approval(req: Mapping[str, Any], chosen: list[str], days: int) -> s
     if any(by_id.get(cid, {}).get("sealed") for cid in chosen):
         lines.append("These clips are end-to-end encrypted: approving hands their decryption keys to the "
                      "agency. A key once delivered cannot be recalled: revoking stops new links, but "
-                     "whatever the agency already downloaded stays readable to it.")
+                     "whatever the agency already downloaded stays readable to it. Each clip carries "
+                     "your camera's signature, so the agency can tell that clips you share came from "
+                     "the same camera (not which home it is).")
     return "\n".join(lines)
 
 
