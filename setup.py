@@ -43,6 +43,7 @@ TEST = [
     "awscli>=1.32",            # external S3 client for interop tests and benchmarks
     "psycopg[binary]>=3.1",    # sharing service tests on a real PostgreSQL (production: same driver)
     "Jinja2>=3.1",             # renders the Home Assistant discovery templates in agent tests
+    "playwright>=1.45",        # drives Debian's chromium for the owner web app's end-to-end tests (no browser download)
     "hypothesis>=6.100",       # property tests (motion input validation, API fuzzing)
     "ruff>=0.5",               # lint, run by scripts/test.sh before the tests
     "import-linter>=2.1",      # the layer contract (.importlinter), run by scripts/test.sh
@@ -62,7 +63,9 @@ setup(
                                     "cloud_agent", "cloud_agent.*",
                                     "sharing_service", "sharing_service.*"]),
     include_package_data=False,
-    package_data={"sharing_service": ["openapi.json"], "sharing_service.migrations": ["script.py.mako"]},
+    package_data={"sharing_service": ["openapi.json"], "sharing_service.migrations": ["script.py.mako"],
+                  # the owner's browser app, built by `npm ci && npm run build` (scripts/bootstrap.sh)
+                  "doorbell.clients.web": ["dist/*"]},
     install_requires=CORE,
     extras_require={
         "pi": PI,

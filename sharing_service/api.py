@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -176,4 +177,22 @@ def create_app(core: SharingCore) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    mount_owner_app(app)
     return app
+
+
+def mount_owner_app(app: FastAPI) -> None:
+    """The owner's browser app (static files, built into doorbell/clients/web/dist) at ``/app/``.
+
+    No API of its own: the app talks to the broker over MQTT. Skipped, with a
+    log line, when the app was not built (a source checkout without npm).
+    """
+    from importlib import resources
+
+    from fastapi.staticfiles import StaticFiles
+
+    dist = Path(str(resources.files("doorbell.clients.web"))) / "dist"
+    if not (dist / "index.html").is_file():
+        log.info("owner web app not built (%s): /app/ is not served", dist)
+        return
+    app.mount("/app", StaticFiles(directory=dist, html=True), name="owner-app")

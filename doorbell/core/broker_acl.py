@@ -101,6 +101,10 @@ def owner_rules(owner_id: str, device_ids: Iterable[str] = ()) -> list[Rule]:
         ("write", f"{o}/decisions/+"),
         ("write", f"{o}/grants/+/revoke"),
         ("write", f"{o}/rpc/+"),
+        # linked devices (doorbell.core.linking): enrol/unlink to the service, pairing between own devices
+        ("write", f"{o}/keys/+/enrol"),
+        ("write", f"{o}/keys/+/unlink"),
+        ("write", f"{o}/pair/+"),
     ]
     for d in sorted(device_ids):
         dev = f"{PREFIX}/devices/{check_username(d)}"
@@ -117,10 +121,13 @@ def service_rules() -> list[Rule]:
         ("read", f"{PREFIX}/owners/+/decisions/+"),
         ("read", f"{PREFIX}/owners/+/grants/+/revoke"),
         ("read", f"{PREFIX}/owners/+/rpc/+"),
+        ("read", f"{PREFIX}/owners/+/keys/+/enrol"),
+        ("read", f"{PREFIX}/owners/+/keys/+/unlink"),
         ("write", f"{PREFIX}/owners/+/requests/+"),
         ("write", f"{PREFIX}/owners/+/results/+"),
         ("write", f"{PREFIX}/owners/+/grants/+"),
         ("write", f"{PREFIX}/owners/+/rpc/+/reply"),
+        ("write", f"{PREFIX}/owners/+/keys/+"),
     ]
 
 
