@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import mimetypes
+import sys
 import threading
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -148,13 +149,13 @@ def _cmd_web(args: argparse.Namespace) -> int:
             raise OwnerError("--broker-url must start with wss:// (or ws:// on loopback)", EXIT_USAGE)
         server = WebServer({"broker_url": url, "owner_id": cfg.owner.owner_id}, args.host, args.port)
     except WebAppMissing as exc:
-        print(f"doorbell owner: {exc}")
+        print(f"doorbell owner: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OwnerError as exc:
-        print(f"doorbell owner: {exc}")
+        print(f"doorbell owner: {exc}", file=sys.stderr)
         return exc.code
     except OSError as exc:
-        print(f"doorbell owner: cannot serve on {args.host}:{args.port}: {exc}")
+        print(f"doorbell owner: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving the app beyond this machine (%s): see docs/owner-app.md before doing so", args.host)
