@@ -196,3 +196,13 @@ def mount_owner_app(app: FastAPI) -> None:
         log.info("owner web app not built (%s): /app/ is not served", dist)
         return
     app.mount("/app", StaticFiles(directory=dist, html=True), name="owner-app")
+    headers = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+               "Cross-Origin-Opener-Policy": "same-origin", "Cache-Control": "no-cache"}
+
+    @app.middleware("http")
+    async def _app_headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.url.path.startswith("/app"):
+            for k, v in headers.items():
+                response.headers.setdefault(k, v)
+        return response

@@ -55,6 +55,8 @@ def test_owner_web_with_a_bad_broker_url_is_a_usage_error(tmp_path: Path) -> Non
 def test_sharing_service_serves_the_app_at_app(web: WebEnv) -> None:
     r = httpx.get(web.service.url + "/app/")
     assert r.status_code == 200 and r.text == (dist_dir() / "index.html").read_text()
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["referrer-policy"] == "no-referrer"
+    assert "x-frame-options" not in httpx.get(web.service.url + "/healthz").headers
     assert httpx.get(web.service.url + "/app/app.js").status_code == 200
     assert httpx.get(web.service.url + "/app/../setup.py").status_code == 404
     # the agency API's spec is unchanged by the mount

@@ -285,3 +285,22 @@ def test_canonical_json_is_byte_identical_to_python(web: WebEnv, page: Any) -> N
     refused = page.evaluate("(v) => { try { window.__doorbell.canonical(v, {integersOnly: true}); return 'ok' } "
                             "catch (e) { return e.message } }", {"f": 1.5})
     assert "floats" in refused
+
+
+def test_unlinking_this_browser_from_the_app(web: WebEnv, page: Any) -> None:
+    sign_in(page, web, web.a)
+    kid = pair_browser(page, web, web.a)
+    page.goto(web.app_url + "#/devices")
+    page.click(f"[data-key-id='{kid}'] >> text=Unlink…")
+    assert "This is this browser: it forgets its keys" in page.inner_text("#confirm pre")
+    page.click("#confirm-send")
+    page.wait_for_selector(".toast.ok >> text=Unlinked")
+    page.wait_for_selector(f"[data-key-id='{kid}'] >> .pill.revoked")
+    assert page.is_visible("#link-title")  # it offers to link again
+    assert page.evaluate("window.__doorbell.state.keys") is None
+    from sharing_service.enrolment import OwnerKey
+
+    with web.core.db.read() as s:
+        assert s.get(OwnerKey, kid).state == "revoked"
+    kinds = [r["kind"] for r in json.loads(web.owner(web.a, "audit", "--json", "--limit", "0").out)["entries"]]
+    assert kinds[-2:] == ["key_enrolled", "key_unlinked"]

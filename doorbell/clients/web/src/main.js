@@ -388,6 +388,11 @@ function confirmPanel() {
     text = `You are about to DENY request ${p.r.request_id} from ${neutralise(p.r.agency, 200)} (case ${neutralise(p.r.case_number, 100)}).\n` +
       `None of your ${(p.r.clips || []).length} matching clip(s) will be shared; the agency is not told that you were asked or that you said no.`;
     question = "Sign and send this denial?"; action = "Sign and send denial";
+  } else if (p.kind === "unlink") {
+    const self = state.keys && state.keys.keyId === p.k.key_id;
+    text = `You are about to UNLINK ${neutralise(p.k.label, 60)} (key ${fingerprint(p.k.key_id)}): it can no longer approve, deny or revoke for you.` +
+      (self ? "\nThis is this browser: it forgets its keys, and you need a new pairing code to link it again." : "");
+    question = "Sign and send this unlink?"; action = "Sign and send unlink";
   } else {
     const g = p.g;
     text = `You are about to REVOKE grant ${g.grant_id}: ${neutralise(g.agency, 200)} (case ${neutralise(g.case_number, 100)}) loses access to ` +
@@ -409,7 +414,11 @@ async function send(p) {
   try {
     const o = state.ownerId;
     let msg, topic, done;
-    if (p.kind === "revoke") {
+    if (p.kind === "unlink") {
+      msg = await signMessage(state.keys, { type: "unlink", owner_id: o, key_id: p.k.key_id });
+      topic = `${state.t.owner}/keys/${p.k.key_id}/unlink`;
+      done = `Unlinked ${neutralise(p.k.label, 60)}`;
+    } else if (p.kind === "revoke") {
       msg = await signMessage(state.keys, { type: "revoke", owner_id: o, grant_id: p.g.grant_id });
       topic = `${state.t.owner}/grants/${p.g.grant_id}/revoke`;
       done = `Revoked: ${neutralise(p.g.agency, 200)} can no longer download these clips`;
@@ -424,7 +433,8 @@ async function send(p) {
     state.pending = null;
     if (result.ok) {
       toast(`✓ ${done}${result.expires_at ? `, until ${fmtTime(result.expires_at)}` : ""}`, "ok");
-      if (p.kind !== "revoke") { state.requests.delete(p.r.request_id); location.hash = "#/grants"; }
+      if (p.kind === "approve" || p.kind === "deny") { state.requests.delete(p.r.request_id); location.hash = "#/grants"; }
+      if (p.kind === "unlink" && state.keys && p.k.key_id === state.keys.keyId) { await forgetKeys(state.ownerId); state.keys = null; }
       render();
     } else {
       toast(`✗ The sharing service refused: ${neutralise(result.reason, 500)}`, "bad");
@@ -557,7 +567,8 @@ function devicesView() {
       h("p", { class: "muted", text: `Key ${fingerprint(k.key_id)} · linked ${fmtTime(k.created_at)}${mine && mine.keyId === k.key_id ? " · this browser" : ""}` }),
       k.state === "active" && mine && mine.enrolled ? h("button", { type: "button", class: "danger", onclick: () => unlink(k), text: "Unlink…" }) : null)))
       : h("p", { class: "muted", text: "No linked browsers yet (your first key, enrolled by the operator, is always valid)." }),
-    h("button", { type: "button", onclick: signOut, text: "Sign out of this browser" }));
+    h("button", { type: "button", onclick: signOut, text: "Sign out of this browser" }),
+    confirmPanel());
   return sec;
 }
 
@@ -588,16 +599,8 @@ async function pair(form) {
   render();
 }
 
-async function unlink(k) {
-  if (!confirm(`Unlink "${neutralise(k.label, 60)}" (key ${fingerprint(k.key_id)})? It can no longer approve, deny or revoke.`)) return;
-  try {
-    const msg = await signMessage(state.keys, { type: "unlink", owner_id: state.ownerId, key_id: k.key_id });
-    const res = await state.t.sendSigned(`${state.t.owner}/keys/${k.key_id}/unlink`, msg);
-    if (!res.ok) return toast(`✗ The sharing service refused: ${neutralise(res.reason, 500)}`, "bad");
-    toast("✓ Unlinked", "ok");
-    if (k.key_id === state.keys.keyId) { await forgetKeys(state.ownerId); state.keys = null; }
-    render();
-  } catch (err) { toast(err.message, "bad"); }
+function unlink(k) {
+  showConfirm({ kind: "unlink", k });
 }
 
 function signOut() {
