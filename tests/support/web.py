@@ -146,16 +146,26 @@ def new_home(broker: Any, core: Any, tmp: Path, location: tuple[float, float]) -
 class LinkRun:
     """``doorbell owner link --code CODE --yes`` as a real process, started once it listens."""
 
-    def __init__(self, home: Home, code: str, wait_s: float = 60):
+    def __init__(self, home: Home, code: str, wait_s: float = 60, app_url: str | None = None):
         import subprocess
         import sys
 
+        extra = ["--app-url", app_url] if app_url else []
         self.proc = subprocess.Popen([sys.executable, "-m", "doorbell.cli", "owner", "link", "--code", code, "--yes",
-                                      "--wait", str(wait_s), "--config", str(home.config)],
+                                      "--wait", str(wait_s), "--config", str(home.config), *extra],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()  # printed after it subscribed to the pairing topic
         assert first.startswith("Pairing code:"), (first, self.proc.stderr.read() if self.proc.stderr else "")
+        self.link: str | None = None
+        self.qr: list[str] = []
+        if app_url:
+            self.proc.stdout.readline()  # "In the app: ..."
+            self.link = self.proc.stdout.readline().split("Or open: ", 1)[1].strip()
+            while line := self.proc.stdout.readline():  # the QR code, then "Waiting for the device…"
+                if line.startswith("Waiting"):
+                    break
+                self.qr.append(line.rstrip("\n"))
 
     def finish(self, timeout: float = 60) -> Result:
         out, err = self.proc.communicate(timeout=timeout)

@@ -23,6 +23,9 @@ def register(osub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
                                     "This machine then signs the new device's key, after you compare fingerprints.")
     k.add_argument("--yes", "-y", action="store_true", help="link without asking (scripts; the fingerprint is "
                                                              "still printed)")
+    k.add_argument("--app-url", metavar="URL",
+                   help="the app's address (e.g. from `doorbell owner web`): also print a link and a QR code "
+                        "that open the app with the code filled in")
     k.add_argument("--code", help=argparse.SUPPRESS)  # tests: a known code instead of a random one
     k.add_argument("--wait", type=float, default=float(linking.PAIR_WINDOW_S), metavar="S",
                    help=f"how long the code is valid (default {linking.PAIR_WINDOW_S} s)")
@@ -33,6 +36,22 @@ def register(osub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
     u.add_argument("key_id", metavar="KEY")
     u.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation (scripts)")
     u.set_defaults(func=_cmd_unlink)
+
+
+def pairing_link(app_url: str, code: str) -> str:
+    """The app's address with the code in the fragment (a browser never sends a fragment to a server)."""
+    from doorbell.clients.owner.cli import EXIT_USAGE, OwnerError
+
+    if not app_url.startswith(("https://", "http://")):
+        raise OwnerError("--app-url must be the app's http(s) address", EXIT_USAGE)
+    return app_url.split("#", 1)[0] + "#/link/" + linking.format_code(code)
+
+
+def print_qr(text: str, out: Any) -> None:
+    """``text`` as a QR code drawn with block characters (segno), for a phone's camera."""
+    import segno
+
+    segno.make(text, error="m").terminal(out=out, compact=True)
 
 
 def linked_keys(app: Any, timeout: float) -> list[dict[str, Any]]:
@@ -67,6 +86,11 @@ def _cmd_link(args: argparse.Namespace) -> int:
         print(f"Pairing code: {linking.format_code(code)}", file=out)
         print(f"In the app: Linked devices > Link this browser, owner {app.owner_id}. "
               f"Valid for {a.wait:g} s.", file=out, flush=True)
+        if a.app_url:
+            link = pairing_link(a.app_url, code)
+            print(f"Or open: {link}", file=out)
+            print_qr(link, out)
+        print("Waiting for the device…", file=out, flush=True)
         deadline = time.monotonic() + a.wait
         offer = None
         while offer is None:

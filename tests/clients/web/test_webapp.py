@@ -304,3 +304,24 @@ def test_unlinking_this_browser_from_the_app(web: WebEnv, page: Any) -> None:
         assert s.get(OwnerKey, kid).state == "revoked"
     kinds = [r["kind"] for r in json.loads(web.owner(web.a, "audit", "--json", "--limit", "0").out)["entries"]]
     assert kinds[-2:] == ["key_enrolled", "key_unlinked"]
+
+
+def test_pairing_from_the_link_and_qr_code(web: WebEnv, page: Any) -> None:
+    """`doorbell owner link --app-url`: a link (and its QR code) that opens the app with the code in."""
+    from tests.support.web import LinkRun
+
+    code = linking.new_code()
+    run = LinkRun(web.a, code, app_url=web.app_url)
+    assert run.link == f"{web.app_url}#/link/{linking.format_code(code)}"
+    assert len(run.qr) > 10 and all(set(line) <= set(" █▀▄") for line in run.qr)
+    page.goto(run.link)  # not signed in yet: the code waits in this tab
+    page.fill("#broker", web.broker.ws_url)
+    page.fill("#owner", web.a.owner_id)
+    page.fill("#password", web.a.password)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#link-title")
+    assert page.input_value("#pair-code") == linking.format_code(code)
+    page.get_by_role("button", name="Link", exact=True).click()
+    page.wait_for_selector("#this-key")
+    res = run.finish()
+    assert res.code == 0, res

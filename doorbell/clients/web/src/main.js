@@ -107,7 +107,7 @@ async function start({ url, ownerId, password }) {
   await t.subscribe(`${PREFIX}/devices/+/snapshot`);
   await t.subscribe(`${t.owner}/#`);
   $("#nav").hidden = false;
-  if (!location.hash || location.hash === "#/") location.hash = "#/live";
+  if (!location.hash || location.hash === "#/") location.hash = sessionStorage.getItem("doorbell.pairCode") ? "#/devices" : "#/live";
   render();
   refreshLists().catch((err) => toast(err.message, "bad"));
 }
@@ -205,6 +205,14 @@ function updateBadge() {
 }
 
 // ------------------------------------------------------------------ routing
+// A pairing link from `doorbell owner link --app-url` (#/link/CODE): keep the code for the form.
+function takePairingLink() {
+  const m = /^#\/link\/([0-9A-Za-z-]{10,11})$/.exec(location.hash || "");
+  if (!m) return;
+  sessionStorage.setItem("doorbell.pairCode", m[1]);
+  history.replaceState(null, "", "#/devices");
+}
+
 function route() {
   const [, name = "live", id] = (location.hash || "#/live").split("/");
   return { name, id: id ? decodeURIComponent(id) : null };
@@ -224,7 +232,7 @@ function render(view) {
   updateBadge();
 }
 
-window.addEventListener("hashchange", () => { state.pending = null; render(); main().focus(); });
+window.addEventListener("hashchange", () => { takePairingLink(); state.pending = null; render(); main().focus(); });
 
 // ------------------------------------------------------------------ live
 function renderLive() {
@@ -558,6 +566,8 @@ function devicesView() {
       h("input", { id: "pair-label", name: "label", required: true, maxlength: 60, value: defaultLabel() }),
       h("p", { id: "pair-status", role: "status" }),
       h("button", { type: "submit", class: "primary", text: "Link" }));
+    const pending = sessionStorage.getItem("doorbell.pairCode"); // from a pairing link; used up by pair()
+    if (pending) form.code.value = pending;
     form.addEventListener("submit", (e) => { e.preventDefault(); pair(form).catch((err) => { form.querySelector("#pair-status").textContent = `✗ ${err.message}`; }); });
     sec.append(form);
   }
@@ -581,6 +591,7 @@ function defaultLabel() {
 async function pair(form) {
   const status = form.querySelector("#pair-status");
   const code = normaliseCode(form.code.value);
+  sessionStorage.removeItem("doorbell.pairCode");
   const label = (neutralise(form.label.value.trim(), 60) || defaultLabel()).slice(0, 60);
   status.textContent = "Making this browser's keys…";
   const keys = await generateKeys(label);
@@ -612,6 +623,7 @@ function signOut() {
 
 // ------------------------------------------------------------------ boot
 async function boot() {
+  takePairingLink();
   if ("serviceWorker" in navigator && location.protocol !== "file:") navigator.serviceWorker.register("sw.js").catch(() => {});
   await loadConfig();
   const saved = JSON.parse(sessionStorage.getItem("doorbell.session") || "null");
