@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -61,3 +62,22 @@ def test_sharing_service_serves_the_app_at_app(web: WebEnv) -> None:
     assert httpx.get(web.service.url + "/app/../setup.py").status_code == 404
     # the agency API's spec is unchanged by the mount
     assert "/app" not in json.dumps(httpx.get(web.service.url + "/openapi.json").json()["paths"])
+
+
+def test_service_worker_serves_the_shell_offline(web: WebEnv, page: object) -> None:
+    """The PWA part: once loaded, the service worker keeps the shell, so the app opens offline."""
+    pg: Any = page
+    pg.goto(web.app_url)
+    pg.wait_for_selector("#login-title")
+    assert pg.evaluate("navigator.serviceWorker.ready.then(r => !!r.active)") is True
+    pg.reload()  # now controlled by the worker, which caches what it serves
+    pg.wait_for_selector("#login-title")
+    assert pg.evaluate("!!navigator.serviceWorker.controller")
+    pg.context.set_offline(True)
+    try:
+        pg.reload()
+        pg.wait_for_selector("#login-title")
+        manifest = pg.evaluate("fetch('manifest.webmanifest').then(r => r.json())")
+        assert manifest["display"] == "standalone" and manifest["start_url"] == "./#/live"
+    finally:
+        pg.context.set_offline(False)
