@@ -133,8 +133,8 @@ def new_home(broker: Any, core: Any, tmp: Path, location: tuple[float, float]) -
     key = generate_key()
     key_file = tmp / f"{owner}.pem"
     save_private_key(key, key_file)
-    core.add_owner(owner, public_key_text(key))
-    core.add_device(device, owner, *location)
+    core.registry.add_owner(owner, public_key_text(key))
+    core.registry.add_device(device, owner, *location)
     cfg = tmp / f"{owner}.yaml"
     cfg.write_text(yaml.safe_dump({
         "owner": {"owner_id": owner, "key_file": str(key_file)},

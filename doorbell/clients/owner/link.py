@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
+from doorbell.clients.owner.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OwnerApp, OwnerError
+from doorbell.clients.owner.render import confirm, fmt_time, safe, table
 from doorbell.core import linking
+from doorbell.core import protocol as p
+from doorbell.core.signing import public_key_text
 
 
-def register(osub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(osub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     k = osub.add_parser("link", parents=[common], help="link a browser or another device (shows a pairing code)",
                         description="Show a one-time code; type it into the app's 'Linked devices' screen. "
                                     "This machine then signs the new device's key, after you compare fingerprints.")
@@ -40,25 +45,22 @@ def register(osub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
 
 def pairing_link(app_url: str, code: str) -> str:
     """The app's address with the code in the fragment (a browser never sends a fragment to a server)."""
-    from doorbell.clients.owner.cli import EXIT_USAGE, OwnerError
 
     if not app_url.startswith(("https://", "http://")):
         raise OwnerError("--app-url must be the app's http(s) address", EXIT_USAGE)
     return app_url.split("#", 1)[0] + "#/link/" + linking.format_code(code)
 
 
-def print_qr(text: str, out: Any) -> None:
+def print_qr(text: str, out: TextIO) -> None:
     """``text`` as a QR code drawn with block characters (segno), for a phone's camera."""
     import segno
 
     segno.make(text, error="m").terminal(out=out, compact=True)
 
 
-def linked_keys(app: Any, timeout: float) -> list[dict[str, Any]]:
+def linked_keys(app: OwnerApp, timeout: float) -> list[dict[str, Any]]:
     """Retained KeyState messages (the service publishes one per linked key)."""
-    from doorbell.core import protocol as p
-
-    msgs, _ = app.retained(f"{app.prefix}/keys/+", timeout)
+    msgs, _ = app.retained(f"{app.prefix}/keys/+", p.GrantsParams(limit=1), p.GrantList, timeout)
     out = []
     for m in msgs:
         try:
@@ -69,9 +71,7 @@ def linked_keys(app: Any, timeout: float) -> list[dict[str, Any]]:
 
 
 def _cmd_link(args: argparse.Namespace) -> int:
-    from doorbell.clients.owner.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OwnerApp, OwnerError, _emit, _run, confirm
-    from doorbell.core import protocol as p
-    from doorbell.core.signing import public_key_text
+    from doorbell.clients.owner.cli import _emit, _run
 
     def body(app: OwnerApp, a: argparse.Namespace) -> int:
         key = app.key()
@@ -108,7 +108,7 @@ def _cmd_link(args: argparse.Namespace) -> int:
             except p.ProtocolError as exc:  # LinkError included: a wrong code or junk
                 print(f"ignored an offer: {exc}", file=sys.stderr)
         kid = linking.key_id(offer.public_key)
-        text = (f"A device asks to sign for you:\n  name:        {offer.label}\n"
+        text = (f"A device asks to sign for you:\n  name:        {safe(offer.label)}\n"
                 f"  fingerprint: {linking.fingerprint(kid)}\n"
                 "Check that the app shows the same fingerprint. Once linked, it can approve, deny and revoke "
                 "for you until you unlink it.")
@@ -123,7 +123,7 @@ def _cmd_link(args: argparse.Namespace) -> int:
         if a.json:
             _emit(a, data)
         elif result.ok:
-            print(f"✓ linked {offer.label} ({linking.fingerprint(kid)})")
+            print(f"✓ linked {safe(offer.label)} ({linking.fingerprint(kid)})")
         else:
             print(f"✗ the sharing service refused: {result.reason}", file=sys.stderr)
         return EXIT_OK if result.ok else EXIT_FAILED
@@ -131,7 +131,8 @@ def _cmd_link(args: argparse.Namespace) -> int:
 
 
 def _cmd_linked(args: argparse.Namespace) -> int:
-    from doorbell.clients.owner.cli import EXIT_OK, OwnerApp, _emit, _run, fmt_time, table
+    from doorbell.clients.owner.cli import _emit, _run
+
 
     def body(app: OwnerApp, a: argparse.Namespace) -> int:
         keys = linked_keys(app, a.timeout)
@@ -140,16 +141,15 @@ def _cmd_linked(args: argparse.Namespace) -> int:
         elif not keys:
             print("No linked devices: only the key the operator enrolled can sign for you.")
         else:
-            table([[k["key_id"], k["state"], k["label"], fmt_time(k["created_at"])] for k in keys],
+            table([[k["key_id"], k["state"], safe(k["label"]), fmt_time(k["created_at"])] for k in keys],
                   ["KEY", "STATE", "NAME", "LINKED"], sys.stdout)
         return EXIT_OK
     return _run(args, body)
 
 
 def _cmd_unlink(args: argparse.Namespace) -> int:
-    import re
+    from doorbell.clients.owner.cli import _emit, _run
 
-    from doorbell.clients.owner.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OwnerApp, OwnerError, _emit, _run, confirm
 
     def body(app: OwnerApp, a: argparse.Namespace) -> int:
         if not re.match(linking.KEY_ID_PATTERN, a.key_id):
@@ -160,8 +160,9 @@ def _cmd_unlink(args: argparse.Namespace) -> int:
         if k is None or k["state"] != "active":
             raise OwnerError(f"no active linked key {a.key_id} (see `doorbell owner linked`)")
         out = sys.stderr if a.json else sys.stdout
-        if not confirm(f"You are about to UNLINK {k['label']} ({linking.fingerprint(a.key_id)}): it can no longer "
-                       "approve, deny or revoke for you.", "Sign and send this unlink?", a.yes, out, sys.stdin):
+        text = (f"You are about to UNLINK {safe(k['label'])} ({linking.fingerprint(a.key_id)}): it can no longer "
+                "approve, deny or revoke for you.")
+        if not confirm(text, "Sign and send this unlink?", a.yes, out, sys.stdin):
             print("Nothing was sent.", file=out)
             return EXIT_FAILED
         result = app.send_signed(linking.unlink_topic(app.owner_id, a.key_id),
@@ -169,7 +170,7 @@ def _cmd_unlink(args: argparse.Namespace) -> int:
         if a.json:
             _emit(a, json.loads(result.model_dump_json()))
         elif result.ok:
-            print(f"✓ unlinked {k['label']}")
+            print(f"✓ unlinked {safe(k['label'])}")
         else:
             print(f"✗ the sharing service refused: {result.reason}", file=sys.stderr)
         return EXIT_OK if result.ok else EXIT_FAILED

@@ -21,6 +21,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from doorbell.clients.owner.app import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OwnerError, load_owner_config
 from doorbell.core.errors import DoorbellError
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ class WebServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}/"
+        return f"http://{host!s}:{port}/" if isinstance(host, str) else f"http://{host.decode()}:{port}/"
 
     def start(self) -> "WebServer":
         self.thread.start()
@@ -128,7 +129,7 @@ def broker_ws_url(cfg: Any, override: str | None) -> str:
     return f"{scheme}://{m.host}:{DEFAULT_WS_PORT}/"
 
 
-def register(osub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+def register(osub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser) -> None:
     w = osub.add_parser("web", parents=[common], help="open the app in your browser (served on this machine)",
                         description="Serve the owner's browser app on 127.0.0.1 and print its address. "
                                     "The browser connects to your broker over TLS WebSockets.")
@@ -140,8 +141,6 @@ def register(osub: argparse._SubParsersAction, common: argparse.ArgumentParser) 
 
 
 def _cmd_web(args: argparse.Namespace) -> int:
-    from doorbell.clients.owner.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, OwnerError, load_owner_config
-
     try:
         cfg = load_owner_config(args.config)
         url = broker_ws_url(cfg, args.broker_url)

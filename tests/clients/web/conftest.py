@@ -68,7 +68,7 @@ def web(tmp_path: Path, web_broker: Any, s3: Any) -> Iterator[WebEnv]:
         assert svc.bridge is not None and svc.bridge.wait_connected(10), "bridge did not connect"
         a = new_home(web_broker, svc.core, tmp_path, HOME_A)
         b = new_home(web_broker, svc.core, tmp_path, HOME_B)
-        _, api_key = svc.core.add_agency("Springfield PD")
+        _, api_key = svc.core.registry.add_agency("Springfield PD")
         env = WebEnv(svc, web_broker, s3, server.url, tmp_path, api_key, a, b)
         yield env
     finally:

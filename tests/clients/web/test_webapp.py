@@ -215,6 +215,23 @@ def test_tampered_audit_row_is_flagged(web: WebEnv, page: Any) -> None:
     assert "TAMPERED" in page.inner_text(f"li.tampered[data-seq='{seq}']")
 
 
+def test_audit_row_hidden_from_the_owner_is_detected(web: WebEnv, page: Any) -> None:
+    """An operator who sets a row's owner to NULL (so the owner never sees it) leaves a hole in the
+    owner's own chain, which the browser finds even though the global chain still verifies."""
+    web.put_clip(web.a, time.time() - 900)
+    web.file_request()
+    web.file_request()
+    web.file_request()
+    sign_in(page, web, web.a)
+    with sqlite3.connect(web.tmp / "sharing.db") as c:
+        seqs = [r[0] for r in c.execute("select seq from audit where owner_id = ? order by seq", (web.a.owner_id,))]
+        c.execute("update audit set owner_id = NULL where seq = ?", (seqs[1],))
+    page.goto(web.app_url + "#/audit")
+    page.wait_for_selector("#audit-status.bad")
+    assert "BROKEN" in page.inner_text("#audit-status")
+    assert "hidden or deleted" in page.inner_text("section")
+
+
 def test_second_owner_sees_none_of_the_first_owners_data(web: WebEnv, chromium: Any) -> None:
     web.put_clip(web.a, time.time() - 900)
     web.file_request()  # reaches owner A only (owner B's home is outside the 200 m circle)
@@ -254,14 +271,27 @@ def test_second_owner_sees_none_of_the_first_owners_data(web: WebEnv, chromium: 
 
 
 def test_hostile_agency_text_is_neutralised(web: WebEnv, page: Any) -> None:
-    web.put_clip(web.a, time.time() - 900)
-    rid = web.file_request(reason="Witness \u202egnihtemos\u202c search\u200b <img src=x onerror=alert(1)>")
+    """The service refuses such text at intake (doorbell.core.text); a request that reaches the
+    app anyway (an older row, another writer on the broker) is shown with every control, bidi
+    and invisible character made visible, and HTML as text."""
+    now = time.time()
+    hostile = p.PoliceRequest(
+        request_id=p.new_token(), owner_id=web.a.owner_id, agency="Springfield PD\u202e",
+        case_number="2026-1\u200b", legal_basis="Warrant\x1b[2J 7", created_at=now, expires_at=now + 3600,
+        reason="Witness \u202egnihtemos\u202c search\u200b <img src=x onerror=alert(1)>",
+        window_start=now - 3600, window_end=now, grant_days=7, clips=[])
+    admin = web.broker.client("admin")
+    web._clients.append(admin)
+    admin.pub(p.request_topic(web.a.owner_id, hostile.request_id), hostile.to_json(), qos=1, retain=True)
     sign_in(page, web, web.a)
-    open_request(page, web, rid)
+    open_request(page, web, hostile.request_id)
     text = page.inner_text("dl.facts")
-    assert "⟨U+202E⟩gnihtemos⟨U+202C⟩" in text and "⟨U+200B⟩" in text
+    assert "\\u{202e}gnihtemos\\u{202c}" in text and "search\\u{200b}" in text
+    assert "Warrant\\u{001b}[2J 7" in text and "2026-1\\u{200b}" in text
     assert "<img src=x onerror=alert(1)>" in text  # shown as text, never parsed as HTML
     assert page.locator("dl.facts img").count() == 0
+    assert "\\u{202e}" in page.inner_text("#rq-title")
+    admin.pub(p.request_topic(web.a.owner_id, hostile.request_id), b"", qos=1, retain=True)
 
 
 CANONICAL_CASES: list[Any] = [

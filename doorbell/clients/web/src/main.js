@@ -2,7 +2,7 @@
 // linked devices. Plain DOM (no framework); all outside text goes in via textContent.
 import { Transport, PREFIX } from "./transport.js";
 import { neutralise, fmtTime, fmtDuration } from "./text.js";
-import { verifyOwnerView } from "./audit.js";
+import { verifyOwnerView, checkPin, pinOf } from "./audit.js";
 import { loadKeys, saveKeys, forgetKeys, generateKeys, signMessage, signingBytes, fingerprint } from "./keys.js";
 import { normaliseCode, pairSecrets, offerMessage } from "./pairing.js";
 import { randomHex, canonical } from "./canonical.js";
@@ -114,11 +114,13 @@ async function start({ url, ownerId, password }) {
 
 async function refreshLists() {
   // The service's own lists complete the retained messages (a broker that lost them, or expiry).
-  const [reqs, grants] = await Promise.all([
+  const [reqList, grantList] = await Promise.all([
     state.t.rpc("requests", { state: "pending", limit: 500 }), state.t.rpc("grants", { limit: 500 })]);
-  for (const r of reqs || []) if (!state.requests.has(r.request_id)) state.requests.set(r.request_id, { ...r, clips: r.clip_ids.map((c) => ({ clip_id: c })) });
-  for (const g of grants || []) state.grants.set(g.grant_id, { ...(state.grants.get(g.grant_id) || {}), ...g });
-  render();
+  const reqs = reqList.requests || [], grants = grantList.grants || [];
+  for (const r of reqs) if (!state.requests.has(r.request_id)) state.requests.set(r.request_id, { ...r, clips: r.clip_ids.map((c) => ({ clip_id: c })) });
+  for (const g of grants) state.grants.set(g.grant_id, { ...(state.grants.get(g.grant_id) || {}), ...g });
+  updateBadge();
+  if (["requests", "grants"].includes(route().name) && !state.pending) render(); // never under an open confirmation
 }
 
 // ------------------------------------------------------------------ incoming
@@ -135,7 +137,9 @@ function onMessage({ topic, payload, retain }) {
       const msg = JSON.parse(decoder.decode(payload));
       if (msg.state) state.requests.delete(id); else state.requests.set(id, msg);
       updateBadge();
-      if (route().name === "requests") render();
+      // the list follows; an open request is redrawn only when it closed (never under the owner's choices)
+      const r = route();
+      if (r.name === "requests" && (!r.id || (r.id === id && msg.state))) { state.pending = null; render(); }
     } else if (kind === "grants" && parts.length === 6) {
       state.grants.set(id, { ...(state.grants.get(id) || {}), ...JSON.parse(decoder.decode(payload)) });
       if (route().name === "grants") render();
@@ -496,16 +500,22 @@ async function loadAudit(sec) {
     if (view.complete || !view.next_since) break;
     since = view.next_since;
   }
-  const full = { from_seq: 1, start_prev: first.start_prev, rows, head: view.head, complete: !!view.complete };
+  const full = { from_seq: 1, start_prev: first.start_prev, rows, head: view.head, owner_head: view.owner_head,
+    complete: !!view.complete };
   const rep = await verifyOwnerView(full, state.ownerId);
-  const own = rows.filter((r) => "details" in r);
+  // What this browser verified last must still be there, unchanged (doorbell.core.auditchain.check_pin).
+  const pinKey = `doorbell.auditPin.${state.ownerId}`;
+  checkPin(full, JSON.parse(localStorage.getItem(pinKey) || "null"), rep);
+  if (rep.ok && full.complete) localStorage.setItem(pinKey, JSON.stringify(pinOf(rep, state.ownerId)));
+  const own = rows.filter((r) => r.details !== undefined && r.details !== null);
   const status = sec.querySelector("#audit-status");
   if (rep.ok) {
-    status.textContent = `✓ Audit chain verified in this browser: ${rep.checked} entries (${own.length} about you), head #${rep.headSeq} ${rep.headHash.slice(0, 16)}…`;
+    status.textContent = `✓ Audit chain verified in this browser: ${rep.checked} entries (${own.length} about you, your own chain complete), head #${rep.headSeq} ${rep.headHash.slice(0, 16)}…`;
     status.className = "ok";
   } else {
-    const [seq, reason] = rep.bad.entries().next().value;
-    status.textContent = `✗ Audit chain BROKEN at entry #${seq}: ${reason}. Someone changed the log; report it to your sharing service operator.`;
+    const first = rep.bad.entries().next().value;
+    const where = first ? `at entry #${first[0]}: ${first[1]}` : `: ${rep.problems[0]}`;
+    status.textContent = `✗ Audit chain BROKEN ${where}. Someone changed the log; report it to your sharing service operator.`;
     status.className = "bad";
   }
   const list = h("ol", { class: "audit", reversed: true }, own.slice(-300).reverse().map((r) => {
@@ -519,7 +529,9 @@ async function loadAudit(sec) {
       bad ? h("span", { class: "tamper-flag", text: ` TAMPERED: ${bad}` }) : null);
   }));
   const otherBad = [...rep.bad.keys()].filter((s) => !own.some((r) => r.seq === s));
-  sec.append(list, otherBad.length ? h("p", { class: "bad", text: `Problems outside your own entries at #${otherBad.join(", #")}` }) : "");
+  const extra = [...(otherBad.length ? [`Problems outside your own entries at #${otherBad.join(", #")}`] : []),
+    ...rep.problems.filter((p) => ![...rep.bad.values()].includes(p))];
+  sec.append(list, ...extra.map((t) => h("p", { class: "bad", text: t })));
 }
 
 function auditSummary(r, d) {

@@ -1,11 +1,14 @@
-// Text from outside (an agency's case, reason, legal basis) is shown neutralised: controls,
-// bidi overrides and invisible format characters become visible ⟨U+XXXX⟩ marks, so text
-// cannot reorder or hide what the owner reads. Always inserted with textContent, never HTML.
-const HIDDEN = /[\p{Cc}\p{Cf}\p{Co}\p{Cs}\p{Zl}\p{Zp}\p{Cn}]/gu;
+// Text another party wrote (an agency's case, reason, legal basis; a device's name; a linked
+// device's label) is shown neutralised, with the same policy as doorbell/core/text.py
+// neutralise(): every control (Cc, line and paragraph separators), format (Cf: zero-width,
+// bidi overrides and isolates, BOM), private, unassigned or surrogate code point, and the
+// letters that render as nothing, is shown visibly as \u{xxxx}, so text cannot reorder
+// itself or hide words in what the owner reads. Always inserted with textContent, never HTML.
+const ESCAPED = /[\p{Cc}\p{Zl}\p{Zp}\p{Cf}\p{Co}\p{Cn}\p{Cs}\u115f\u1160\u3164\uffa0\u2800]/gu;
 
 export function neutralise(value, max = 2000) {
   const s = String(value ?? "");
-  const out = s.replace(HIDDEN, (c) => (c === "\n" ? " " : `⟨U+${c.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}⟩`));
+  const out = s.replace(ESCAPED, (c) => `\\u{${c.codePointAt(0).toString(16).padStart(4, "0")}}`);
   return out.length > max ? out.slice(0, max) + "…" : out;
 }
 
