@@ -79,7 +79,8 @@ def run(rings: int, loads: int) -> dict[str, Any]:
         tls, pin = tls_files(Path(tmp))
         broker = DoorbellBroker(Path(tmp) / "broker", {"dev-a": "owner-a"}, tls=tls, websockets=True)
         broker.start()
-        server = WebServer({"broker_url": broker.ws_url, "owner_id": "owner-a"}).start()
+        login = broker.add_owner_login("owner-a", "web")  # the app's own login, as in production
+        server = WebServer({"broker_url": broker.ws_url, "owner_id": "owner-a", "login": login}).start()
         dev = broker.client("dev-a")
         try:
             with sync_playwright() as pw:
@@ -103,7 +104,7 @@ def run(rings: int, loads: int) -> dict[str, Any]:
                 ctx = browser.new_context()
                 page = ctx.new_page()
                 page.goto(server.url)
-                page.fill("#password", broker.users["owner-a"])
+                page.fill("#password", broker.users[login])
                 page.click("button[type=submit]")
                 page.wait_for_selector("#live-title")
                 lat = []

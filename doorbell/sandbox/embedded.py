@@ -350,7 +350,8 @@ def ws_listener_lines(port: int, host: str, tls: TlsFiles | None) -> list[str]:
     tests/sandbox/test_websockets.py). A browser cannot present our client
     certificate, so this listener authenticates by password over TLS.
     """
-    lines = [f"listener {port} {host}", "protocol websockets"]
+    # use_username_as_clientid: a session belongs to its login here too (no one takes over another's)
+    lines = [f"listener {port} {host}", "protocol websockets", "use_username_as_clientid true"]
     if ":" not in host:
         lines.append("socket_domain ipv4")
     if tls is not None:
@@ -592,6 +593,7 @@ class DoorbellBroker(Mosquitto):
         self.admins = list(admins)
         self.service_user = service_user
         self.ha_users = list(ha_users)
+        self.owner_logins: list[str] = []
         names = list(self.devices) + self.owners + self.admins + self.ha_users
         if service_user:
             names.append(service_user)
@@ -601,7 +603,19 @@ class DoorbellBroker(Mosquitto):
 
     def _render(self) -> str:
         return broker_acl.render_acl(self.devices, self.owners, self.service_user,
-                                     self.admins, self.ha_users)
+                                     self.admins, self.ha_users, owner_logins=self.owner_logins)
+
+    def add_owner_login(self, owner_id: str, name: str, password: str | None = None) -> str:
+        """A further login ``<owner>.<name>`` with the owner's rights (its browser app); returns the login."""
+        login = broker_acl.owner_login(owner_id, name)
+        if owner_id not in self.owners:
+            self.owners.append(owner_id)
+            self.users.setdefault(owner_id, broker_acl.generate_password())
+        if login not in self.owner_logins:
+            self.owner_logins.append(login)
+        self.users[login] = password or self.users.get(login) or broker_acl.generate_password()
+        self.set_auth(acl_text=self._render())
+        return login
 
     def add_owner(self, owner_id: str, password: str | None = None) -> str:
         """Add an owner user (no devices yet); returns its password."""

@@ -93,3 +93,66 @@ def test_acl_applies_over_websockets(fleet: Fleet) -> None:
     finally:
         c.loop_stop()
         c.disconnect()
+
+
+def test_owner_login_for_the_browser(fleet: Fleet) -> None:
+    """`provision owner-login`: a second login with the owner's rights, over WebSockets, and only those."""
+    import os
+    import signal
+
+    import yaml
+
+    from tests.support.ops import run_cli
+
+    r = run_cli("provision", "owner-login", "--broker-dir", str(fleet.bdir.root), "--owner", "owner-a")
+    assert r.returncode == 0, r.stderr
+    bundle = fleet.bdir.client_dir("owner-a.web")
+    login = yaml.safe_load((bundle / "login.yaml").read_text())
+    assert login["login"] == "owner-a.web" and login["broker_url"] == f"wss://localhost:{ws_port(fleet)}/"
+    assert (bundle / "login.yaml").stat().st_mode & 0o077 == 0
+    acl = fleet.bdir.acl.read_text()
+    assert "user owner-a.web" in acl
+    os.kill(fleet.server.pid, signal.SIGHUP)  # what `systemctl reload mosquitto` does
+
+    def connect() -> Any:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, transport="websockets", protocol=mqtt.MQTTv5)
+        c.tls_set(ca_certs=str(bundle / "ca.crt"), cert_reqs=ssl.CERT_REQUIRED)
+        c.username_pw_set(login["login"], login["password"])
+        done, reason = threading.Event(), []
+        c.on_connect = lambda _c, _u, _f, rc, _p: (reason.append(rc), done.set())
+        c.connect("127.0.0.1", ws_port(fleet))
+        c.loop_start()
+        assert done.wait(10)
+        if reason[0].is_failure:
+            c.loop_stop()
+            return None
+        return c
+
+    made: list[Any] = []
+    wait_for(lambda: bool(made.append(connect()) or made[-1] is not None), what="the new login accepted after reload")
+    c = made[-1]
+    got: list[str] = []
+    try:
+        c.on_message = lambda _c, _u, m: got.append(m.topic)
+        subscribed = threading.Event()
+        c.on_subscribe = lambda *_a: subscribed.set()
+        c.subscribe(f"{p.PREFIX}/devices/+/events", 1)
+        assert subscribed.wait(5)
+        dev_a, dev_b = fleet.client("dev-a"), fleet.client("dev-b")
+        try:
+            dev_b.pub(p.events_topic("dev-b"), p.DeviceEvent(device_id="dev-b", type="ring").to_json(), qos=1)
+            dev_a.pub(p.events_topic("dev-a"), p.DeviceEvent(device_id="dev-a", type="ring").to_json(), qos=1)
+            wait_for(lambda: p.events_topic("dev-a") in got, what="owner-a's event on owner-a.web")
+            assert p.events_topic("dev-b") not in got
+        finally:
+            dev_a.close()
+            dev_b.close()
+    finally:
+        c.loop_stop()
+        c.disconnect()
+    r = run_cli("provision", "remove", "--broker-dir", str(fleet.bdir.root), "--id", "owner-a")
+    assert r.returncode != 0 and "owner-a.web" in r.stderr  # an owner with logins is not removed silently
+    # leave the shared fleet as it was
+    assert run_cli("provision", "remove", "--broker-dir", str(fleet.bdir.root), "--id", "owner-a.web").returncode == 0
+    assert "owner-a.web" not in fleet.bdir.acl.read_text() and "owner-a.web:" not in fleet.bdir.passwd.read_text()
+    os.kill(fleet.server.pid, signal.SIGHUP)

@@ -52,6 +52,8 @@ class Home:
     key_file: Path
     config: Path
     password: str
+    web_login: str      # the browser's own broker login (owner.web): a session belongs to its login
+    web_password: str
 
 
 @dataclass
@@ -140,7 +142,8 @@ def new_home(broker: Any, core: Any, tmp: Path, location: tuple[float, float]) -
         "owner": {"owner_id": owner, "key_file": str(key_file)},
         "mqtt": {"host": broker.host, "port": broker.port, "username": owner, "password": broker.users[owner]},
     }))
-    return Home(owner, device, key_file, cfg, broker.users[owner])
+    login = broker.add_owner_login(owner, "web")
+    return Home(owner, device, key_file, cfg, broker.users[owner], login, broker.users[login])
 
 
 class LinkRun:
@@ -172,11 +175,17 @@ class LinkRun:
         return Result(self.proc.returncode, out, err)
 
 
-def sign_in(page: Any, env: WebEnv, home: Home) -> None:
+def sign_in(page: Any, env: WebEnv, home: Home, login_name: str | None = None) -> None:
+    """Sign the page in with the home's browser login, or with a further login ``<owner>.<login_name>``
+    (two apps connected at once need two logins: the broker binds a session to its login)."""
+    login, password = home.web_login, home.web_password
+    if login_name:
+        login = env.broker.add_owner_login(home.owner_id, login_name)
+        password = env.broker.users[login]
     page.goto(env.app_url)
     page.fill("#broker", env.broker.ws_url)
-    page.fill("#owner", home.owner_id)
-    page.fill("#password", home.password)
+    page.fill("#login", login)
+    page.fill("#password", password)
     page.click("button[type=submit]")
     page.wait_for_selector("#nav:not([hidden])")
 

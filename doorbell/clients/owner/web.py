@@ -146,7 +146,9 @@ def _cmd_web(args: argparse.Namespace) -> int:
         url = broker_ws_url(cfg, args.broker_url)
         if not url.startswith(("wss://", "ws://")):
             raise OwnerError("--broker-url must start with wss:// (or ws:// on loopback)", EXIT_USAGE)
-        server = WebServer({"broker_url": url, "owner_id": cfg.owner.owner_id}, args.host, args.port)
+        # the app's own broker login, as `doorbell provision owner-login` names it by default (a prefill)
+        server = WebServer({"broker_url": url, "owner_id": cfg.owner.owner_id, "login": f"{cfg.owner.owner_id}.web"},
+                           args.host, args.port)
     except WebAppMissing as exc:
         print(f"doorbell owner: {exc}", file=sys.stderr)
         return EXIT_FAILED

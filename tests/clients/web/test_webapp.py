@@ -81,7 +81,7 @@ def test_pairing_with_a_wrong_code_links_nothing(web: WebEnv, page: Any) -> None
     pair_id, _ = linking.pair_secrets(code, web.a.owner_id)
     forged = linking.PairOffer(public_key=public_key_text(generate_key()), x25519="age1" + "q" * 58, label="evil",
                                mac=linking.offer_mac(b"x" * 32, "a", "b", "c"))
-    intruder = web.broker.client(web.a.owner_id)
+    intruder = web.broker.client(web.broker.add_owner_login(web.a.owner_id, "intruder"))
     web._clients.append(intruder)
     intruder.pub(linking.pair_topic(web.a.owner_id, pair_id), forged.to_json(), qos=1)
     res = run.finish()
@@ -346,8 +346,8 @@ def test_pairing_from_the_link_and_qr_code(web: WebEnv, page: Any) -> None:
     assert len(run.qr) > 10 and all(set(line) <= set(" █▀▄") for line in run.qr)
     page.goto(run.link)  # not signed in yet: the code waits in this tab
     page.fill("#broker", web.broker.ws_url)
-    page.fill("#owner", web.a.owner_id)
-    page.fill("#password", web.a.password)
+    page.fill("#login", web.a.web_login)
+    page.fill("#password", web.a.web_password)
     page.click("button[type=submit]")
     page.wait_for_selector("#link-title")
     assert page.input_value("#pair-code") == linking.format_code(code)

@@ -69,22 +69,26 @@ function loginView(error) {
   const saved = JSON.parse(sessionStorage.getItem("doorbell.session") || "null") || {};
   const form = h("form", { class: "card login", "aria-labelledby": "login-title" },
     h("h2", { id: "login-title", text: "Sign in to your doorbell" }),
-    h("p", { class: "muted", text: "Your broker account, as `doorbell provision owner` gave it to you. The password stays in this tab only." }),
+    h("p", { class: "muted", text: "This app's own broker login, as `doorbell provision owner-login` gave it to you. The password stays in this tab only." }),
     h("label", { for: "broker" }, "Broker address"),
     h("input", { id: "broker", name: "broker", type: "url", required: true, value: saved.url || c.broker_url || "", placeholder: "wss://mqtt.example.org:8884/", autocomplete: "url" }),
-    h("label", { for: "owner" }, "Owner id"),
-    h("input", { id: "owner", name: "owner", required: true, value: saved.ownerId || c.owner_id || "", autocomplete: "username", pattern: "[a-z0-9][a-z0-9_\\-]{0,62}" }),
+    h("label", { for: "login" }, "Broker login (yours, for this app: owner.name)"),
+    h("input", { id: "login", name: "login", required: true, value: saved.login || c.login || "", autocomplete: "username",
+      placeholder: c.owner_id ? `${c.owner_id}.web` : "alice.web" }),
     h("label", { for: "password" }, "Password"),
     h("input", { id: "password", name: "password", type: "password", required: true, autocomplete: "current-password" }),
     error ? h("p", { class: "error", role: "alert", text: error }) : null,
     h("button", { type: "submit", class: "primary", text: "Sign in" }));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
-    const url = form.broker.value.trim(), ownerId = form.owner.value.trim(), password = form.password.value;
-    if (!ID_RE.test(ownerId)) return render(loginView("An owner id is lower-case letters, digits, '-' and '_'."));
+    const url = form.broker.value.trim(), login = form.login.value.trim(), password = form.password.value;
+    // Each app has a broker login of its own, OWNER.NAME (`doorbell provision owner-login`): the broker
+    // binds a session to its login, so the app and the CLI must not share one.
+    const ownerId = login.split(".")[0];
+    if (!ID_RE.test(ownerId)) return render(loginView("A login is your owner id, a dot and a name, like alice.web."));
     try {
-      await start({ url, ownerId, password });
-      sessionStorage.setItem("doorbell.session", JSON.stringify({ url, ownerId, password }));
+      await start({ url, login, ownerId, password });
+      sessionStorage.setItem("doorbell.session", JSON.stringify({ url, login, ownerId, password }));
     } catch (err) {
       render(loginView(err.message));
     }
@@ -92,9 +96,9 @@ function loginView(error) {
   return form;
 }
 
-async function start({ url, ownerId, password }) {
+async function start({ url, login, ownerId, password }) {
   setConn("Connecting…", false);
-  const t = new Transport({ url, username: ownerId, password, ownerId });
+  const t = new Transport({ url, username: login || ownerId, password, ownerId });
   await t.connect();
   state.t = t;
   state.ownerId = ownerId;

@@ -23,7 +23,7 @@ export class Transport extends EventTarget {
     return new Promise((resolve, reject) => {
       const c = mqtt.connect(this.url, {
         username: this.username, password: this.password, protocolVersion: 5,
-        clientId: `${this.ownerId}-web-${randomHex(4)}`, clean: true, reconnectPeriod: 2000,
+        clientId: this.username, clean: true, reconnectPeriod: 2000, // the broker binds a session to its login
         connectTimeout: timeoutMs, resubscribe: true,
       });
       this.client = c;
