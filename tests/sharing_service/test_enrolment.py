@@ -19,16 +19,20 @@ def new_device_key() -> tuple[Any, str, str]:
     return k, public_key_text(k), str(generate_identity().recipient)
 
 
-def enrol(env: Env, owner: str, signer: Any, pub: str, x25519: str, as_user: str | None = None,
-          topic_kid: str | None = None) -> tuple[Any, Any]:
-    """Publish a signed Enrol as ``as_user``; returns (PUBACK reason, Result or None)."""
+def send(conn: Any, topic: str, msg: Any) -> Any:
+    """Publish ``msg`` on ``conn`` (subscribed to its owner tree) and return the service's Result."""
+    conn.pub(topic, msg.to_json(), qos=1)
+    return p.decode(p.Result, conn.expect(p.result_topic(msg.owner_id, msg.nonce), wait=10).payload, "result")
+
+
+def enrol(conn: Any, owner: str, signer: Any, pub: str, x25519: str, topic_kid: str | None = None) -> tuple[Any, Any]:
+    """Publish a signed Enrol on ``conn`` (one connection per login: the broker binds sessions to
+    logins); returns (PUBACK reason, Result or None when the broker refused it)."""
     msg = linking.sign_enrol(signer, owner_id=owner, public_key=pub, x25519=x25519, label="Phone")
-    listener = env.owner(owner)
-    c = env.mqtt(as_user or owner)
-    rc = c.pub(linking.enrol_topic(owner, topic_kid or msg.key_id), msg.to_json(), qos=1)
+    rc = conn.pub(linking.enrol_topic(owner, topic_kid or msg.key_id), msg.to_json(), qos=1)
     if rc.is_failure:
         return rc, None
-    res = listener.expect(p.result_topic(owner, msg.nonce), wait=10)
+    res = conn.expect(p.result_topic(owner, msg.nonce), wait=10)
     return rc, p.decode(p.Result, res.payload, "result")
 
 
@@ -39,30 +43,31 @@ def keys_of(env: Env, owner: str) -> dict[str, str]:
 
 def test_owner_key_links_a_new_key_which_then_consents(sharing: Env) -> None:
     k, pub, rcpt = new_device_key()
-    rc, res = enrol(sharing, "owner-a", sharing.keys["owner-a"], pub, rcpt)
+    a = sharing.owner("owner-a")
+    rc, res = enrol(a, "owner-a", sharing.keys["owner-a"], pub, rcpt)
     assert not rc.is_failure and res.ok, res
     kid = linking.key_id(pub)
     assert keys_of(sharing, "owner-a") == {kid: "active"}
-    state = sharing.owner("owner-a")
-    retained = state.expect(linking.key_topic("owner-a", kid), wait=5)
+    retained = a.expect(linking.key_topic("owner-a", kid), wait=5)
     ks = p.decode(linking.KeyState, retained.payload, "grant")
-    assert retained.retain and ks.state == "active" and ks.x25519 == rcpt
+    assert ks.state == "active" and ks.x25519 == rcpt
     assert ks.enrolled_by == linking.key_id(public_key_text(sharing.keys["owner-a"]))
+    late = sharing.mqtt("admin")  # a later subscriber gets the key's state as a retained message
+    late.sub(linking.key_topic("owner-a", kid), qos=1)
+    assert late.expect(linking.key_topic("owner-a", kid), wait=5).retain
     # the new key consents: a denial it signs is applied
     cid = sharing.put_clip("dev-a", sharing.clock() - 2 * 3600)  # inside the default request window
     rid = sharing.agency.create_request_raw(sharing.request_body())["id"]
     assert sharing.service.matcher.wait_idle(timeout=30)
     assert cid
-    listener = sharing.owner("owner-a")
     d = sign_decision(k, owner_id="owner-a", request_id=rid, approve=False)
-    sharing.mqtt("owner-a").pub(p.decision_topic("owner-a", rid), d.to_json(), qos=1)
-    res = p.decode(p.Result, listener.expect(p.result_topic("owner-a", d.nonce), wait=10).payload, "result")
+    res = send(a, p.decision_topic("owner-a", rid), d)
     assert res.ok, res
 
 
 def test_another_owners_account_cannot_enrol_a_key_for_me(sharing: Env) -> None:
     _k, pub, rcpt = new_device_key()
-    rc, _ = enrol(sharing, "owner-a", sharing.keys["owner-b"], pub, rcpt, as_user="owner-b")
+    rc, _ = enrol(sharing.mqtt("owner-b"), "owner-a", sharing.keys["owner-b"], pub, rcpt)
     assert rc.value == 135  # the broker refuses owner-b on owner-a's topic
     assert keys_of(sharing, "owner-a") == {}
 
@@ -70,10 +75,11 @@ def test_another_owners_account_cannot_enrol_a_key_for_me(sharing: Env) -> None:
 def test_the_owners_password_without_a_key_cannot_enrol(sharing: Env) -> None:
     """A stolen MQTT password, a key of the thief's own: signature refused."""
     thief, pub, rcpt = new_device_key()
-    rc, res = enrol(sharing, "owner-a", thief, pub, rcpt)
+    a = sharing.owner("owner-a")
+    rc, res = enrol(a, "owner-a", thief, pub, rcpt)
     assert not rc.is_failure and not res.ok and "does not verify" in res.reason
     # another owner's valid key is no better
-    rc, res = enrol(sharing, "owner-a", sharing.keys["owner-b"], pub, rcpt)
+    rc, res = enrol(a, "owner-a", sharing.keys["owner-b"], pub, rcpt)
     assert not res.ok and "does not verify" in res.reason
     assert keys_of(sharing, "owner-a") == {}
 
@@ -81,20 +87,16 @@ def test_the_owners_password_without_a_key_cannot_enrol(sharing: Env) -> None:
 def test_replay_forged_id_and_bad_recipient_are_refused(sharing: Env) -> None:
     _k, pub, rcpt = new_device_key()
     msg = linking.sign_enrol(sharing.keys["owner-a"], owner_id="owner-a", public_key=pub, x25519=rcpt, label="Phone")
-    listener = sharing.owner("owner-a")
-    c = sharing.mqtt("owner-a")
-    c.pub(linking.enrol_topic("owner-a", msg.key_id), msg.to_json(), qos=1)
-    assert p.decode(p.Result, listener.expect(p.result_topic("owner-a", msg.nonce), wait=10).payload, "result").ok
-    c.pub(linking.enrol_topic("owner-a", msg.key_id), msg.to_json(), qos=1)  # the same message again
-    again = p.decode(p.Result, listener.expect(p.result_topic("owner-a", msg.nonce), wait=10).payload, "result")
+    a = sharing.owner("owner-a")
+    assert send(a, linking.enrol_topic("owner-a", msg.key_id), msg).ok
+    again = send(a, linking.enrol_topic("owner-a", msg.key_id), msg)  # the same message again
     assert not again.ok and "replayed" in again.reason
     _k2, pub2, rcpt2 = new_device_key()
-    rc, res = enrol(sharing, "owner-a", sharing.keys["owner-a"], pub2, rcpt2, topic_kid="0" * 32)
+    rc, res = enrol(a, "owner-a", sharing.keys["owner-a"], pub2, rcpt2, topic_kid="0" * 32)
     assert not res.ok and "key_id does not match" in res.reason
     bad = linking.sign_enrol(sharing.keys["owner-a"], owner_id="owner-a", public_key=pub2,
                              x25519="age1" + "q" * 58, label="Phone")
-    c.pub(linking.enrol_topic("owner-a", bad.key_id), bad.to_json(), qos=1)
-    res = p.decode(p.Result, listener.expect(p.result_topic("owner-a", bad.nonce), wait=10).payload, "result")
+    res = send(a, linking.enrol_topic("owner-a", bad.key_id), bad)
     assert not res.ok and "not an age recipient" in res.reason
     assert list(keys_of(sharing, "owner-a").values()) == ["active"]
 
@@ -108,16 +110,15 @@ def test_the_service_account_cannot_forge_an_enrolment(sharing: Env) -> None:
 
 def test_unlinked_key_can_no_longer_consent_or_link(sharing: Env) -> None:
     k, pub, rcpt = new_device_key()
-    assert enrol(sharing, "owner-a", sharing.keys["owner-a"], pub, rcpt)[1].ok
+    a = sharing.owner("owner-a")
+    assert enrol(a, "owner-a", sharing.keys["owner-a"], pub, rcpt)[1].ok
     kid = linking.key_id(pub)
-    listener = sharing.owner("owner-a")
     u = linking.sign_unlink(k, owner_id="owner-a", kid=kid)  # a key may unlink itself
-    sharing.mqtt("owner-a").pub(linking.unlink_topic("owner-a", kid), u.to_json(), qos=1)
-    assert p.decode(p.Result, listener.expect(p.result_topic("owner-a", u.nonce), wait=10).payload, "result").ok
+    assert send(a, linking.unlink_topic("owner-a", kid), u).ok
     assert keys_of(sharing, "owner-a") == {kid: "revoked"}
     _k2, pub2, rcpt2 = new_device_key()
-    _rc, res = enrol(sharing, "owner-a", k, pub2, rcpt2)
+    _rc, res = enrol(a, "owner-a", k, pub2, rcpt2)
     assert not res.ok and "does not verify" in res.reason
     # and the revoked key itself cannot come back
-    _rc, res = enrol(sharing, "owner-a", sharing.keys["owner-a"], pub, rcpt)
+    _rc, res = enrol(a, "owner-a", sharing.keys["owner-a"], pub, rcpt)
     assert not res.ok and "already linked" in res.reason

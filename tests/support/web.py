@@ -68,14 +68,19 @@ class WebEnv:
     b: Home
     clips: dict[str, bytes] = field(default_factory=dict)
     _clients: list[Any] = field(default_factory=list)
+    _devices: dict[str, Any] = field(default_factory=dict)
 
     @property
     def core(self) -> Any:
         return self.service.core
 
     def device(self, home: Home) -> Any:
-        c = self.broker.client(home.device_id)
-        self._clients.append(c)
+        """The device's one connection (the broker binds a session to its login: a second
+        connection as the same device would replace the first)."""
+        c = self._devices.get(home.device_id)
+        if c is None:
+            c = self._devices[home.device_id] = self.broker.client(home.device_id)
+            self._clients.append(c)
         return c
 
     def owner(self, home: Home, *args: str, stdin: str = "") -> Result:

@@ -49,6 +49,7 @@ def chromium(web_broker: Any) -> Iterator[Any]:
 @pytest.fixture
 def web(tmp_path: Path, web_broker: Any, s3: Any) -> Iterator[WebEnv]:
     from doorbell.clients.owner.web import WebServer, dist_dir
+    from doorbell.sandbox.embedded import DoorbellBroker
     from sharing_service.service import SharingService
 
     dist_dir()  # a clear error if the app was not built
@@ -60,6 +61,9 @@ def web(tmp_path: Path, web_broker: Any, s3: Any) -> Iterator[WebEnv]:
         "sharing": {"database_url": f"sqlite:///{tmp_path / 'sharing.db'}",
                     "http": {"host": "127.0.0.1", "port": 0}, "agency_rate_per_min": 100000},
     }, source="<web test>", env={})
+    # a fresh session for the service's login (client id = login on a broker that binds them):
+    # the last test's service must not hand this one its subscriptions or queued messages
+    DoorbellBroker.client(web_broker, "sharing-service", clean_start=True, session_expiry_s=0).close()
     svc = SharingService(cfg, mqtt_client_id=f"sharing-{secrets.token_hex(4)}", sweep_interval_s=3600)
     svc.start()
     server = WebServer({"broker_url": web_broker.ws_url}).start()
