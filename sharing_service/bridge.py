@@ -136,7 +136,7 @@ class OwnerBridge:
         try:
             link = linking.parse_link_topic(msg.topic)
             if link is not None:  # linked devices: enrol / unlink
-                self.enrolment.handle(*link, msg.payload)
+                self.enrolment.handle(*link, bytes(msg.payload))
                 return
             t = p.parse_topic(msg.topic)
         except p.ProtocolError as exc:

@@ -3,7 +3,6 @@ a session Mosquitto with a TLS WebSockets listener, Debian's chromium via Playwr
 and per test the real sharing service, the app server and two fresh homes."""
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,7 +46,8 @@ def chromium(web_broker: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def web(tmp_path: Path, web_broker: Any, s3: Any) -> Iterator[WebEnv]:
+def web(tmp_path: Path, web_broker: Any, s3: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebEnv]:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))  # where `doorbell owner audit` pins heads
     from doorbell.clients.owner.web import WebServer, dist_dir
     from doorbell.sandbox.embedded import DoorbellBroker
     from sharing_service.service import SharingService
@@ -64,7 +64,7 @@ def web(tmp_path: Path, web_broker: Any, s3: Any) -> Iterator[WebEnv]:
     # a fresh session for the service's login (client id = login on a broker that binds them):
     # the last test's service must not hand this one its subscriptions or queued messages
     DoorbellBroker.client(web_broker, "sharing-service", clean_start=True, session_expiry_s=0).close()
-    svc = SharingService(cfg, mqtt_client_id=f"sharing-{secrets.token_hex(4)}", sweep_interval_s=3600)
+    svc = SharingService(cfg, sweep_interval_s=3600)
     svc.start()
     server = WebServer({"broker_url": web_broker.ws_url}).start()
     env = None
