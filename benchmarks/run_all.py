@@ -42,6 +42,10 @@ crash or a leak in one cannot skew another, and each one's RSS is its own):
   12-hour request window over its own index of 10,000 sealed clips (the cloud
   keeps none, rule 9), and the cost of indexing one announcement (decrypt the
   metadata, insert);
+- ``webapp``: benchmarks/webapp.py: the owner's web app in Debian's headless
+  chromium: a ring published by the device's account -> drawn in the app over
+  MQTT on TLS WebSockets (p50/p99), the app shell's gzipped size, and the cold
+  load (empty cache) to the first rendered screen;
 - ``sharing``: benchmarks/sharing.py ``--rounds 3``: request create/status
   throughput and p99 from separate load processes on a 10,000-device,
   1,000,000-clip index (500 creates + 2,000 status reads per round); then
@@ -78,7 +82,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 COMPONENTS = ["motion", "firmware", "e2e", "sharing", "crypto", "sealed", "owner_match", "recovery",
-              "bucket_recovery", "agent"]  # agent last: its repeats fill the budget
+              "bucket_recovery", "webapp", "agent"]  # agent last: its repeats fill the budget
 LIGHTING_ONLY = {"lighting_ramp", "exposure_step", "ir_switch", "noise_only"}
 PEER_NAMES = {"mog2": "OpenCV MOG2", "picamera2": "picamera2 example", "frigate": "Frigate-style"}
 
@@ -381,6 +385,26 @@ def recovery_figures(r: dict[str, Any]) -> list[Figure]:
                    detail="reconnect backoff bounded to 4 s (doorbell/core/mqtt.py)")]
 
 
+def webapp_figures(r: dict[str, Any]) -> list[Figure]:
+    lat, n = r["ring_shown_ms"], r["rings"]
+    note = f"{n} rings, one at a time"
+    s = sorted(lat)
+    p99 = s[min(n - 1, round(0.99 * (n - 1)))]
+    return [
+        Figure("webapp_ring_shown_p50_ms", "ring published by the device's account -> drawn in the web app "
+               "(real Mosquitto, TLS WebSockets, headless chromium), p50", "ms", [statistics.median(lat)],
+               runs_note=note),
+        Figure("webapp_ring_shown_p99_ms", "ring published -> drawn in the web app, p99", "ms", [p99],
+               target=("<", 50.0), runs_note=note, detail=f"max {max(lat):.1f} ms"),
+        Figure("webapp_shell_gz_kb", "web app shell, gzipped (index, app.js with MQTT.js, css, manifest, icon, "
+               "service worker)", "KB", [r["shell"]["total_gz_bytes"] / 1024], target=("<", 250.0),
+               runs_note="build output", detail=f"{r['shell']['total_raw_bytes'] / 1024:.0f} KB raw"),
+        Figure("webapp_cold_load_ms", "web app cold load (empty cache) -> first screen in the DOM", "ms",
+               r["cold_load_ms"], runs_note=f"{r['loads']} fresh browser contexts",
+               detail="first contentful paint median %.0f ms" % statistics.median(r["fcp_ms"])),
+    ]
+
+
 # ----------------------------------------------------------------------------- running
 
 
@@ -477,6 +501,9 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
     if name == "recovery":
         raw = _run_json([py, str(HERE / "recovery.py")] + (["--quick"] if quick else []), lp, 600)
         return recovery_figures(raw), raw
+    if name == "webapp":
+        raw = _run_json([py, str(HERE / "webapp.py")] + (["--quick"] if quick else []), lp, 600)
+        return webapp_figures(raw), raw
     if name == "sharing":
         args = (["--devices", "500", "--clips", "20000", "--creates", "40", "--statuses", "200", "--workers", "2",
                  "--rounds", "2"] if quick else ["--rounds", "3", "--creates", "500", "--statuses", "2000"])
@@ -598,6 +625,7 @@ def main(argv: list[str] | None = None) -> int:
         build = {"motion": motion_figures, "firmware": firmware_figures, "e2e": e2e_figures, "sharing": sharing_figures,
                  "crypto": crypto_figures, "sealed": sealed_figures, "owner_match": owner_match_figures,
                  "recovery": recovery_figures, "bucket_recovery": bucket_recovery_figures,
+                 "webapp": webapp_figures,
                  "agent": lambda raw: agent_figures(raw["runs"])}
         doc["figures"] = [f.row() for n in COMPONENTS if n in doc["raw"] for f in build[n](doc["raw"][n])]
         print(render_markdown(doc))

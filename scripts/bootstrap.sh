@@ -22,7 +22,11 @@ if [[ $WANT_TEST == 1 ]]; then
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
   # the stock age CLI: interop tests (our clips open with it, its files open with ours) and the crypto benchmark
   command -v age >/dev/null 2>&1 || need_apt+=(age)
+  # the owner web app's end-to-end tests drive Debian's chromium with Playwright (never `playwright install`)
+  [[ -x /usr/bin/chromium ]] || need_apt+=(chromium)
 fi
+# the owner web app is built with npm (doorbell/clients/web); a Python install needs no Node.js at run time
+command -v npm >/dev/null 2>&1 || need_apt+=(nodejs npm)
 if (( ${#need_apt[@]} )); then
   if [[ $(id -u) == 0 ]]; then
     log "apt-get install ${need_apt[*]}"
@@ -60,5 +64,10 @@ if [[ ! -e "$stamp" ]]; then
   fi
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+web=doorbell/clients/web
+if [[ ! -f $web/dist/index.html || -n $(find $web/src $web/package-lock.json $web/build.mjs -newer $web/dist/index.html 2>/dev/null) ]]; then
+  log "building the owner web app (npm ci && npm run build in $web)"
+  (cd "$web" && npm ci --no-audit --no-fund --loglevel=error >/dev/null && npm run --silent build)
 fi
 log "ready: .venv/bin/doorbell"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
@@ -176,4 +177,32 @@ def create_app(core: SharingCore) -> FastAPI:
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
+    mount_owner_app(app)
     return app
+
+
+def mount_owner_app(app: FastAPI) -> None:
+    """The owner's browser app (static files, built into doorbell/clients/web/dist) at ``/app/``.
+
+    No API of its own: the app talks to the broker over MQTT. Skipped, with a
+    log line, when the app was not built (a source checkout without npm).
+    """
+    from importlib import resources
+
+    from fastapi.staticfiles import StaticFiles
+
+    dist = Path(str(resources.files("doorbell.clients.web"))) / "dist"
+    if not (dist / "index.html").is_file():
+        log.info("owner web app not built (%s): /app/ is not served", dist)
+        return
+    app.mount("/app", StaticFiles(directory=dist, html=True), name="owner-app")
+    headers = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+               "Cross-Origin-Opener-Policy": "same-origin", "Cache-Control": "no-cache"}
+
+    @app.middleware("http")
+    async def _app_headers(request: Request, call_next: Any) -> Any:
+        response = await call_next(request)
+        if request.url.path.startswith("/app"):
+            for k, v in headers.items():
+                response.headers.setdefault(k, v)
+        return response

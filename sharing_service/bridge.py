@@ -17,15 +17,18 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from doorbell.core import linking
 from doorbell.core import protocol as p
 from doorbell.core.config import MqttSection
 from doorbell.core.mqtt import Handlers, MqttClient, Session, make_client
 from sharing_service.context import Outgoing
 from sharing_service.core import SharingCore
+from sharing_service.enrolment import Enrolment
 
 log = logging.getLogger(__name__)
 
-SUBSCRIPTIONS = [(p.ALL_DEVICE_CLIPS, 1), (p.ALL_DECISIONS, 1), (p.ALL_REVOKES, 1), (p.ALL_RPC, 1)]
+SUBSCRIPTIONS = [(p.ALL_DEVICE_CLIPS, 1), (p.ALL_DECISIONS, 1), (p.ALL_REVOKES, 1), (p.ALL_RPC, 1),
+                 (linking.ALL_ENROLS, 1), (linking.ALL_UNLINKS, 1)]
 SESSION_EXPIRY_S = 86400
 
 
@@ -34,6 +37,7 @@ class OwnerBridge:
 
     def __init__(self, core: SharingCore, mqtt_cfg: MqttSection):
         self.core = core
+        self.enrolment = Enrolment(core.consent)
         self.cfg = mqtt_cfg
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=10000)
         self._stop = threading.Event()
@@ -130,6 +134,10 @@ class OwnerBridge:
             self.core.consent.refuse_retained(msg.topic, bytes(msg.payload))
             return
         try:
+            link = linking.parse_link_topic(msg.topic)
+            if link is not None:  # linked devices: enrol / unlink
+                self.enrolment.handle(*link, bytes(msg.payload))
+                return
             t = p.parse_topic(msg.topic)
         except p.ProtocolError as exc:
             log.warning("dropped message: %s", exc)

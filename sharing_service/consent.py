@@ -21,7 +21,7 @@ from doorbell.core.age import AgeError
 from doorbell.core.bucket import SEALED_SUFFIXES, device_prefix
 from doorbell.core.release import ReleaseError, check_headers
 from doorbell.core.signing import SignatureError, verify
-from sharing_service import audit
+from sharing_service import audit, enrolment
 from sharing_service.context import Outgoing, ServiceContext
 from sharing_service.models import (
     Agency,
@@ -108,20 +108,35 @@ class Consent:
 
     def _verify_signed(self, s: Session, msg: p.SignedMessage, topic_owner: str, now: float) -> str | None:
         """Signature, validity and replay checks; returns a refusal reason or None."""
+        return self._verify_signer(s, msg, topic_owner, now)[1]
+
+    def _verify_signer(self, s: Session, msg: p.SignedMessage, topic_owner: str, now: float
+                       ) -> tuple[str | None, str | None]:
+        """``(key_id, None)`` for the owner's active key that signed ``msg``, else ``(None, reason)``.
+
+        Any of the owner's active keys may sign: the enrolled one and linked ones
+        (sharing_service.enrolment)."""
         if msg.owner_id != topic_owner:
-            return "owner_id in the message does not match the topic"
+            return None, "owner_id in the message does not match the topic"
         owner = s.get(Owner, topic_owner)
         if owner is None:
-            return "unknown owner"
-        try:
-            verify(msg, owner.public_key, now=now, max_age_s=self.ctx.settings.decision_max_age_s)
-        except SignatureError as exc:
-            return str(exc)
+            return None, "unknown owner"
+        signer, first_error = None, None
+        for kid, public_key in enrolment.signing_keys(s, owner):
+            try:
+                verify(msg, public_key, now=now, max_age_s=self.ctx.settings.decision_max_age_s)
+            except SignatureError as exc:
+                first_error = first_error or str(exc)
+                continue
+            signer = kid
+            break
+        if signer is None:
+            return None, first_error or "signature does not verify"
         if s.get(Nonce, msg.nonce) is not None:
-            return "replayed message (nonce already used)"
+            return None, "replayed message (nonce already used)"
         s.add(Nonce(nonce=msg.nonce, owner_id=topic_owner, seen_at=now, expires_at=float(msg.expires_at)))
         s.flush()
-        return None
+        return signer, None
 
     def _handle_signed(self, model: type[S], kind: str, topic_owner: str, topic_ref: str, payload: bytes,
                        apply: Callable[[Session, str, str, S, float], list[Outgoing]]) -> list[Outgoing]:

@@ -126,6 +126,7 @@ class Delivery:
             legal_basis=req.legal_basis, reason=req.reason[:2000], window_start=req.window_start,
             window_end=req.window_end, created_at=req.created_at, expires_at=req.expires_at,
             grant_days=min(req.grant_days, self.ctx.settings.grant_max_days),
+            lat=req.lat, lon=req.lon, radius_m=req.radius_m,
             clips=[p.RequestClip(clip_id=c.id, device_id=c.device_id, started_at=c.started_at,
                                  ended_at=c.ended_at, trigger=c.trigger, snapshot_url=self._snapshot_url(c))
                    for c in clips],

@@ -101,11 +101,32 @@ def owner_rules(owner_id: str, device_ids: Iterable[str] = ()) -> list[Rule]:
         ("write", f"{o}/decisions/+"),
         ("write", f"{o}/grants/+/revoke"),
         ("write", f"{o}/rpc/+"),
+        # linked devices (doorbell.core.linking): enrol/unlink to the service, pairing between own devices
+        ("write", f"{o}/keys/+/enrol"),
+        ("write", f"{o}/keys/+/unlink"),
+        ("write", f"{o}/pair/+"),
     ]
     for d in sorted(device_ids):
         dev = f"{PREFIX}/devices/{check_username(d)}"
         rules += [("read", f"{dev}/#"), ("write", f"{dev}/commands/#")]
     return rules
+
+
+def owner_login(owner_id: str, name: str) -> str:
+    """A further broker login of an owner, ``<owner>.<name>`` (a browser, a phone), with the owner's rights.
+
+    The broker binds a session to its login (``use_username_as_clientid``), so each
+    of an owner's apps that is connected at the same time needs a login of its own.
+    The owner id is the part before the dot (owner ids have no dots).
+    """
+    if not re.match(r"^[a-z0-9][a-z0-9_-]{0,30}$", name or ""):
+        raise AclError(f"invalid login name {name!r}: lower-case letters, digits, '-' and '_' (at most 31)")
+    return check_username(f"{check_username(owner_id)}.{name}")
+
+
+def login_owner(login: str) -> str:
+    """The owner a login belongs to: its own name, or the part before the dot of an owner login."""
+    return login.split(".", 1)[0]
 
 
 def service_rules() -> list[Rule]:
@@ -117,10 +138,13 @@ def service_rules() -> list[Rule]:
         ("read", f"{PREFIX}/owners/+/decisions/+"),
         ("read", f"{PREFIX}/owners/+/grants/+/revoke"),
         ("read", f"{PREFIX}/owners/+/rpc/+"),
+        ("read", f"{PREFIX}/owners/+/keys/+/enrol"),
+        ("read", f"{PREFIX}/owners/+/keys/+/unlink"),
         ("write", f"{PREFIX}/owners/+/requests/+"),
         ("write", f"{PREFIX}/owners/+/results/+"),
         ("write", f"{PREFIX}/owners/+/grants/+"),
         ("write", f"{PREFIX}/owners/+/rpc/+/reply"),
+        ("write", f"{PREFIX}/owners/+/keys/+"),
     ]
 
 
@@ -141,6 +165,7 @@ def acl_rules(
     extra_admins: Iterable[str] = (),
     ha_users: Iterable[str] = (),
     ha_prefix: str = DEFAULT_HA_PREFIX,
+    owner_logins: Iterable[str] = (),
 ) -> dict[str, list[Rule]]:
     """Per-user rules as data: ``{username: [(access, topic), ...]}``.
 
@@ -165,6 +190,12 @@ def acl_rules(
         add(dev, device_rules(dev, ha_prefix))
     for owner in sorted(set(owners) | set(owned)):
         add(owner, owner_rules(owner, owned.get(owner, ())))
+    all_owners = set(owners) | set(owned)
+    for login in sorted(set(owner_logins)):
+        owner = login_owner(login)
+        if owner not in all_owners or "." not in login:
+            raise AclError(f"owner login {login!r} names no known owner")
+        add(login, owner_rules(owner, owned.get(owner, ())))
     if service_user:
         add(service_user, service_rules())
     for admin in sorted(set(extra_admins)):
@@ -198,9 +229,10 @@ def render_acl(
     extra_admins: Iterable[str] = (),
     ha_users: Iterable[str] = (),
     ha_prefix: str = DEFAULT_HA_PREFIX,
+    owner_logins: Iterable[str] = (),
 ) -> str:
-    """The Mosquitto ACL file text for these devices (id -> owner), owners and roles."""
-    return format_acl(acl_rules(devices, owners, service_user, extra_admins, ha_users, ha_prefix))
+    """The Mosquitto ACL file text for these devices (id -> owner), owners, owner logins and roles."""
+    return format_acl(acl_rules(devices, owners, service_user, extra_admins, ha_users, ha_prefix, owner_logins))
 
 
 # ----------------------------------------------------------------------- passwords

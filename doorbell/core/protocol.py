@@ -380,6 +380,10 @@ class PoliceRequest(Message):
     # Sealed devices (issue 12): the service knows no clip of theirs, so ``clips`` lists none of them; the
     # owner's app matches the window in its own index and releases keys to this registered recipient.
     agency_recipient: AgeRecipientText | None = None
+    # The requested area, so the owner's app can draw it (a circle with a scale, no map tiles).
+    lat: float | None = Field(None, ge=-90, le=90)
+    lon: float | None = Field(None, ge=-180, le=180)
+    radius_m: float | None = Field(None, gt=0, le=100_000)
 
 
 class RequestClosed(Message):

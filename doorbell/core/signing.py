@@ -31,7 +31,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from doorbell.core.errors import DoorbellError
 from doorbell.core.protocol import Decision, ReleasedObject, Revoke, SignedMessage
 
-DOMAINS = {"decision": b"doorbell/v1/decision", "revoke": b"doorbell/v1/revoke"}
+DOMAINS = {"decision": b"doorbell/v1/decision", "revoke": b"doorbell/v1/revoke",
+           # linked devices (doorbell.core.linking)
+           "enrol": b"doorbell/v1/enrol", "unlink": b"doorbell/v1/unlink"}
 DEVICE_DOMAINS = {"clip_manifest": b"doorbell/v1/device/clip-manifest"}
 PUBLIC_KEY_PREFIX = "ed25519:"
 DEFAULT_VALIDITY_S = 600

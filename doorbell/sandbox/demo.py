@@ -331,6 +331,8 @@ class Demo:
         self.children: Children | None = None
         self.owner: Any = None
         self.index: Any = None  # the owner's own clip index (doorbell.clients.owner.sealed_index)
+        self.web: Any = None  # the owner's browser app server (doorbell.clients.owner.web)
+        self.web_login = ""
         self.last_press: float | None = None
         self.t0 = time.monotonic()
         self.exe = [sys.executable, "-m", "doorbell.cli"]
@@ -444,7 +446,10 @@ class Demo:
                 provision.write_file(tls_dir / name, data, 0o600)
             self.tls = TlsFiles(tls_dir / "ca.crt", tls_dir / "server.crt", tls_dir / "server.key")
             self.broker = DoorbellBroker(w / "mosquitto", {DEVICE_ID: OWNER_ID}, [OWNER_ID],
-                                         admins=["demo-admin"], service_user="sharing-service", tls=self.tls)
+                                         admins=["demo-admin"], service_user="sharing-service", tls=self.tls,
+                                         websockets=True)
+            # the browser app's own login (a session belongs to its login: the CLI keeps OWNER_ID)
+            self.web_login = self.broker.add_owner_login(OWNER_ID, "web")
             self.broker.start(timeout=self.start_timeout)
             self.children.extra["mosquitto"] = self.broker.pid
             self.children.record()
@@ -587,8 +592,18 @@ class Demo:
             wait_until(lambda: self.owner.clips(limit=1, timeout=2) is not None, self.start_timeout,
                        "an RPC answer from the service")
             self.index = self.owner.clip_index()
+            from doorbell.clients.owner.web import WebAppMissing, WebServer
+
+            try:
+                self.web = WebServer({"broker_url": self.broker.ws_url, "owner_id": OWNER_ID,
+                                      "login": self.web_login}).start()
+                st.data.update(app_url=self.web.url, ws_url=self.broker.ws_url, app_login=self.web_login)
+                self.facts["app_url"] = self.web.url
+            except WebAppMissing as exc:  # a source checkout without npm: the CLI still works
+                st.data.update(app_url=None, app_error=str(exc))
             st.detail = ("subscribed to the doorbell's events; a persistent session queues its clip announcements "
-                         f"for the owner's own clip index ({self.index.path})")
+                         f"for the owner's own clip index ({self.index.path})"
+                         + (f"; in a browser: {self.web.url}" if self.web else ""))
 
         with self.step("Start the doorbell firmware (camera, button, chime; mock GPIO)") as st:
             cam = self.args.video or (f"USB camera {self.args.camera}" if self.args.camera is not None
@@ -892,6 +907,15 @@ class Demo:
                     f"doorbell agency download REQUEST --out ./evidence --config {c['agency']}",
                     f"doorbell owner audit --verify --config {c['owner']}"):
             ui.line(f"  {cmd}")
+        if self.web is not None:
+            ui.line()
+            ui.title("The owner's app in a browser (docs/owner-app.md):")
+            ui.line(f"  open {self.web.url}  login {self.web_login}  password {self.broker.users[self.web_login]}")
+            ui.line(f"  the broker ({self.broker.ws_url}) has the demo's private CA: open "
+                    f"https://127.0.0.1:{self.broker.ws_port}/ once and accept its certificate "
+                    f"(or import {self.tls.cafile})")
+            ui.line(f"  then link the browser so it can sign: doorbell owner link --app-url {self.web.url} "
+                    f"--config {c['owner']}")
         ui.line("Press Ctrl-C to stop everything.")
         while True:
             for name, proc in list(self.children.procs.items()):
@@ -911,6 +935,8 @@ class Demo:
                 self.owner.close()
             except Exception:
                 pass
+        if self.web is not None:
+            self.web.stop()
         self.ui.line()
         self.ui.line("Stopping everything the demo started…")
         if self.children is not None:

@@ -341,6 +341,25 @@ class TlsFiles:
     require_certificate: bool = False
 
 
+def ws_listener_lines(port: int, host: str, tls: TlsFiles | None) -> list[str]:
+    """A Mosquitto MQTT-over-WebSockets listener (the owner's browser app), TLS when ``tls`` is given.
+
+    Debian's Mosquitto 2.0.11 binds a WebSockets listener to every interface
+    whatever address is given (upstream eclipse/mosquitto#3045); with
+    ``socket_domain ipv4`` it binds the given IPv4 address only (checked in
+    tests/sandbox/test_websockets.py). A browser cannot present our client
+    certificate, so this listener authenticates by password over TLS.
+    """
+    # use_username_as_clientid: a session belongs to its login here too (no one takes over another's)
+    lines = [f"listener {port} {host}", "protocol websockets", "use_username_as_clientid true"]
+    if ":" not in host:
+        lines.append("socket_domain ipv4")
+    if tls is not None:
+        lines += [f"cafile {tls.cafile}", f"certfile {tls.certfile}", f"keyfile {tls.keyfile}",
+                  "tls_version tlsv1.2"]
+    return lines
+
+
 class Mosquitto(ServerProcess):
     """A real Mosquitto broker on loopback with a password file and an ACL.
 
@@ -362,6 +381,8 @@ class Mosquitto(ServerProcess):
         host: str = LOOPBACK,
         tls: TlsFiles | None = None,
         tls_port: int | None = None,
+        websockets: bool = False,
+        ws_port: int | None = None,
         max_packet_size: int = 2 * 1024 * 1024,
         autosave_interval_s: int = 5,
         password_iterations: int = broker_acl.PBKDF2_ITERATIONS,
@@ -376,6 +397,10 @@ class Mosquitto(ServerProcess):
         self.tls = tls
         self._fixed_tls_port = tls_port
         self.tls_port: int | None = tls_port
+        # MQTT over WebSockets for the browser app (TLS when ``tls`` is given): see ws_listener_lines.
+        self.websockets = websockets or ws_port is not None
+        self._fixed_ws_port = ws_port
+        self.ws_port: int | None = ws_port
         self.max_packet_size = max_packet_size
         self.autosave_interval_s = autosave_interval_s
         self.users: dict[str, str] = dict(users)
@@ -428,6 +453,8 @@ class Mosquitto(ServerProcess):
                 "tls_version tlsv1.2",
                 f"require_certificate {'true' if self.tls.require_certificate else 'false'}",
             ]
+        if self.websockets and self.ws_port:
+            lines += ["", *ws_listener_lines(self.ws_port, self.host, self.tls)]
         return "\n".join(lines) + "\n"
 
     def _write_auth_files(self) -> None:
@@ -446,6 +473,8 @@ class Mosquitto(ServerProcess):
             self.port = self._fixed_port or free_port(self.host)
             if self.tls is not None:
                 self.tls_port = self._fixed_tls_port or free_port(self.host)
+            if self.websockets:
+                self.ws_port = self._fixed_ws_port or free_port(self.host)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._write_auth_files()
         self.conf_path.write_text(self._conf_text(), encoding="utf-8")
@@ -458,6 +487,7 @@ class Mosquitto(ServerProcess):
 
     def _wait_ready(self, deadline: float) -> None:
         ports = [self.port] + ([self.tls_port] if self.tls is not None and self.tls_port else [])
+        ports += [self.ws_port] if self.websockets and self.ws_port else []
         while time.monotonic() < deadline:
             self._check_alive()
             # "running" is logged after every listener is bound; the TCP check
@@ -524,6 +554,13 @@ class Mosquitto(ServerProcess):
     def url(self) -> str:
         return f"mqtt://{self.host}:{self.port}"
 
+    @property
+    def ws_url(self) -> str:
+        """The WebSockets listener's URL (``wss://`` with TLS), for the browser app."""
+        if not self.websockets or not self.ws_port:
+            raise EmbeddedError("this broker has no WebSockets listener (websockets=True)")
+        return f"{'wss' if self.tls is not None else 'ws'}://{self.host}:{self.ws_port}/"
+
     def client(self, username: str, password: str | None = None, **kw: Any) -> "MqttProbe":
         """A connected MQTTv5 client as ``username`` (password from :attr:`users`
         unless given); see :func:`mqtt_client` for ``kw``."""
@@ -556,6 +593,7 @@ class DoorbellBroker(Mosquitto):
         self.admins = list(admins)
         self.service_user = service_user
         self.ha_users = list(ha_users)
+        self.owner_logins: list[str] = []
         names = list(self.devices) + self.owners + self.admins + self.ha_users
         if service_user:
             names.append(service_user)
@@ -565,7 +603,19 @@ class DoorbellBroker(Mosquitto):
 
     def _render(self) -> str:
         return broker_acl.render_acl(self.devices, self.owners, self.service_user,
-                                     self.admins, self.ha_users)
+                                     self.admins, self.ha_users, owner_logins=self.owner_logins)
+
+    def add_owner_login(self, owner_id: str, name: str, password: str | None = None) -> str:
+        """A further login ``<owner>.<name>`` with the owner's rights (its browser app); returns the login."""
+        login = broker_acl.owner_login(owner_id, name)
+        if owner_id not in self.owners:
+            self.owners.append(owner_id)
+            self.users.setdefault(owner_id, broker_acl.generate_password())
+        if login not in self.owner_logins:
+            self.owner_logins.append(login)
+        self.users[login] = password or self.users.get(login) or broker_acl.generate_password()
+        self.set_auth(acl_text=self._render())
+        return login
 
     def add_owner(self, owner_id: str, password: str | None = None) -> str:
         """Add an owner user (no devices yet); returns its password."""

@@ -5,6 +5,7 @@ from alembic import context
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
+import sharing_service.enrolment  # noqa: F401,E402  (registers the owner_keys table)
 from sharing_service.models import Base
 
 config = context.config

@@ -79,6 +79,10 @@ def test_demo_runs_every_step_and_leaves_nothing_running(tmp_path: Path) -> None
     assert "✓ every step worked (24/24 steps" in r.stdout
 
     by = {s["n"]: s for s in steps}
+    # the owner's browser app was served, with its own broker login and the TLS WebSockets listener
+    app = next(s for s in steps if s["name"].startswith("Connect the owner's app"))["data"]
+    assert app["app_url"].startswith("http://127.0.0.1:") and app["ws_url"].startswith("wss://127.0.0.1:")
+    assert app["app_login"] == "demo-owner.web" and data["facts"]["app_url"] == app["app_url"]
     # the rings: two clips, each with pre-roll, seen by the owner, in the bucket as the announced ciphertext
     # under an opaque name (encryption is on), in the owner's own index
     clips = []

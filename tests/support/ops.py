@@ -117,7 +117,8 @@ def provisioned_fleet(devices: tuple[tuple[str, str], ...] = (("dev-a", "owner-a
     port = free_port()
     bdir = root / "broker"
     run_cli("provision", "broker", "--out", str(bdir), "--port", str(port), "--bind", LOOPBACK,
-            "--ip", LOOPBACK, "--hostname", "localhost", "--data-dir", str(data), check=True)
+            "--ip", LOOPBACK, "--hostname", "localhost", "--data-dir", str(data),
+            "--ws-port", str(free_port()), check=True)  # not the fixed default: fleets run side by side
     for owner in sorted({o for _, o in devices}):
         run_cli("provision", "owner", "--broker-dir", str(bdir), "--id", owner,
                 "--config-dir", str(bdir / "clients" / owner), check=True)

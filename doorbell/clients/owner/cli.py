@@ -117,6 +117,11 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     u.add_argument("--limit", type=int, default=50, help="show the last N of your entries (default 50; 0 = all)")
     u.set_defaults(func=_cmd_audit)
 
+    from doorbell.clients.owner import link, web
+
+    web.register(osub, common)
+    link.register(osub, common)
+
 
 
 def _run(args: argparse.Namespace, body: Callable[[OwnerApp, argparse.Namespace], int],

@@ -1,0 +1,29 @@
+// Reproducible build of the owner's web app: bundle src/main.js with esbuild,
+// copy the static files, write dist/. `npm ci && npm run build`.
+import { build } from "esbuild";
+import { cpSync, mkdirSync, rmSync, readFileSync, writeFileSync } from "node:fs";
+import { createHash } from "node:crypto";
+
+const out = "dist";
+rmSync(out, { recursive: true, force: true });
+mkdirSync(out, { recursive: true });
+await build({
+  entryPoints: ["src/main.js"],
+  bundle: true,
+  minify: true,
+  format: "esm",
+  target: ["chrome120", "firefox128", "safari17"],
+  outfile: `${out}/app.js`,
+  legalComments: "external",
+  logLevel: "warning",
+});
+for (const f of ["index.html", "app.css", "manifest.webmanifest", "icon.svg", "sw.js"]) {
+  cpSync(`src/${f}`, `${out}/${f}`);
+}
+// The service worker's cache name follows the shell's content, so a new build replaces the old shell.
+const digest = createHash("sha256");
+for (const f of ["index.html", "app.css", "app.js", "manifest.webmanifest", "icon.svg"]) {
+  digest.update(readFileSync(`${out}/${f}`));
+}
+const sw = readFileSync(`${out}/sw.js`, "utf8").replace("__BUILD__", digest.digest("hex").slice(0, 16));
+writeFileSync(`${out}/sw.js`, sw);

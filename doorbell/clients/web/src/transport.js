@@ -1,0 +1,99 @@
+// One MQTT v5 connection over TLS WebSockets as the owner (MQTT.js). The same topics and
+// signed messages as `doorbell owner` (doorbell/core/protocol.py); the broker's ACL limits
+// this account to the owner's own tree and own devices.
+import mqtt from "mqtt/dist/mqtt.esm";
+import { randomHex } from "./canonical.js";
+
+export const PREFIX = "doorbell/v1";
+
+export class Transport extends EventTarget {
+  constructor({ url, username, password, ownerId }) {
+    super();
+    this.ownerId = ownerId;
+    this.url = url;
+    this.username = username;
+    this.password = password;
+    this.waiters = new Map(); // topic -> resolve
+    this.client = null;
+  }
+
+  get owner() { return `${PREFIX}/owners/${this.ownerId}`; }
+
+  connect(timeoutMs = 10000) {
+    return new Promise((resolve, reject) => {
+      const c = mqtt.connect(this.url, {
+        username: this.username, password: this.password, protocolVersion: 5,
+        clientId: this.username, clean: true, reconnectPeriod: 2000, // the broker binds a session to its login
+        connectTimeout: timeoutMs, resubscribe: true,
+      });
+      this.client = c;
+      let settled = false;
+      const timer = setTimeout(() => { if (!settled) { settled = true; c.end(true); reject(new Error(`no answer from the broker at ${this.url}`)); } }, timeoutMs);
+      c.on("connect", () => {
+        this.dispatchEvent(new CustomEvent("status", { detail: "online" }));
+        if (!settled) { settled = true; clearTimeout(timer); resolve(this); }
+      });
+      c.on("error", (err) => {
+        this.dispatchEvent(new CustomEvent("status", { detail: `error: ${err.message}` }));
+        if (!settled && typeof err.code === "number") { // a CONNACK refusal (bad password, not authorised)
+          settled = true; clearTimeout(timer); c.end(true);
+          reject(new Error(`the broker refused ${this.username}: ${err.message}`));
+        }
+      });
+      c.on("offline", () => this.dispatchEvent(new CustomEvent("status", { detail: "offline" })));
+      c.on("reconnect", () => this.dispatchEvent(new CustomEvent("status", { detail: "reconnecting" })));
+      c.on("message", (topic, payload, packet) => {
+        const w = this.waiters.get(topic);
+        if (w) { this.waiters.delete(topic); w(payload); }
+        this.dispatchEvent(new CustomEvent("message", { detail: { topic, payload, retain: !!packet.retain } }));
+      });
+    });
+  }
+
+  close() { if (this.client) this.client.end(true); this.client = null; }
+
+  subscribe(filter) {
+    return new Promise((resolve, reject) => {
+      this.client.subscribe(filter, { qos: 1 }, (err, granted) => {
+        if (err) return reject(err);
+        if (granted && granted.some((g) => g.qos >= 128)) return reject(new Error(`the broker refused the subscription to ${filter} (ACL)`));
+        resolve();
+      });
+    });
+  }
+
+  publish(topic, payload, opts = {}) {
+    return new Promise((resolve, reject) => {
+      this.client.publish(topic, payload, { qos: 1, ...opts }, (err, packet) => {
+        if (err) return reject(new Error(`the broker refused the message to ${topic}: ${err.message}`));
+        if (packet && packet.reasonCode >= 128) return reject(new Error(`the broker refused the message to ${topic} (reason ${packet.reasonCode}, ACL)`));
+        resolve();
+      });
+    });
+  }
+
+  /** The next message on exactly `topic` (already subscribed through the owner tree). */
+  next(topic, timeoutMs) {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => { this.waiters.delete(topic); reject(new Error(`timed out after ${timeoutMs / 1000} s waiting for the sharing service`)); }, timeoutMs);
+      this.waiters.set(topic, (payload) => { clearTimeout(t); resolve(payload); });
+    });
+  }
+
+  async rpc(method, params = {}, timeoutMs = 10000) {
+    const call = randomHex(16);
+    const replyTopic = `${this.owner}/rpc/${call}/reply`;
+    const wait = this.next(replyTopic, timeoutMs);
+    await this.publish(`${this.owner}/rpc/${call}`, JSON.stringify({ v: 1, method, params }));
+    const reply = JSON.parse(new TextDecoder().decode(await wait));
+    if (!reply.ok) throw new Error(`the service refused ${method}: ${reply.error}`);
+    return reply.result;
+  }
+
+  /** Publish a signed message and wait for the service's Result on results/{nonce}. */
+  async sendSigned(topic, message, timeoutMs = 15000) {
+    const wait = this.next(`${this.owner}/results/${message.nonce}`, timeoutMs);
+    await this.publish(topic, JSON.stringify(message));
+    return JSON.parse(new TextDecoder().decode(await wait));
+  }
+}
