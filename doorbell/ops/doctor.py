@@ -238,7 +238,7 @@ def check_camera(cfg: "DoorbellConfig", frames: int = 3, timeout: float = 10.0) 
     try:
         got = 0
         deadline = time.monotonic() + timeout
-        size = None
+        size: tuple[int, ...] = (0, 0)
         while got < frames and time.monotonic() < deadline:
             frame = cam.read(timeout=1.0)
             if frame is not None:
@@ -273,7 +273,8 @@ def check_gpio(cfg: "DoorbellConfig", pin_factory: Any = None) -> Result:
         factory = Device.pin_factory if isinstance(Device.pin_factory, MockFactory) else MockFactory()
     pins = [("button", g.button_pin, DigitalInputDevice)]
     pins += [(n, p, DigitalOutputDevice) for n, p in (("chime", g.chime_pin), ("led", g.led_pin)) if p is not None]
-    claimed, busy = [], []
+    claimed: list[str] = []
+    busy: list[str] = []
     # gpiozero warns (PinFactoryFallback) for every driver it tries and skips; those go into
     # the finding and the debug log, not onto the user's terminal as Python warnings.
     with warnings.catch_warnings(record=True) as fallbacks:
@@ -540,7 +541,7 @@ def _firmware_running() -> bool:
 
 # --------------------------------------------------------------------------- runner
 
-def run_checks(config_path: str | os.PathLike[str], skip: set[str] = frozenset(), *,
+def run_checks(config_path: str | os.PathLike[str], skip: frozenset[str] | set[str] = frozenset(), *,
                env: dict[str, str] | None = None, pin_factory: Any = None,
                clock_probe: Callable[[], tuple[bool | None, str]] = kernel_clock_synced,
                timesync_flag: Path = TIMESYNC_FLAG, firmware_running: bool | None = None) -> list[Result]:

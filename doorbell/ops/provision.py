@@ -38,7 +38,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,7 @@ def make_ca(cn: str = "Doorbell private CA", days: int = CA_DAYS):
     return key, cert
 
 
-def issue_cert(ca_key, ca_cert, cn: str, *, server: bool, dns: list[str] = (), ips: list[str] = (),
+def issue_cert(ca_key, ca_cert, cn: str, *, server: bool, dns: Sequence[str] = (), ips: Sequence[str] = (),
                days: int = DEFAULT_DAYS):
     """Issue a leaf certificate: serverAuth with SANs for the broker, clientAuth for a user."""
     from cryptography import x509

