@@ -241,7 +241,7 @@ def bench_firmware_rss(backend: str, source: Path | None, width: int = 1280, hei
             "recording_max_mb": round(max(samples or [0.0]), 1), "peak_mb": round(peak, 1)}
 
 
-def bench_rss_all(backends: tuple[str, ...] = RSS_BACKENDS) -> list[dict[str, float | str]]:
+def bench_rss_all(backends: tuple[str, ...] = RSS_BACKENDS, clips: int = 2) -> list[dict[str, float | str]]:
     out = []
     with tempfile.TemporaryDirectory(prefix="fw-rss-src-") as tmp:
         source = make_720p_recording(Path(tmp) / "porch-720p.mp4") if set(backends) - {"synthetic"} else None
@@ -251,7 +251,7 @@ def bench_rss_all(backends: tuple[str, ...] = RSS_BACKENDS) -> list[dict[str, fl
                     import cv2  # noqa: F401
                 except ImportError:
                     continue
-            out.append(bench_firmware_rss(backend, source))
+            out.append(bench_firmware_rss(backend, source, clips=clips))
     return out
 
 

@@ -105,12 +105,12 @@ def _wait_ring(watcher: MqttProbe, event_id: str, timeout: float) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="3 short outages (5-9 s) instead of 6 of 8-20 s")
+    ap.add_argument("--quick", action="store_true", help="2 short outages (4-6 s) instead of 6 of 8-20 s")
     ap.add_argument("--runs", type=int, help="outages (default 6, quick 3)")
     ap.add_argument("--json", type=Path, help="write the raw results here instead of printing them")
     a = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="bench-recovery-") as d:
-        raw = run(a.runs or (3 if a.quick else 6), (5.0, 9.0) if a.quick else (8.0, 20.0), Path(d))
+        raw = run(a.runs or (2 if a.quick else 6), (4.0, 6.0) if a.quick else (8.0, 20.0), Path(d))
     if a.json:
         a.json.write_text(json.dumps(raw, indent=1))
     else:

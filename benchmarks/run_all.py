@@ -447,15 +447,16 @@ def event_write(n: int) -> dict[str, float]:
     return {"n": n, "p50": statistics.median(lat), "p99": lat[min(n - 1, round(0.99 * (n - 1)))], "max": lat[-1]}
 
 
-def firmware_child(runs: int, presses: int) -> dict[str, Any]:
-    """In a child process: benchmarks/firmware.py's edge->chime and the spool event write, ``runs`` times."""
+def firmware_child(runs: int, presses: int, rss_clips: int = 2) -> dict[str, Any]:
+    """In a child process: benchmarks/firmware.py's edge->chime and the spool event write, ``runs`` times;
+    peak RSS per camera backend over ``rss_clips`` recorded clips."""
     spec = importlib.util.spec_from_file_location("bench_firmware", HERE / "firmware.py")
     mod = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     spec.loader.exec_module(mod)
     return {"runs": [mod.bench_edge_to_chime(presses) for _ in range(runs)],
             "event_write": [event_write(min(presses, 300)) for _ in range(runs)],
-            "rss": mod.bench_rss_all()}
+            "rss": mod.bench_rss_all(clips=rss_clips)}
 
 
 def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[list[Figure], dict[str, Any]]:
@@ -467,7 +468,7 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
         return motion_figures(raw), raw
     if name == "firmware":
         raw = _run_json([py, str(HERE / "run_all.py"), "--child", "firmware", "--runs", "2" if quick else "3",
-                         "--presses", "200" if quick else "1000"], lp, 600)
+                         "--presses", "200" if quick else "1000", "--rss-clips", "1" if quick else "2"], lp, 600)
         return firmware_figures(raw), raw
     if name == "e2e":
         args = ["--presses", "40", "--blocks", "2", "--size", "320x240"] if quick else []
@@ -495,7 +496,7 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
         raw = _run_json([py, str(HERE / "crypto.py")] + (["--quick"] if quick else []), lp, 600)
         return crypto_figures(raw), raw
     if name == "bucket_recovery":
-        args = ["--reps", "1", "--outage", "10"] if quick else ["--reps", "2", "--outage", "20"]
+        args = ["--reps", "1", "--outage", "6"] if quick else ["--reps", "2", "--outage", "20"]
         raw = _run_json([py, str(HERE / "bucket_recovery.py"), *args], lp, 900)
         return bucket_recovery_figures(raw), raw
     if name == "recovery":
@@ -617,6 +618,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--runs", type=int, default=3, help=argparse.SUPPRESS)
     ap.add_argument("--presses", type=int, default=1000, help=argparse.SUPPRESS)
+    ap.add_argument("--rss-clips", type=int, default=2, help=argparse.SUPPRESS)
     ap.add_argument("--from-json", type=Path, metavar="PATH",
                     help="re-render the table from a saved run's raw results (measures nothing)")
     a = ap.parse_args(argv)
@@ -633,7 +635,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.child is not None:
         if a.child != "firmware":
             ap.error(f"unknown --child {a.child!r}")
-        a.json.write_text(json.dumps(firmware_child(a.runs, a.presses)))
+        a.json.write_text(json.dumps(firmware_child(a.runs, a.presses, a.rss_clips)))
         return 0
     logging.basicConfig(level=logging.INFO, format="[bench] %(message)s", stream=sys.stderr)
     names = [n.strip() for n in a.only.split(",") if n.strip()]

@@ -146,7 +146,7 @@ def firmware_rss(work: Path, quick: bool, recipients: list[age.X25519Recipient],
         (work / f"fw-{mode}.yaml").write_text(yaml.safe_dump(data))
     out: dict[str, list[float]] = {"off": [], "on": []}
     clips: dict[str, list[int]] = {"off": [], "on": []}
-    runs = 2 if quick else 6  # service-level peak RSS varies by a few MB run to run (thread timing)
+    runs = 1 if quick else 6  # service-level peak RSS varies by a few MB run to run (thread timing)
     for i in range(runs):
         for mode in (("off", "on") if i % 2 == 0 else ("on", "off")):
             spool = work / f"fw-spool-{mode}-{i}"

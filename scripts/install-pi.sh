@@ -245,11 +245,11 @@ CODE_CHANGED=0
 STAMP_FILE="$OPT/.installed"
 ensure_sysdir "$(R /opt)"
 ensure_dir "$OPT" 755 root root
-# The source we install from, copied without .git/.venv/tests so pip builds
+# The source we install from, copied without .git/.venv/tests/node_modules so pip builds
 # outside the checkout and /opt/doorbell/src/docs holds the matching docs.
 SRC_FILES=$(cd "$SRC" && find setup.py README.md doorbell firmware cloud_agent sharing_service \
               config systemd scripts docs SECURITY.md -type f \
-              ! -path "*/__pycache__/*" ! -name "*.pyc" 2>/dev/null | LC_ALL=C sort || true)
+              ! -path "*/__pycache__/*" ! -path "*/node_modules/*" ! -name "*.pyc" 2>/dev/null | LC_ALL=C sort || true)
 ensure_dir "$OPT/src" 755 root root
 while IFS= read -r f; do
   [[ -z "$f" ]] && continue

@@ -471,7 +471,9 @@ class Demo:
             self.svc_s3 = ("AKSVC" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30))
             self.s3.identities["device"] = S3Identity("device", *self.dev_s3,
                                                       [f"Read:{BUCKET}", f"Write:{BUCKET}", f"List:{BUCKET}"])
-            self.s3.identities["sharing"] = S3Identity("sharing", *self.svc_s3, [f"Read:{BUCKET}"])
+            # reads the devices' objects and writes its opaque copies for agencies (_shared/); the demo's
+            # SeaweedFS identities are bucket-wide, production scopes Write to {prefix}_shared/ (docs/sharing.md)
+            self.s3.identities["sharing"] = S3Identity("sharing", *self.svc_s3, [f"Read:{BUCKET}", f"Write:{BUCKET}"])
             self.s3.start(timeout=self.start_timeout)
             self.kids.extra["seaweedfs"] = self.s3.pid
             self.kids.record()
