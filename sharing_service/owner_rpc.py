@@ -51,6 +51,7 @@ class OwnerRpc:
             "clips": _Method(p.ClipsParams, self.clips),
             "clip_link": _Method(p.ClipLinkParams, self.clip_link),
             "object_link": _Method(p.ObjectLinkParams, self.object_link),
+            "devices": _Method(p.DevicesParams, self.devices),
         }
 
     def handle(self, topic_owner: str, call_id: str, payload: bytes) -> list[Outgoing]:
@@ -167,3 +168,10 @@ class OwnerRpc:
         if self.ctx.presigner is None:
             raise Refused("unavailable", "storage is not configured")
         return p.ObjectLink(key=q.key, url=self.ctx.presigner.get_url(q.key, ttl), expires_at=now + ttl)
+
+    def devices(self, owner_id: str, q: p.DevicesParams) -> p.DeviceList:
+        """The owner's devices with their registered keys (the key a clip's manifest must be signed with)."""
+        with self.ctx.db.read() as s:
+            rows = s.execute(select(Device.id, Device.public_key).where(Device.owner_id == owner_id)
+                             .order_by(Device.id)).all()
+        return p.DeviceList(devices=[p.DeviceInfo(device_id=d, public_key=k) for d, k in rows])

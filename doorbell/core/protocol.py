@@ -502,7 +502,7 @@ class GrantState(Message):
 # Each params model names its method and result type, so the owner's app and the
 # service agree on both ends from this one table of models.
 
-RpcMethod = Literal["audit", "grants", "requests", "clips", "clip_link", "object_link"]
+RpcMethod = Literal["audit", "grants", "requests", "clips", "clip_link", "object_link", "devices"]
 RpcScalar = str | int | float | bool | None
 R = TypeVar("R", bound="RpcResult")
 PM = TypeVar("PM", bound="RpcParams")
@@ -665,6 +665,23 @@ class ObjectLinkParams(RpcParams):
 
     method: ClassVar[RpcMethod] = "object_link"
     key: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+class DeviceInfo(RpcResult):
+    """One of the owner's devices: its registered Ed25519 key (``ed25519:...``) signs its sealed clips' manifests."""
+
+    device_id: str
+    public_key: str | None = None
+
+
+class DeviceList(RpcResult):
+    devices: list[DeviceInfo]
+
+
+class DevicesParams(RpcParams):
+    """The owner's own devices and their registered keys (the web app checks clip signatures against them)."""
+
+    method: ClassVar[RpcMethod] = "devices"
 
 
 class RpcCall(Message):

@@ -56,6 +56,16 @@ class Home:
     web_password: str
 
 
+@dataclass(frozen=True)
+class SealedClip:
+    """A sealed clip as a device uploaded it: its id, its objects' bucket keys, and its plaintext."""
+
+    clip_id: str
+    keys: dict[str, str]  # video, snapshot, metadata, manifest -> bucket key
+    video: bytes
+    snapshot: bytes
+
+
 @dataclass
 class WebEnv:
     service: Any
@@ -69,6 +79,7 @@ class WebEnv:
     clips: dict[str, bytes] = field(default_factory=dict)
     _clients: list[Any] = field(default_factory=list)
     _devices: dict[str, Any] = field(default_factory=dict)
+    _device_keys: dict[str, Any] = field(default_factory=dict)
 
     @property
     def core(self) -> Any:
@@ -107,6 +118,41 @@ class WebEnv:
         wait_for(indexed, what=f"clip {clip_id} indexed")
         self.clips[clip_id] = data
         return clip_id
+
+    def seal_device(self, home: Home) -> Any:
+        """Register a device key for ``home``'s device, as provisioning does with encryption on (the device
+        then seals: requests reach its owner by area, with the agency's recipient); returns the key."""
+        from doorbell.core.signing import generate_key, public_key_text
+
+        key = self._device_keys.get(home.device_id)
+        if key is None:
+            key = self._device_keys[home.device_id] = generate_key()
+            self.core.registry.set_device_key(home.device_id, public_key_text(key))
+        return key
+
+    def put_sealed_clip(self, home: Home, recipients: list[str], started_at: float, video: bytes,
+                        snapshot: bytes, length: float = 10.0) -> SealedClip:
+        """What the firmware and the agent do for one clip with encryption on: the spool's age writer and
+        signed manifest, the four age files uploaded under opaque names, the announcement on ``clips``."""
+        from doorbell.core import age
+        from doorbell.core.spool import SEALED_FILES, Sealing, Spool
+
+        seal = Sealing(tuple(age.parse_recipient(r) for r in recipients), self.seal_device(home))
+        spool = Spool(self.tmp / f"spool-{home.device_id}")
+        st = spool.stage_clip(ts=started_at, sealing=seal)
+        sink = st.open_video()
+        for i in range(0, len(video), 65536):
+            sink.write(video[i:i + 65536])
+        st.write_snapshot(snapshot)
+        clip = st.publish(device_id=home.device_id, trigger="ring", started_at=started_at,
+                          ended_at=started_at + length, trigger_at=started_at + 2, pre_roll_s=2.0, duration_s=length)
+        loaded = spool.get_clip(clip.clip_id)
+        msg = loaded.sealed_message("", home.device_id)
+        s3c = self.s3.client()
+        for kind, obj in msg.objects.items():
+            s3c.put_object(Bucket=self.s3.bucket, Key=obj.key, Body=(loaded.path / SEALED_FILES[kind]).read_bytes())
+        self.device(home).pub(p.clips_topic(home.device_id), msg.to_json(), qos=1)
+        return SealedClip(clip.clip_id, {k: o.key for k, o in msg.objects.items()}, video, snapshot)
 
     def agency_http(self) -> httpx.Client:
         return httpx.Client(base_url=self.service.url, headers={"Authorization": f"Bearer {self.agency_key}"},
@@ -208,6 +254,25 @@ def pair_browser(page: Any, env: WebEnv, home: Home) -> str:
     res = run.finish()
     assert res.code == 0, res
     return str(page.evaluate("window.__doorbell.state.keys.keyId"))
+
+
+def synthetic_clip(path: Path, frames: int = 15) -> bytes:
+    """doorbell.sandbox.media's synthetic clip (frame i: the left (i*7) columns (40, 120, 200), the rest
+    black, 160x120 at 15 fps), remuxed as the device writes it: a fragmented MP4."""
+    import av
+
+    from doorbell.sandbox.media import make_mp4
+
+    plain = make_mp4(path.with_suffix(".plain.mp4"), frames=frames)
+    with av.open(str(plain)) as src, av.open(str(path), "w", format="mp4",
+                                             options={"movflags": "frag_keyframe+empty_moov+default_base_moof"}) as dst:
+        stream = dst.add_stream_from_template(src.streams.video[0])
+        for pkt in src.demux(src.streams.video[0]):
+            if pkt.dts is None:
+                continue
+            pkt.stream = stream
+            dst.mux(pkt)
+    return path.read_bytes()
 
 
 def gradient_jpeg(width: int = 320, height: int = 180) -> bytes:

@@ -6,6 +6,7 @@ import { verifyOwnerView, checkPin, pinOf } from "./audit.js";
 import { loadKeys, saveKeys, forgetKeys, generateKeys, signMessage, signingBytes, fingerprint } from "./keys.js";
 import { normaliseCode, pairSecrets, offerMessage } from "./pairing.js";
 import { randomHex, canonical } from "./canonical.js";
+import { ClipIndex, clipsView, thumbImg, buildRelease } from "./clips.js";
 
 const CLIP_RE = /^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$/;
 const TOKEN_RE = /^[A-Za-z0-9_-]{6,64}$/;
@@ -15,6 +16,7 @@ const state = {
   t: null, ownerId: null, keys: null, config: {},
   devices: new Map(), events: [], requests: new Map(), grants: new Map(), linked: new Map(),
   pending: null, // {kind, ...} the confirmation being shown
+  clipIndex: null, deviceKeys: null, // sealed clips: this browser's own index; devices' registered keys
 };
 // Exposed for the test harness and the benchmark: when each event was drawn (ms since epoch).
 const shown = {};
@@ -103,12 +105,14 @@ async function start({ url, login, ownerId, password }) {
   state.t = t;
   state.ownerId = ownerId;
   state.keys = await loadKeys(ownerId);
+  await startClips(ownerId);
   t.addEventListener("status", (e) => setConn(e.detail === "online" ? `Connected as ${ownerId}` : `Connection: ${e.detail}`, e.detail === "online"));
   t.addEventListener("message", (e) => onMessage(e.detail));
   setConn(`Connected as ${ownerId}`, true);
   await t.subscribe(`${PREFIX}/devices/+/status`);
   await t.subscribe(`${PREFIX}/devices/+/events`);
   await t.subscribe(`${PREFIX}/devices/+/snapshot`);
+  await t.subscribe(`${PREFIX}/devices/+/clips`);
   await t.subscribe(`${t.owner}/#`);
   $("#nav").hidden = false;
   if (!location.hash || location.hash === "#/") location.hash = sessionStorage.getItem("doorbell.pairCode") ? "#/devices" : "#/live";
@@ -133,6 +137,7 @@ const decoder = new TextDecoder();
 function onMessage({ topic, payload, retain }) {
   const parts = topic.split("/");
   try {
+    if (parts[2] === "devices" && parts[4] === "clips" && ID_RE.test(parts[3] || "")) return onClipAnnouncement(parts[3], payload);
     if (parts[2] === "devices" && ID_RE.test(parts[3] || "")) return onDevice(parts[3], parts[4], payload, retain);
     if (parts[2] !== "owners" || parts[3] !== state.ownerId) return;
     const kind = parts[4], id = parts[5];
@@ -235,7 +240,8 @@ function render(view) {
   for (const a of document.querySelectorAll("#nav a")) {
     if (a.getAttribute("href") === `#/${r.name}`) a.setAttribute("aria-current", "page"); else a.removeAttribute("aria-current");
   }
-  const views = { live: liveView, requests: r.id ? () => requestView(r.id) : requestsView, grants: grantsView, audit: auditView, devices: devicesView };
+  const views = { live: liveView, requests: r.id ? () => requestView(r.id) : requestsView, grants: grantsView, audit: auditView, devices: devicesView,
+    clips: () => clipsView(clipsCtx(), r.id) };
   m.append((views[r.name] || liveView)());
   updateBadge();
 }
@@ -297,7 +303,7 @@ function requestsView() {
     h("h2", { id: "req-title", text: "Police requests" }),
     reqs.length ? h("ul", { class: "cards" }, reqs.map((r) => h("li", { class: "card" },
       h("h3", {}, h("a", { href: `#/requests/${encodeURIComponent(r.request_id)}`, text: `${neutralise(r.agency, 200)}: case ${neutralise(r.case_number, 100)}` })),
-      h("p", { text: `${(r.clips || []).length} of your clips match · answer by ${fmtTime(r.expires_at)} (no answer = no)` }))))
+      h("p", { text: `${requestClips(r).length} of your clips match · answer by ${fmtTime(r.expires_at)} (no answer = no)` }))))
       : h("p", { class: "muted", text: "No pending police requests." }));
 }
 
@@ -331,7 +337,7 @@ function clipLine(c) {
 function requestView(rid) {
   const r = state.requests.get(rid);
   if (!r) return h("section", {}, h("h2", { text: "Request" }), h("p", { text: "This request is no longer pending (decided, expired, or not yours)." }), h("a", { href: "#/requests", text: "Back to requests" }));
-  const clips = r.clips || [];
+  const clips = requestClips(r);
   const days = Math.max(1, Math.min(30, Math.round(r.grant_days || 7)));
   const form = h("form", { class: "card", "aria-labelledby": "rq-title" },
     h("h2", { id: "rq-title", text: `Request from ${neutralise(r.agency, 200)}` }),
@@ -344,7 +350,8 @@ function requestView(rid) {
     h("fieldset", {}, h("legend", { text: `Your matching clips (${clips.length}): choose what to share` }),
       clips.map((c, i) => h("div", { class: "clip" },
         h("input", { type: "checkbox", id: `clip-${i}`, name: "clip", value: c.clip_id }),
-        h("label", { for: `clip-${i}` }, c.snapshot_url ? h("img", { src: c.snapshot_url, alt: "", width: 96, height: 54, loading: "lazy", referrerpolicy: "no-referrer" }) : null, " ", clipLine(c))))),
+        h("label", { for: `clip-${i}` }, c.snapshot_url ? h("img", { src: c.snapshot_url, alt: "", width: 96, height: 54, loading: "lazy", referrerpolicy: "no-referrer" })
+          : c.sealed ? thumbImg(clipsCtx(), c, 96, 54) : null, " ", clipLine(c))))),
     h("label", { for: "days" }, "Access for how many days (1-30)"),
     h("input", { id: "days", name: "days", type: "number", min: 1, max: 30, value: days, required: true }),
     h("div", { class: "row" },
@@ -365,8 +372,9 @@ function approvalText({ r, chosen, days }) {
   // The same words as `doorbell owner approve` (describe_approval), plus the key warning.
   const until = Date.now() / 1000 + days * 86400;
   const set = new Set(chosen);
-  const byId = new Map((r.clips || []).map((c) => [c.clip_id, c]));
-  const rest = (r.clips || []).filter((c) => !set.has(c.clip_id));
+  const offered = requestClips(r);
+  const byId = new Map(offered.map((c) => [c.clip_id, c]));
+  const rest = offered.filter((c) => !set.has(c.clip_id));
   return [
     `You are about to SHARE footage with ${neutralise(r.agency, 200)}`,
     `  case:        ${neutralise(r.case_number, 100)}`,
@@ -379,6 +387,7 @@ function approvalText({ r, chosen, days }) {
     ...(rest.length ? [`Clips that will NOT be shared (${rest.length}):`, ...rest.map((c) => "  - " + clipLine(c))] : []),
     "The agency gets short-lived download links for these clips only; every link and download is in your audit log.",
     "A copy the agency has downloaded, or a key already delivered to it, cannot be recalled: revoking stops new downloads only.",
+    ...(chosen.some((c) => (byId.get(c) || {}).sealed) ? [SEALED_WORDS] : []),
   ].join("\n");
 }
 
@@ -402,7 +411,7 @@ function confirmPanel() {
     text = approvalText(p); question = "Sign and send this approval?"; action = "Sign and send approval";
   } else if (p.kind === "deny") {
     text = `You are about to DENY request ${p.r.request_id} from ${neutralise(p.r.agency, 200)} (case ${neutralise(p.r.case_number, 100)}).\n` +
-      `None of your ${(p.r.clips || []).length} matching clip(s) will be shared; the agency is not told that you were asked or that you said no.`;
+      `None of your ${requestClips(p.r).length} matching clip(s) will be shared; the agency is not told that you were asked or that you said no.`;
     question = "Sign and send this denial?"; action = "Sign and send denial";
   } else if (p.kind === "unlink") {
     const self = state.keys && state.keys.keyId === p.k.key_id;
@@ -440,8 +449,9 @@ async function send(p) {
       done = `Revoked: ${neutralise(p.g.agency, 200)} can no longer download these clips`;
     } else {
       const approve = p.kind === "approve";
+      const release = approve ? await sealedRelease(p) : null; // sealed clips: their keys re-wrapped for the agency
       msg = await signMessage(state.keys, { type: "decision", owner_id: o, request_id: p.r.request_id,
-        decision: approve ? "approve" : "deny", clip_ids: approve ? p.chosen : [], grant_days: approve ? p.days : 0 });
+        decision: approve ? "approve" : "deny", clip_ids: approve ? p.chosen : [], grant_days: approve ? p.days : 0, ...(release || {}) });
       topic = `${state.t.owner}/decisions/${p.r.request_id}`;
       done = approve ? `Approved: ${p.chosen.length} clip(s) shared with ${neutralise(p.r.agency, 200)}` : "Denied: nothing shared";
     }
@@ -460,6 +470,56 @@ async function send(p) {
     toast(err.message, "bad");
     if (btn) btn.disabled = false;
   }
+}
+
+// ------------------------------------------------------------------ sealed clips (clips.js)
+// The words `doorbell owner approve` adds for end-to-end encrypted clips (render.describe_approval).
+const SEALED_WORDS = "These clips are end-to-end encrypted: approving hands their decryption keys to the agency. " +
+  "A key once delivered cannot be recalled: revoking stops new links, but whatever the agency already downloaded " +
+  "stays readable to it. Each clip carries your camera's signature, so the agency can tell that clips you share " +
+  "came from the same camera (not which home it is).";
+
+async function startClips(ownerId) {
+  state.clipIndex = await new ClipIndex(ownerId).load();
+  state.deviceKeys = null;
+  state.clipIndex.addEventListener("clip", () => { if (route().name === "clips" && !route().id) render(); });
+}
+
+function onClipAnnouncement(deviceId, payload) {
+  if (!state.clipIndex) return;
+  const identity = state.keys && state.keys.enrolled ? state.keys.agreement : null;
+  if (!identity) { console.warn(`clip announcement from ${deviceId} not indexed: this browser is not linked`); return; }
+  state.clipIndex.ingest(deviceId, payload, identity);
+}
+
+function clipsCtx() {
+  return { t: state.t, index: state.clipIndex, identity: () => (state.keys && state.keys.enrolled ? state.keys.agreement : null),
+    deviceKeys: async () => {
+      if (!state.deviceKeys) {
+        const list = await state.t.rpc("devices", {});
+        state.deviceKeys = new Map((list.devices || []).map((d) => [d.device_id, d.public_key || null]));
+      }
+      return state.deviceKeys;
+    } };
+}
+
+/** What a request offers: the service's clips (stored in clear) and, for a request that reaches
+ * sealed devices, this browser's own clips in its window (the service knows none of them). */
+function requestClips(r) {
+  const offered = r.clips || [];
+  if (!r.agency_recipient || !state.clipIndex) return offered;
+  const known = new Set(offered.map((c) => c.clip_id));
+  return [...offered, ...state.clipIndex.match(r.window_start, r.window_end).filter((c) => !known.has(c.clip_id))];
+}
+
+async function sealedRelease(p) {
+  const byId = new Map(requestClips(p.r).map((c) => [c.clip_id, c]));
+  const chosen = p.chosen.map((c) => byId.get(c) || { clip_id: c });
+  if (!chosen.some((c) => c.sealed)) return null;
+  if (!chosen.every((c) => c.sealed)) throw new Error("Choose either end-to-end encrypted clips or clips stored in clear in one approval, not both.");
+  if (!p.r.agency_recipient) throw new Error("This request carries no agency key: sealed clips cannot be shared under it.");
+  toast("Re-wrapping the chosen clips' keys for the agency…");
+  return buildRelease(state.t, state.keys.agreement, p.r.agency_recipient, chosen);
 }
 
 // ------------------------------------------------------------------ grants
