@@ -132,8 +132,8 @@ def test_approve_sealed_clips_in_the_browser_and_only_those_reach_the_agency(
         rec_b = linked(pb, web, web.b)
         now = time.time()
         snap = gradient_jpeg(160, 90)
-        clips = [web.put_sealed_clip(web.a, [rec_a], now - 2400 + i * 600, synthetic_clip(tmp_path / f"c{i}.mp4", 6 + i),
-                                     snap) for i in range(3)]
+        clips = [web.put_sealed_clip(web.a, [rec_a], now - 2400 + i * 600,
+                                     synthetic_clip(tmp_path / f"c{i}.mp4", 6 + i), snap) for i in range(3)]
         b_own = web.put_sealed_clip(web.b, [rec_b], now - 900, synthetic_clip(tmp_path / "b.mp4", 5), snap)
         indexed(pa, 3)
         indexed(pb, 1)
@@ -210,7 +210,8 @@ def test_approve_sealed_clips_in_the_browser_and_only_those_reach_the_agency(
         pb.goto(web.app_url + "#/clips")
         pb.wait_for_selector(f"li.clip-row[data-clip-id='{marker.clip_id}']")
         assert pb.locator("li.clip-row").count() == 2
-        wait_for(lambda: pa.evaluate("window.__doorbell.state.clipIndex.clips.size") == 4, what="A indexes its late clip")
+        wait_for(lambda: pa.evaluate("window.__doorbell.state.clipIndex.clips.size") == 4,
+                 what="A indexes its late clip")
     finally:
         ctx_a.close()
         ctx_b.close()
