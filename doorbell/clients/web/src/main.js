@@ -101,18 +101,19 @@ function loginView(error) {
 async function start({ url, login, ownerId, password }) {
   setConn("Connecting…", false);
   const t = new Transport({ url, username: login || ownerId, password, ownerId });
-  await t.connect();
-  state.t = t;
+  // keys, clip index and handlers first: a resumed session delivers its queued clip announcements at once
   state.ownerId = ownerId;
   state.keys = await loadKeys(ownerId);
   await startClips(ownerId);
-  t.addEventListener("status", (e) => setConn(e.detail === "online" ? `Connected as ${ownerId}` : `Connection: ${e.detail}`, e.detail === "online"));
   t.addEventListener("message", (e) => onMessage(e.detail));
+  await t.connect();
+  state.t = t;
+  t.addEventListener("status", (e) => setConn(e.detail === "online" ? `Connected as ${ownerId}` : `Connection: ${e.detail}`, e.detail === "online"));
   setConn(`Connected as ${ownerId}`, true);
-  await t.subscribe(`${PREFIX}/devices/+/status`);
-  await t.subscribe(`${PREFIX}/devices/+/events`);
-  await t.subscribe(`${PREFIX}/devices/+/snapshot`);
-  await t.subscribe(`${PREFIX}/devices/+/clips`);
+  await t.subscribe(`${PREFIX}/devices/+/status`, 0); // live only: QoS 0 is not queued while the app is closed
+  await t.subscribe(`${PREFIX}/devices/+/events`, 0);
+  await t.subscribe(`${PREFIX}/devices/+/snapshot`, 0);
+  await t.subscribe(`${PREFIX}/devices/+/clips`, 1); // queued for this browser's clip index (persistent session)
   await t.subscribe(`${t.owner}/#`);
   $("#nav").hidden = false;
   if (!location.hash || location.hash === "#/") location.hash = sessionStorage.getItem("doorbell.pairCode") ? "#/devices" : "#/live";

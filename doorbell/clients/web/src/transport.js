@@ -5,6 +5,7 @@ import mqtt from "mqtt/dist/mqtt.esm";
 import { randomHex } from "./canonical.js";
 
 export const PREFIX = "doorbell/v1";
+const SESSION_EXPIRY_S = 30 * 86400; // as doorbell/clients/owner/app.py CLIP_SESSION_EXPIRY_S
 
 export class Transport extends EventTarget {
   constructor({ url, username, password, ownerId }) {
@@ -23,8 +24,12 @@ export class Transport extends EventTarget {
     return new Promise((resolve, reject) => {
       const c = mqtt.connect(this.url, {
         username: this.username, password: this.password, protocolVersion: 5,
-        clientId: this.username, clean: true, reconnectPeriod: 2000, // the broker binds a session to its login
+        clientId: this.username, reconnectPeriod: 2000, // the broker binds a session to its login
         connectTimeout: timeoutMs, resubscribe: true,
+        // A persistent session, as the CLI's: the broker queues the devices' QoS 1 clip announcements
+        // (and the owner tree) while the app is closed, for this browser's own clip index; live
+        // events, status and snapshots are subscribed at QoS 0, which the broker does not queue.
+        clean: false, properties: { sessionExpiryInterval: SESSION_EXPIRY_S },
       });
       this.client = c;
       let settled = false;
@@ -52,9 +57,9 @@ export class Transport extends EventTarget {
 
   close() { if (this.client) this.client.end(true); this.client = null; }
 
-  subscribe(filter) {
+  subscribe(filter, qos = 1) {
     return new Promise((resolve, reject) => {
-      this.client.subscribe(filter, { qos: 1 }, (err, granted) => {
+      this.client.subscribe(filter, { qos }, (err, granted) => {
         if (err) return reject(err);
         if (granted && granted.some((g) => g.qos >= 128)) return reject(new Error(`the broker refused the subscription to ${filter} (ACL)`));
         resolve();
