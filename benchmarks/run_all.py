@@ -399,6 +399,9 @@ def webapp_figures(r: dict[str, Any]) -> list[Figure]:
         Figure("webapp_shell_gz_kb", "web app shell, gzipped (index, app.js with MQTT.js, css, manifest, icon, "
                "service worker)", "KB", [r["shell"]["total_gz_bytes"] / 1024], target=("<", 250.0),
                runs_note="build output", detail=f"{r['shell']['total_raw_bytes'] / 1024:.0f} KB raw"),
+        Figure("webapp_age_chunk_gz_kb", "web app's age chunk (sealed.js: age-encryption, re-wrap, signature check), "
+               "gzipped, loaded when a sealed clip is first opened", "KB",
+               [sum(r["shell"].get("lazy_gz", {}).values()) / 1024], runs_note="build output"),
         Figure("webapp_cold_load_ms", "web app cold load (empty cache) -> first screen in the DOM", "ms",
                r["cold_load_ms"], runs_note=f"{r['loads']} fresh browser contexts",
                detail="first contentful paint median %.0f ms" % statistics.median(r["fcp_ms"])),

@@ -8,5 +8,5 @@ PY=${PYTHON:-.venv/bin/python}
 (cd doorbell/clients/web && { [[ -d node_modules ]] || npm ci --no-audit --no-fund --loglevel=error; } && npm run --silent build)
 mkdir -p docs/owner-app
 DOORBELL_SCREENSHOTS_DIR="$PWD/docs/owner-app" PYTHONPATH="$PWD" \
-  "$PY" -m pytest -q -p no:cacheprovider tests/clients/web/test_screenshots.py
+  "$PY" -m pytest -q -p no:cacheprovider tests/clients/web/test_screenshots.py tests/clients/web/test_screenshots_clips.py
 ls -la docs/owner-app/*.png

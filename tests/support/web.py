@@ -26,6 +26,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 PHONE = {"width": 390, "height": 844}
+AXE = Path(__file__).resolve().parents[2] / "doorbell" / "clients" / "web" / "node_modules" / "axe-core" / "axe.min.js"
 LAPTOP = {"width": 1280, "height": 800}
 
 
@@ -292,3 +293,48 @@ def gradient_jpeg(width: int = 320, height: int = 180) -> bytes:
         for pkt in [*s.encode(frame), *s.encode()]:
             out.mux(pkt)
     return buf.getvalue()
+
+
+# ---- screenshots (tests/clients/web/test_screenshots*.py; scripts/screenshots.sh)
+
+def png_size(path: Path) -> tuple[int, int]:
+    import struct
+
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", head[16:24])
+
+
+def snap(page: Any, path: Path) -> None:
+    """The top of the screen (the confirmation: the question itself), without a passing toast."""
+    page.evaluate("document.getElementById('toast').hidden = true; const c = document.getElementById('confirm');"
+                  "if (c && !c.hidden) c.scrollIntoView({block: 'start'}); else window.scrollTo(0, 0)")
+    page.screenshot(path=str(path))
+
+
+def shrink(path: Path) -> None:
+    """Small PNGs for the docs: a 64-colour palette is plenty for a flat UI."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        small = img.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+
+
+def axe_problems(page: Any) -> list[str]:
+    """Serious and critical axe-core violations on the page (its context needs ``bypass_csp=True``)."""
+    page.add_script_tag(path=str(AXE))
+    result = page.evaluate("axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', "
+                           "'wcag21aa', 'best-practice']}})")
+    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
+            for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+SEEK_JS = """async (t) => { const v = document.querySelector('#clip-video');
+    if (v.readyState < 1) await new Promise((r) => v.addEventListener('loadedmetadata', r, { once: true }));
+    await new Promise((r) => { v.addEventListener('seeked', r, { once: true }); v.currentTime = t; }); }"""
+
+
+def seek_video(page: Any, t: float) -> None:
+    """Seek the clip player's <video> to ``t`` seconds and wait until that frame is decoded."""
+    page.evaluate(SEEK_JS, t)

@@ -3,26 +3,14 @@ critical violations, and the approve flow works by keyboard alone (real Chromium
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from doorbell.core import protocol as p
-from tests.support.web import WebEnv, pair_browser, sign_in
+from tests.support.web import AXE, WebEnv, axe_problems, pair_browser, sign_in
 
 pytestmark = pytest.mark.timeout(180)
-
-AXE = Path(__file__).resolve().parents[3] / "doorbell" / "clients" / "web" / "node_modules" / "axe-core" / "axe.min.js"
-
-
-def axe_problems(page: Any) -> list[str]:
-    page.add_script_tag(path=str(AXE))
-    result = page.evaluate("axe.run(document, {runOnly: {type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', "
-                           "'wcag21aa', 'best-practice']}})")
-    return [f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']][:3]}"
-            for v in result["violations"] if v["impact"] in ("serious", "critical")]
-
 
 def tab_to(page: Any, test_js: str, limit: int = 80) -> None:
     """Press Tab until ``test_js`` (evaluated on document.activeElement as `el`) is true."""

@@ -19,7 +19,7 @@ from doorbell.core import protocol as p
 from doorbell.core.release import check_headers, open_released
 from doorbell.core.signing import verify
 from tests.support.polling import wait_for
-from tests.support.web import WebEnv, gradient_jpeg, pair_browser, sign_in, synthetic_clip
+from tests.support.web import WebEnv, gradient_jpeg, pair_browser, seek_video, sign_in, synthetic_clip
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -45,16 +45,15 @@ def thumb_loaded(page: Any, clip_id: str) -> None:
 
 def frame_at(page: Any, t: float) -> list[list[int]]:
     """The <video>'s decoded frame at ``t`` drawn to a canvas: RGB at (5, 60), (80, 60), (150, 60)."""
-    return list(page.evaluate("""async (t) => {
+    seek_video(page, t)
+    return list(page.evaluate("""() => {
         const v = document.querySelector('#clip-video');
-        if (v.readyState < 1) await new Promise((r) => v.addEventListener('loadedmetadata', r, { once: true }));
-        await new Promise((r) => { v.addEventListener('seeked', r, { once: true }); v.currentTime = t; });
         const c = document.createElement('canvas');
         c.width = v.videoWidth; c.height = v.videoHeight;
         const g = c.getContext('2d');
         g.drawImage(v, 0, 0);
         return [[5, 60], [80, 60], [150, 60]].map(([x, y]) => Array.from(g.getImageData(x, y, 1, 1).data.slice(0, 3)));
-    }""", t))
+    }"""))
 
 
 def close(rgb: list[int], want: tuple[int, int, int], tol: int = 24) -> bool:

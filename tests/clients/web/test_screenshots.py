@@ -4,7 +4,6 @@ real stack. The PNGs go to a temporary directory (each must be a real, non-blank
 from __future__ import annotations
 
 import os
-import struct
 import time
 from pathlib import Path
 from typing import Any
@@ -12,17 +11,11 @@ from typing import Any
 import pytest
 
 from doorbell.core import protocol as p
-from tests.support.web import LAPTOP, PHONE, WebEnv, gradient_jpeg, pair_browser, sign_in
+from tests.support.web import LAPTOP, PHONE, WebEnv, gradient_jpeg, pair_browser, png_size, shrink, sign_in, snap
 
 pytestmark = pytest.mark.timeout(240)
 
 SCREENS = ["login", "live", "requests", "request", "confirm", "grants", "audit", "devices"]
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    head = path.read_bytes()[:24]
-    assert head[:8] == b"\x89PNG\r\n\x1a\n", path
-    return struct.unpack(">II", head[16:24])
 
 
 def test_screenshots_of_every_screen(web: WebEnv, chromium: Any, tmp_path: Path) -> None:
@@ -89,18 +82,3 @@ def test_screenshots_of_every_screen(web: WebEnv, chromium: Any, tmp_path: Path)
             assert png_size(path) == (viewport["width"], viewport["height"]), path
             assert path.stat().st_size > 5000, f"{path} looks blank"
 
-
-def snap(page: Any, path: Path) -> None:
-    """The top of the screen (the confirmation: the question itself), without a passing toast."""
-    page.evaluate("document.getElementById('toast').hidden = true; const c = document.getElementById('confirm');"
-                  "if (c && !c.hidden) c.scrollIntoView({block: 'start'}); else window.scrollTo(0, 0)")
-    page.screenshot(path=str(path))
-
-
-def shrink(path: Path) -> None:
-    """Small PNGs for the docs: a 64-colour palette is plenty for a flat UI."""
-    from PIL import Image
-
-    with Image.open(path) as img:
-        small = img.convert("RGB").quantize(colors=64, method=Image.Quantize.MEDIANCUT)
-    small.save(path, optimize=True)

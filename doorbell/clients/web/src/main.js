@@ -632,7 +632,10 @@ function devicesView() {
   const sec = h("section", { "aria-labelledby": "ld-title" }, h("h2", { id: "ld-title", text: "Linked devices" }),
     h("p", { class: "muted", text: "Each linked phone, laptop or command line holds its own signing key; any of them can approve, deny or revoke, and each can be unlinked." }));
   if (mine && mine.enrolled) {
-    sec.append(h("p", { class: "ok", id: "this-key", text: `This browser is linked. Its key: ${fingerprint(mine.keyId)}` }));
+    sec.append(h("p", { class: "ok", id: "this-key", text: `This browser is linked. Its key: ${fingerprint(mine.keyId)}` }),
+      h("p", { id: "this-recipient" }, "Its age recipient, for your cameras to seal clips to this browser too (",
+        h("code", { text: "doorbell owner keys recipients --add" }), ", then re-provision the devices): ",
+        h("code", { class: "recipient", text: mine.recipient })));
   } else {
     const form = h("form", { class: "card", "aria-labelledby": "link-title" },
       h("h3", { id: "link-title", text: "Link this browser" }),
