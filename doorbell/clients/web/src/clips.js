@@ -221,7 +221,7 @@ export function clipsView(ctx, clipId) {
     sec.append(h("h3", { text: `${name} (${recs.length})` }),
       h("ol", { class: "timeline", "aria-label": `Clips from ${name}, newest first` }, recs.slice(0, 200).map((c) =>
         h("li", { class: "clip-row", "data-clip-id": c.clip_id },
-          h("a", { href: `#/clips/${encodeURIComponent(c.clip_id)}`, "aria-label": `${TRIGGER_LABEL[c.trigger] || c.trigger} at ${fmtTime(c.started_at)}, play` },
+          h("a", { href: `#/clips/${encodeURIComponent(c.clip_id)}` }, // its name: the snapshot's alt text and the visible time
             thumbImg(ctx, c),
             h("span", { class: "when" }, h("strong", { text: TRIGGER_LABEL[c.trigger] || c.trigger }), " ",
               h("time", { text: fmtTime(c.started_at) }), " ", h("span", { class: "muted", text: fmtDuration(c.ended_at - c.started_at) })))))));
