@@ -65,6 +65,7 @@ class SealedClip:
     keys: dict[str, str]  # video, snapshot, metadata, manifest -> bucket key
     video: bytes
     snapshot: bytes
+    announcement: bytes  # the SealedClipMessage as the agent publishes it
 
 
 @dataclass
@@ -132,7 +133,7 @@ class WebEnv:
         return key
 
     def put_sealed_clip(self, home: Home, recipients: list[str], started_at: float, video: bytes,
-                        snapshot: bytes, length: float = 10.0) -> SealedClip:
+                        snapshot: bytes, length: float = 10.0, announce: bool = True) -> SealedClip:
         """What the firmware and the agent do for one clip with encryption on: the spool's age writer and
         signed manifest, the four age files uploaded under opaque names, the announcement on ``clips``."""
         from doorbell.core import age
@@ -152,8 +153,9 @@ class WebEnv:
         s3c = self.s3.client()
         for kind, obj in msg.objects.items():
             s3c.put_object(Bucket=self.s3.bucket, Key=obj.key, Body=(loaded.path / SEALED_FILES[kind]).read_bytes())
-        self.device(home).pub(p.clips_topic(home.device_id), msg.to_json(), qos=1)
-        return SealedClip(clip.clip_id, {k: o.key for k, o in msg.objects.items()}, video, snapshot)
+        if announce:
+            self.device(home).pub(p.clips_topic(home.device_id), msg.to_json(), qos=1)
+        return SealedClip(clip.clip_id, {k: o.key for k, o in msg.objects.items()}, video, snapshot, msg.to_json())
 
     def agency_http(self) -> httpx.Client:
         return httpx.Client(base_url=self.service.url, headers={"Authorization": f"Bearer {self.agency_key}"},

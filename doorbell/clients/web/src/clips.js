@@ -23,17 +23,21 @@ export function sealed() {
 function db() {
   return new Promise((resolve, reject) => {
     const req = indexedDB.open("doorbell-clips", 1);
-    req.onupgradeneeded = () => req.result.createObjectStore("clips", { keyPath: "k" }).createIndex("owner", "owner");
+    req.onupgradeneeded = () => {
+      req.result.createObjectStore("clips", { keyPath: "k" }).createIndex("owner", "owner");
+      // announcements received but not yet indexed (as the CLI's owner-{id}-clips.pending)
+      req.result.createObjectStore("pending", { keyPath: "k" }).createIndex("owner", "owner");
+    };
     req.onsuccess = () => resolve(req.result);
     req.onerror = () => reject(req.error);
   });
 }
 
-async function tx(mode, fn) {
+async function tx(mode, fn, store = "clips") {
   const d = await db();
   return new Promise((resolve, reject) => {
-    const t = d.transaction("clips", mode);
-    const r = fn(t.objectStore("clips"));
+    const t = d.transaction(store, mode);
+    const r = fn(t.objectStore(store));
     t.oncomplete = () => { d.close(); resolve(r && r.result); };
     t.onerror = () => { d.close(); reject(t.error); };
   });
@@ -54,19 +58,39 @@ export class ClipIndex extends EventTarget {
     return this;
   }
 
+  /** Keep a raw announcement before the broker is told it arrived; ingest() removes it once indexed. */
+  async keep(topicDevice, payload) {
+    const k = `${this.ownerId}|${hex(await sha256(payload))}`;
+    await tx("readwrite", (s) => s.put({ k, owner: this.ownerId, device: topicDevice, payload: new Uint8Array(payload) }), "pending");
+    return k;
+  }
+
+  /** Index what was kept but not indexed (the app was closed in between); how many were new. */
+  async drain(identity) {
+    const rows = (await tx("readonly", (s) => s.index("owner").getAll(this.ownerId), "pending")) || [];
+    let n = 0;
+    for (const r of rows) if (await this.ingest(r.device, r.payload, identity)) n++;
+    return n;
+  }
+
   /** Index one announcement from devices/{id}/clips; the record, or null (logged) if it is not ours to open. */
   async ingest(topicDevice, payload, identity) {
+    let rec = null;
     try {
-      const rec = await this.open(topicDevice, payload, identity);
-      if (this.clips.has(rec.clip_id)) return null;
-      await tx("readwrite", (s) => s.put(rec));
-      this.clips.set(rec.clip_id, rec);
-      this.dispatchEvent(new CustomEvent("clip", { detail: rec }));
-      return rec;
+      rec = await this.open(topicDevice, payload, identity);
+      if (this.clips.has(rec.clip_id)) rec = null;
+      else {
+        await tx("readwrite", (s) => s.put(rec));
+        this.clips.set(rec.clip_id, rec);
+        this.dispatchEvent(new CustomEvent("clip", { detail: rec }));
+      }
     } catch (err) {
       console.warn(`clip announcement from ${topicDevice} not indexed: ${err.message}`);
-      return null;
+      rec = null;
     }
+    const k = `${this.ownerId}|${hex(await sha256(payload))}`;
+    await tx("readwrite", (s) => s.delete(k), "pending"); // indexed, or never ours to open
+    return rec;
   }
 
   async open(topicDevice, payload, identity) {

@@ -100,7 +100,7 @@ function loginView(error) {
 
 async function start({ url, login, ownerId, password }) {
   setConn("Connecting…", false);
-  const t = new Transport({ url, username: login || ownerId, password, ownerId });
+  const t = new Transport({ url, username: login || ownerId, password, ownerId, holdAck: keepAnnouncement });
   // keys, clip index and handlers first: a resumed session delivers its queued clip announcements at once
   state.ownerId = ownerId;
   state.keys = await loadKeys(ownerId);
@@ -484,6 +484,16 @@ async function startClips(ownerId) {
   state.clipIndex = await new ClipIndex(ownerId).load();
   state.deviceKeys = null;
   state.clipIndex.addEventListener("clip", () => { if (route().name === "clips" && !route().id) render(); });
+  const identity = state.keys && state.keys.enrolled ? state.keys.agreement : null;
+  if (identity) await state.clipIndex.drain(identity); // kept by an earlier visit that closed before indexing
+}
+
+/** Transport's holdAck: a clip announcement is kept in IndexedDB before the broker hears it arrived. */
+function keepAnnouncement(topic, payload) {
+  const parts = topic.split("/");
+  if (parts[2] !== "devices" || parts[4] !== "clips" || !ID_RE.test(parts[3] || "")) return null;
+  if (!state.clipIndex || !(state.keys && state.keys.enrolled)) return null; // nothing here could open it
+  return state.clipIndex.keep(parts[3], payload);
 }
 
 function onClipAnnouncement(deviceId, payload) {

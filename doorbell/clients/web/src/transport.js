@@ -8,8 +8,11 @@ export const PREFIX = "doorbell/v1";
 const SESSION_EXPIRY_S = 30 * 86400; // as doorbell/clients/owner/app.py CLIP_SESSION_EXPIRY_S
 
 export class Transport extends EventTarget {
-  constructor({ url, username, password, ownerId }) {
+  constructor({ url, username, password, ownerId, holdAck = null }) {
     super();
+    // holdAck(topic, payload): a Promise to wait for before a QoS 1 message is acknowledged (the
+    // clip index keeps an announcement on disk first, so a tab closed mid-way loses nothing), or null
+    this.holdAck = holdAck;
     this.ownerId = ownerId;
     this.url = url;
     this.username = username;
@@ -30,6 +33,11 @@ export class Transport extends EventTarget {
         // (and the owner tree) while the app is closed, for this browser's own clip index; live
         // events, status and snapshots are subscribed at QoS 0, which the broker does not queue.
         clean: false, properties: { sessionExpiryInterval: SESSION_EXPIRY_S },
+        customHandleAcks: (topic, payload, _packet, ack) => {
+          const held = this.holdAck && this.holdAck(topic, payload);
+          if (!held) return ack(0);
+          held.then(() => ack(0), (err) => { console.warn("acknowledged without keeping it:", topic, err); ack(0); });
+        },
       });
       this.client = c;
       let settled = false;
