@@ -224,3 +224,80 @@ def test_approve_sealed_clips_in_the_browser_and_only_those_reach_the_agency(
     finally:
         ctx_a.close()
         ctx_b.close()
+
+
+def test_the_browsers_age_rewrap_and_manifest_check_match_python_and_the_age_cli(
+        web: WebEnv, page: Any, tmp_path: Path) -> None:
+    """The hand-written parts of src/sealed.js, on their own: the re-wrapped header (python's age and the
+    stock CLI open it with the agency key), the header split, and the frozen manifest vector."""
+    import json
+
+    from doorbell.core import manifest as mf
+
+    page.goto(web.app_url)
+    page.wait_for_selector("#login-title")
+    # a non-extractable X25519 key in the browser, as a linked browser holds
+    recipient = page.evaluate("""async () => {
+        const k = await crypto.subtle.generateKey({ name: 'X25519' }, false, ['deriveBits']);
+        window.__k = k.privateKey;
+        const raw = new Uint8Array(await crypto.subtle.exportKey('raw', k.publicKey));
+        return Array.from(raw); }""")
+    from bech32 import bech32_encode, convertbits
+
+    browser_recipient = bech32_encode("age", convertbits(bytes(recipient), 8, 5))
+    household = age.generate_identity()
+    agency_identity = age.generate_identity()
+    agency_key_file = tmp_path / "agency.txt"
+    age.save_identity(agency_identity, agency_key_file)
+    for size in (0, 1000, 64 * 1024 + 7):  # empty, one chunk, two chunks
+        plain = bytes(range(256)) * (size // 256) + bytes(size % 256)
+        sealed_file = io.BytesIO()
+        age.encrypt(io.BytesIO(plain), sealed_file,
+                    [household.recipient, age.parse_recipient(browser_recipient)])
+        data = sealed_file.getvalue()
+        header, offset = age.header_and_payload_offset(io.BytesIO(data))
+        got = page.evaluate("""async ([bytes, recipient]) => {
+            const s = await window.__doorbell.sealed();
+            const file = new Uint8Array(bytes);
+            const { header, offset } = s.splitHeader(file.slice(0, 65536));
+            const fresh = await s.rewrapHeader(window.__k, header, recipient);
+            const plain = await s.decrypt(window.__k, file);
+            return { offset, fresh: Array.from(fresh), plain: plain.length }; }""",
+                            [list(data), str(agency_identity.recipient)])
+        assert got["offset"] == offset == len(header) and got["plain"] == size
+        fresh = bytes(got["fresh"])
+        assert age.parse_header(fresh).stanzas[0].type == "X25519" and len(age.parse_header(fresh).stanzas) == 1
+        out = io.BytesIO()
+        age.decrypt(io.BytesIO(fresh + data[offset:]), out, [agency_identity])
+        assert out.getvalue() == plain
+        with pytest.raises(age.AgeError):  # addressed to the agency only
+            age.decrypt(io.BytesIO(fresh + data[offset:]), io.BytesIO(), [household])
+        if shutil.which("age"):
+            joined = tmp_path / "joined.age"
+            joined.write_bytes(fresh + data[offset:])
+            assert subprocess.run(["age", "-d", "-i", str(agency_key_file), str(joined)],
+                                  capture_output=True, check=True).stdout == plain
+    # a header this browser's key does not open is refused, not re-wrapped
+    other = io.BytesIO()
+    age.encrypt(io.BytesIO(b"x"), other, [household.recipient])
+    refused = page.evaluate("""async ([bytes, recipient]) => { const s = await window.__doorbell.sealed();
+        const { header } = s.splitHeader(new Uint8Array(bytes));
+        return s.rewrapHeader(window.__k, header, recipient).then(() => 'rewrapped', (e) => e.message); }""",
+                            [list(other.getvalue()), str(agency_identity.recipient)])
+    assert "does not open" in refused
+
+    # the frozen manifest vector (tests/vectors/manifest_v1.json) verifies; altered or another key does not
+    vec = json.loads((Path(__file__).resolve().parents[2] / "vectors" / "manifest_v1.json").read_text())
+    mf.verify_manifest(mf.load_manifest(vec["manifest_json"]), vec["public_key"])  # the vector itself
+    altered = vec["manifest_json"].replace('"trigger":"ring"', '"trigger":"motion"')
+    assert altered != vec["manifest_json"]
+    from doorbell.core.signing import generate_key, public_key_text
+
+    verdicts = page.evaluate("""async ([good, altered, key, other]) => { const s = await window.__doorbell.sealed();
+        const run = (text, k) => s.verifyManifest(new TextEncoder().encode(text), k)
+            .then((m) => 'ok ' + m.clip_id, (e) => e.message);
+        return [await run(good, key), await run(altered, key), await run(good, other)]; }""",
+                             [vec["manifest_json"], altered, vec["public_key"], public_key_text(generate_key())])
+    assert verdicts[0] == "ok " + vec["manifest"]["clip_id"]
+    assert "altered after signing" in verdicts[1]
+    assert "not this device's registered key" in verdicts[2]

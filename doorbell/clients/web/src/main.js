@@ -6,7 +6,7 @@ import { verifyOwnerView, checkPin, pinOf } from "./audit.js";
 import { loadKeys, saveKeys, forgetKeys, generateKeys, signMessage, signingBytes, fingerprint } from "./keys.js";
 import { normaliseCode, pairSecrets, offerMessage } from "./pairing.js";
 import { randomHex, canonical } from "./canonical.js";
-import { ClipIndex, clipsView, thumbImg, buildRelease } from "./clips.js";
+import { ClipIndex, clipsView, thumbImg, buildRelease, sealed } from "./clips.js";
 
 const CLIP_RE = /^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$/;
 const TOKEN_RE = /^[A-Za-z0-9_-]{6,64}$/;
@@ -22,7 +22,7 @@ const state = {
 const shown = {};
 window.__doorbell = { shown, state };
 // The pure functions, for the interop tests (same bytes as doorbell/core/signing.py and auditchain.py).
-Object.assign(window.__doorbell, { canonical, signingBytes, verifyOwnerView, neutralise });
+Object.assign(window.__doorbell, { canonical, signingBytes, verifyOwnerView, neutralise, sealed });
 
 // ------------------------------------------------------------------ DOM helpers
 function h(tag, attrs = {}, ...kids) {
