@@ -208,9 +208,11 @@ def test_approve_sealed_clips_in_the_browser_and_only_those_reach_the_agency(
         leaked = pb.evaluate("""async ([d, key]) => { const t = window.__doorbell.state.t;
             const sub = await t.subscribe(`doorbell/v1/devices/${d}/clips`).then(() => 'ok', (e) => e.message);
             const link = await t.rpc('object_link', { key }).then(() => 'granted', (e) => e.message);
-            return { sub, link, ids: [...window.__doorbell.state.clipIndex.clips.keys()] }; }""",
+            const devices = (await t.rpc('devices', {})).devices.map((x) => x.device_id);
+            return { sub, link, devices, ids: [...window.__doorbell.state.clipIndex.clips.keys()] }; }""",
                              [web.a.device_id, video_key])
         assert "refused" in leaked["link"] and leaked["ids"] == [b_own.clip_id], leaked
+        assert leaked["devices"] == [web.b.device_id], leaked
         late = web.put_sealed_clip(web.a, [rec_a], now - 100, synthetic_clip(tmp_path / "late.mp4", 4), snap)
         marker = web.put_sealed_clip(web.b, [rec_b], now - 50, synthetic_clip(tmp_path / "mark.mp4", 4), snap)
         indexed(pb, 2)  # B's marker, announced after A's late clip, arrived: A's would have too
