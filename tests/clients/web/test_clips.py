@@ -120,6 +120,20 @@ def test_a_sealed_clip_plays_decrypted_with_its_device_signature_and_a_tampered_
     assert page.get_attribute("#clip-signature", "data-verdict") == "bad"
     assert "not this device's registered key" in page.inner_text("#clip-signature")
 
+    # unlinking this browser forgets its clip index with its keys (the clip times stay nowhere here)
+    kid = page.evaluate("window.__doorbell.state.keys.keyId")
+    page.goto(web.app_url + "#/devices")
+    page.click(f"[data-key-id='{kid}'] >> text=Unlink…")
+    assert "its list of your clips" in page.inner_text("#confirm pre")
+    page.click("#confirm-send")
+    page.wait_for_selector(".toast.ok >> text=Unlinked")
+    left = page.evaluate("""() => new Promise((resolve) => { const r = indexedDB.open('doorbell-clips');
+        r.onsuccess = () => { const t = r.result.transaction(['clips', 'pending']); const n = [];
+            t.objectStore('clips').count().onsuccess = (e) => n.push(e.target.result);
+            t.objectStore('pending').count().onsuccess = (e) => n.push(e.target.result);
+            t.oncomplete = () => { r.result.close(); resolve(n); }; }; })""")
+    assert left == [0, 0] and page.evaluate("window.__doorbell.state.clipIndex.clips.size") == 0
+
 
 def test_approve_sealed_clips_in_the_browser_and_only_those_reach_the_agency(
         web: WebEnv, chromium: Any, tmp_path: Path) -> None:

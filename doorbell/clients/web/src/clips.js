@@ -58,6 +58,17 @@ export class ClipIndex extends EventTarget {
     return this;
   }
 
+  /** Forget this owner's clips in this browser (when this browser is unlinked). */
+  async forget() {
+    for (const store of ["clips", "pending"]) {
+      const keys = (await tx("readonly", (s) => s.index("owner").getAllKeys(this.ownerId), store)) || [];
+      await tx("readwrite", (s) => { for (const k of keys) s.delete(k); }, store);
+    }
+    this.clips.clear();
+    for (const p of this.thumbs.values()) p.then((url) => url && URL.revokeObjectURL(url));
+    this.thumbs.clear();
+  }
+
   /** Keep a raw announcement before the broker is told it arrived; ingest() removes it once indexed. */
   async keep(topicDevice, payload) {
     const k = `${this.ownerId}|${hex(await sha256(payload))}`;

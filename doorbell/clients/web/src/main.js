@@ -417,7 +417,7 @@ function confirmPanel() {
   } else if (p.kind === "unlink") {
     const self = state.keys && state.keys.keyId === p.k.key_id;
     text = `You are about to UNLINK ${neutralise(p.k.label, 60)} (key ${fingerprint(p.k.key_id)}): it can no longer approve, deny or revoke for you.` +
-      (self ? "\nThis is this browser: it forgets its keys, and you need a new pairing code to link it again." : "");
+      (self ? "\nThis is this browser: it forgets its keys (and its list of your clips), and you need a new pairing code to link it again." : "");
     question = "Sign and send this unlink?"; action = "Sign and send unlink";
   } else {
     const g = p.g;
@@ -461,7 +461,10 @@ async function send(p) {
     if (result.ok) {
       toast(`✓ ${done}${result.expires_at ? `, until ${fmtTime(result.expires_at)}` : ""}`, "ok");
       if (p.kind === "approve" || p.kind === "deny") { state.requests.delete(p.r.request_id); location.hash = "#/grants"; }
-      if (p.kind === "unlink" && state.keys && p.k.key_id === state.keys.keyId) { await forgetKeys(state.ownerId); state.keys = null; }
+      if (p.kind === "unlink" && state.keys && p.k.key_id === state.keys.keyId) {
+        await forgetKeys(state.ownerId); state.keys = null;
+        if (state.clipIndex) await state.clipIndex.forget(); // its clip times go with the key that opened them
+      }
       render();
     } else {
       toast(`✗ The sharing service refused: ${neutralise(result.reason, 500)}`, "bad");
