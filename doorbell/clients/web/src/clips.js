@@ -12,6 +12,11 @@ const KINDS = ["video", "snapshot", "metadata", "manifest"];
 export const RELEASED_KINDS = ["video", "snapshot", "manifest"];
 const MAX_CLIP_LENGTH_S = 600; // clips.max_length_s is at most 600: bounds the window match
 
+/** Whether an announcement on devices/{id}/clips is a sealed one (a clear device announces a ClipMessage there). */
+export function isSealedAnnouncement(payload) {
+  return payload.length <= 16384 && new TextDecoder().decode(payload).includes('"sealed"');
+}
+
 let sealedChunk = null;
 /** The age chunk, loaded once. */
 export function sealed() {

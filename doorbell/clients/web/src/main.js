@@ -6,7 +6,7 @@ import { verifyOwnerView, checkPin, pinOf } from "./audit.js";
 import { loadKeys, saveKeys, forgetKeys, generateKeys, signMessage, signingBytes, fingerprint } from "./keys.js";
 import { normaliseCode, pairSecrets, offerMessage } from "./pairing.js";
 import { randomHex, canonical } from "./canonical.js";
-import { ClipIndex, clipsView, thumbImg, buildRelease, sealed } from "./clips.js";
+import { ClipIndex, clipsView, thumbImg, buildRelease, sealed, isSealedAnnouncement } from "./clips.js";
 
 const CLIP_RE = /^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$/;
 const TOKEN_RE = /^[A-Za-z0-9_-]{6,64}$/;
@@ -495,12 +495,12 @@ async function startClips(ownerId) {
 function keepAnnouncement(topic, payload) {
   const parts = topic.split("/");
   if (parts[2] !== "devices" || parts[4] !== "clips" || !ID_RE.test(parts[3] || "")) return null;
-  if (!state.clipIndex || !(state.keys && state.keys.enrolled)) return null; // nothing here could open it
+  if (!state.clipIndex || !(state.keys && state.keys.enrolled) || !isSealedAnnouncement(payload)) return null; // nothing to keep
   return state.clipIndex.keep(parts[3], payload);
 }
 
 function onClipAnnouncement(deviceId, payload) {
-  if (!state.clipIndex) return;
+  if (!state.clipIndex || !isSealedAnnouncement(payload)) return; // clips stored in clear: the service's list
   const identity = state.keys && state.keys.enrolled ? state.keys.agreement : null;
   if (!identity) { console.warn(`clip announcement from ${deviceId} not indexed: this browser is not linked`); return; }
   state.clipIndex.ingest(deviceId, payload, identity);
