@@ -20,6 +20,10 @@ class ClipIndex:
         try:
             msg = p.decode(p.ClipMessage, payload, "clips")
         except p.ProtocolError as exc:
+            if self._sealed(payload):
+                # Rule 9: a sealed clip is the owner's to index; the service learns of it only at approval.
+                log.debug("sealed clip announcement from %s: not indexed", topic_device)
+                return True
             log.warning("clip message from %s dropped: %s", topic_device, exc)
             return False
         if msg.device_id != topic_device:
@@ -47,4 +51,12 @@ class ClipIndex:
                        ended_at=msg.ended_at, key=msg.key, snapshot_key=msg.snapshot_key, sha256=msg.sha256,
                        size=msg.size, indexed_at=self.ctx.clock()))
         log.debug("indexed clip %s of %s", msg.clip_id, msg.device_id)
+        return True
+
+    @staticmethod
+    def _sealed(payload: bytes) -> bool:
+        try:
+            p.decode(p.SealedClipMessage, payload, "clips")
+        except p.ProtocolError:
+            return False
         return True

@@ -6,10 +6,12 @@ import json
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from doorbell.clients.agency.client import ApiError
 from doorbell.core import protocol as p
 from doorbell.core.signing import generate_key, sign_decision, sign_revoke
+from sharing_service.models import Clip
 from tests.support.sharing import Env
 
 
@@ -240,3 +242,20 @@ def test_requests_recorded_before_a_stop_are_delivered_after_restart(sharing: En
     assert sorted(c.clip_id for c in req.clips) == sorted(c for c, _ in three_clips)
     assert sharing.core.delivery.undelivered() == []
     assert sharing.core.delivery.deliver(rid) == 0  # never asks twice
+
+
+def test_sealed_announcements_are_not_indexed_and_not_warned_about(sharing: Env, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Rule 9: the service passes over a sealed clip quietly; a malformed one is still refused loudly."""
+    obj = {"key": "dev-a/o/x/v", "sha256": "ab" * 32, "size": 100}
+    sealed = json.dumps({"v": 1, "sealed": True, "device_id": "dev-a", "metadata": "YWdl",
+                         "objects": {"video": obj, "metadata": {**obj, "key": "dev-a/o/x/m"},
+                                     "manifest": {**obj, "key": "dev-a/o/x/n"}}}).encode()
+    with sharing.core.ctx.db.read() as s:
+        before = s.execute(sa.select(sa.func.count()).select_from(Clip)).scalar_one()
+    caplog.set_level("DEBUG", logger="sharing_service.clip_index")
+    assert sharing.core.clips.index_clip("dev-a", sealed) is True
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    with sharing.core.ctx.db.read() as s:
+        assert s.execute(sa.select(sa.func.count()).select_from(Clip)).scalar_one() == before
+    assert sharing.core.clips.index_clip("dev-a", b'{"v": 1, "sealed": true}') is False
+    assert any("dropped" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
