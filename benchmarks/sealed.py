@@ -175,19 +175,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer sizes and runs")
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="sealed-bench-"))
-    members = [age.generate_identity() for _ in range(2)]
-    recipients = [m.recipient for m in members] + [age.generate_identity().recipient]  # 2 members + recovery
-    key_file = work / "device_ed25519.pem"
-    device_key = signing.ensure_device_key(key_file)
-    results: dict[str, Any] = {"quick": args.quick, "recipients": len(recipients)}
-    results["firmware"] = firmware_rss(work, args.quick, recipients, key_file)
-    results["clip_to_bucket"] = clip_to_bucket(work, args.quick, recipients, device_key)
+    with tempfile.TemporaryDirectory(prefix="sealed-bench-") as tmp:
+        results = run(Path(tmp), args.quick)
     text = json.dumps(results, indent=1)
     if args.json:
         Path(args.json).write_text(text)
     print(text)
     return 0
+
+
+def run(work: Path, quick: bool) -> dict[str, Any]:
+    """Both measurements in ``work``, which the caller removes (footage, spools, SeaweedFS data)."""
+    members = [age.generate_identity() for _ in range(2)]
+    recipients = [m.recipient for m in members] + [age.generate_identity().recipient]  # 2 members + recovery
+    key_file = work / "device_ed25519.pem"
+    device_key = signing.ensure_device_key(key_file)
+    results: dict[str, Any] = {"quick": quick, "recipients": len(recipients)}
+    results["firmware"] = firmware_rss(work, quick, recipients, key_file)
+    results["clip_to_bucket"] = clip_to_bucket(work, quick, recipients, device_key)
+    return results
 
 
 if __name__ == "__main__":
