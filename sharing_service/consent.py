@@ -192,7 +192,14 @@ class Consent:
             if row is None or row.result is None or row.owner_id != owner_id or row.sig_sha256 != _sig_digest(msg):
                 return None
             log.info("owner %s sent message %s again: answered with the stored verdict", owner_id, msg.nonce)
-            return [Outgoing(p.result_topic(owner_id, msg.nonce), row.result.encode())]
+            try:
+                verdict = p.decode(p.Result, row.result.encode(), "result")
+            except p.ProtocolError:
+                return None
+            # the replay itself is refused (nothing is applied again); the verdict it gets is the first one's
+            note = "replayed message (nonce already used): not applied again; this is the answer it got first"
+            verdict = verdict.model_copy(update={"reason": f"{note}: {verdict.reason}" if verdict.reason else note})
+            return [Outgoing(p.result_topic(owner_id, msg.nonce), verdict.to_json())]
 
     @staticmethod
     def _store_answer(s: Session, owner_id: str, msg: p.SignedMessage, out: list[Outgoing]) -> None:
