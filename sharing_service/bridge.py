@@ -23,6 +23,13 @@ lost at the broker, and the owner's app sends an unanswered signed message again
 nonce (:mod:`sharing_service.consent`). Retained messages are never delivered
 through a shared subscription (MQTT v5, 4.8.2), so a retained decision is never seen.
 
+The group name is a secret shared by the instances (``sharing.mqtt_share_group``;
+``doorbell provision`` writes a random one). Mosquitto 2.0 does not check a
+SUBSCRIBE against the ACL's rules, only each delivery: any login may join
+``$share/<group>/<filter>``, and a message the broker hands to a member that may
+not read it is dropped for the whole group (tests/sharing_service/test_scale.py
+shows both). Only a login that knows the group's name can join it.
+
 :meth:`OwnerBridge.drain` (SIGTERM) unsubscribes first, so the broker hands the
 stream to the other members, then finishes what was already received.
 """
@@ -49,6 +56,7 @@ log = logging.getLogger(__name__)
 SUBSCRIPTIONS = [(p.ALL_DEVICE_CLIPS, 1), (p.ALL_DECISIONS, 1), (p.ALL_REVOKES, 1), (p.ALL_RPC, 1),
                  (linking.ALL_ENROLS, 1), (linking.ALL_UNLINKS, 1)]
 SESSION_EXPIRY_S = 86400
+DEFAULT_SHARE_GROUP = "sharing"
 
 
 def subscriptions(share_group: str | None = None) -> list[tuple[str, int]]:
@@ -69,6 +77,10 @@ class OwnerBridge:
         self.enrolment = Enrolment(core.consent)
         self.cfg = mqtt_cfg
         self.share_group = share_group
+        if share_group == DEFAULT_SHARE_GROUP:
+            log.warning("sharing.mqtt_share_group is the default %r: any broker login that guesses it can join the "
+                        "group and make the broker drop owners' messages; set a random name on every instance "
+                        "(docs/sharing.md, 'Running several instances')", share_group)
         self.subscriptions = subscriptions(share_group)
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=10000)
         self._stop = threading.Event()

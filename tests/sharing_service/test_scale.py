@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -44,6 +45,7 @@ from tests.support.sharing import HOME_A, iso
 OWNERS = [f"scale-o{i}" for i in range(1, 6)]
 REQUESTS = 6
 RESEND_S = 3.0
+SHARE_GROUP = "sharing-" + secrets.token_hex(16)  # the instances' secret (see the last test)
 
 
 @dataclass
@@ -69,7 +71,7 @@ def _start(tmp_path: Path, broker: Any, s3: Any, db_url: str, login: str, **shar
     cfg = tmp_path / f"{login}.yaml"
     cfg.write_text(yaml.safe_dump({
         "sharing": {"database_url": db_url, "http": {"host": "127.0.0.1", "port": port},
-                    "mqtt_shared": True, "sweep_interval_s": 2, **sharing},
+                    "mqtt_shared": True, "mqtt_share_group": SHARE_GROUP, "sweep_interval_s": 2, **sharing},
         "mqtt": {"host": broker.host, "port": broker.port, "username": login},
         "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key,
                "region": "us-east-1", "addressing_style": "path"},
@@ -311,3 +313,35 @@ def test_sigterm_drains_then_exits_zero(tmp_path: Path, clean_broker: Any, s3: A
     finally:
         _stop([inst])
         db.dispose()
+
+
+def test_a_device_cannot_take_owners_decisions_from_the_secret_group(clean_broker: Any, mqtt_client: Any) -> None:
+    """Attack with devices' valid logins: join the service's shared subscription to take (and, as they
+    may not read them, make the broker drop) a share of every owner's decisions.
+
+    Mosquitto 2.0 grants any SUBSCRIBE and checks the ACL at each delivery, also under ``$share/<group>/``
+    (against the filter without the prefix). A device in a guessed group gets nothing and takes nothing:
+    the service, in its secret group, gets every decision. A device that knew the secret would join the
+    group and the broker would drop the messages it hands to it: why the group's name is a secret."""
+    login = clean_broker.add_service_instances(1)[0]
+    secret = "sharing-" + secrets.token_hex(16)
+    svc, owner = mqtt_client(login), mqtt_client("owner-a")
+    assert not svc.sub(f"$share/{secret}/{p.ALL_DECISIONS}")[0].is_failure
+    guesser = mqtt_client("dev-a")
+    assert not guesser.sub(f"$share/sharing/{p.ALL_DECISIONS}")[0].is_failure  # granted, in another group
+    got: list[Any] = []
+
+    def publish_and_count(n: int) -> None:
+        for _ in range(n):
+            assert not owner.pub(p.decision_topic("owner-a", p.new_token()), b"{}", qos=1).is_failure
+
+    publish_and_count(20)
+    wait_for(lambda: len(got.__iadd__(svc.drain())) >= 20, timeout=10, what="20 decisions at the service")
+    assert len(got) == 20 and guesser.drain() == []
+
+    leaked = mqtt_client("dev-b")  # the same, knowing the secret: a member that may read nothing
+    assert not leaked.sub(f"$share/{secret}/{p.ALL_DECISIONS}")[0].is_failure
+    got.clear()
+    publish_and_count(20)
+    got += svc.drain(settle=2.0)
+    assert leaked.drain() == [] and 0 < len(got) < 20  # the broker dropped the device's share
