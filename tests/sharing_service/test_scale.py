@@ -35,10 +35,11 @@ from doorbell.core.config import SharingSection
 from doorbell.core.signing import generate_key, public_key_text, sign_decision
 from doorbell.sandbox.embedded import free_port
 from sharing_service import audit
-from sharing_service.context import ServiceContext
+from sharing_service.context import AgencyInfo, ServiceContext
 from sharing_service.core import SharingCore
 from sharing_service.db import Database
 from sharing_service.models import AuditEntry, Grant, Nonce, RequestTarget
+from sharing_service.schemas import RequestCreate
 from tests.support.polling import wait_for
 from tests.support.sharing import HOME_A, iso
 
@@ -112,6 +113,7 @@ class Cluster:
     instances: list[Instance]
     keys: dict[str, Any]
     agency_key: str
+    agency_id: int
     limited_key: str
     broker: Any
 
@@ -130,12 +132,12 @@ def cluster(tmp_path: Path, clean_broker: Any, s3: Any, pg_database: str) -> Ite
     for i, owner in enumerate(OWNERS, 1):
         core.registry.add_owner(owner, public_key_text(keys[owner]))
         core.registry.add_device(f"scale-d{i}", owner, HOME_A[0] + i * 0.0002, HOME_A[1])
-    _, agency_key = core.registry.add_agency("Scale PD")
+    agency_id, agency_key = core.registry.add_agency("Scale PD")
     _, limited_key = core.registry.add_agency("Limited PD", rate_per_min=2)
     instances = [_start(tmp_path, broker, s3, pg_database, login) for login in logins]
     try:
         wait_for(lambda: all(_serving(i) for i in instances), timeout=60, interval=0.1, what="three instances")
-        yield Cluster(core, instances, keys, agency_key, limited_key, broker)
+        yield Cluster(core, instances, keys, agency_key, agency_id, limited_key, broker)
     finally:
         _stop(instances)
         db.dispose()
@@ -171,6 +173,16 @@ def test_three_instances_survive_a_sigkill_mid_flow(cluster: Cluster, s3: Any, m
     a, b, dead = c.instances
     now = time.time()
     _announce_clips(c, s3, now - 3600)
+    body = {"case_number": "2026-001400", "legal_basis": "Warrant 14", "attest_not_protest": True,
+            "window_start": iso(now - 2 * 3600), "window_end": iso(now - 1800), "lat": HOME_A[0], "lon": HOME_A[1],
+            "radius_m": 500, "reason": "burglary"}
+
+    class DiedBeforeMatching:
+        def schedule(self, rid: str) -> None:
+            """The instance that recorded the request died before its matcher ran."""
+
+    orphan = SharingCore(c.core.ctx, scheduler=DiedBeforeMatching()).agencies.create_request(
+        AgencyInfo(c.agency_id, "Scale PD", None), RequestCreate.model_validate(body))["id"]
 
     # the rate limit is one per agency, whichever instance answers: 2 per minute in total, not 2 per instance
     codes = []
@@ -186,9 +198,6 @@ def test_three_instances_survive_a_sigkill_mid_flow(cluster: Cluster, s3: Any, m
     owners = {o: mqtt_client(o) for o in OWNERS}
     for o, probe in owners.items():
         probe.sub(f"{p.PREFIX}/owners/{o}/#", qos=1)
-    body = {"case_number": "2026-001400", "legal_basis": "Warrant 14", "attest_not_protest": True,
-            "window_start": iso(now - 2 * 3600), "window_end": iso(now - 1800), "lat": HOME_A[0], "lon": HOME_A[1],
-            "radius_m": 500, "reason": "burglary"}
     rids = []
     for n in range(REQUESTS):  # agency HTTP round-robin over the three instances
         with AgencyClient(c.instances[n % 3].url, c.agency_key) as agency:
@@ -196,17 +205,25 @@ def test_three_instances_survive_a_sigkill_mid_flow(cluster: Cluster, s3: Any, m
 
     # every owner is asked every request exactly once (whichever matcher delivered it)
     offered: dict[tuple[str, str], list[str]] = {}
-    def all_asked() -> bool:
+    results: dict[str, list[p.Result]] = {}
+
+    def pump() -> None:
         for o, probe in owners.items():
             for msg in probe.drain():
-                if "/requests/" in msg.topic and msg.payload:
+                if "/results/" in msg.topic:
+                    r = p.decode(p.Result, msg.payload)
+                    results.setdefault(r.ref, []).append(r)
+                elif "/requests/" in msg.topic and msg.payload:
                     try:
                         req = p.decode(p.PoliceRequest, msg.payload)
                     except p.ProtocolError:
                         continue  # a RequestClosed
                     offered[(req.request_id, o)] = [x.clip_id for x in req.clips]
-        return len(offered) == REQUESTS * len(OWNERS)
-    wait_for(all_asked, timeout=30, what="every owner asked every request")
+
+    def asked(rid_list: list[str]) -> bool:
+        pump()
+        return all((rid, o) in offered for rid in rid_list for o in OWNERS)
+    wait_for(lambda: asked(rids), timeout=30, what="every owner asked every request")
 
     decisions = {(rid, o): sign_decision(c.keys[o], owner_id=o, request_id=rid, approve=True,
                                          clip_ids=offered[(rid, o)], grant_days=7)
@@ -214,20 +231,12 @@ def test_three_instances_survive_a_sigkill_mid_flow(cluster: Cluster, s3: Any, m
     for o in OWNERS:
         for rid in rids:
             owners[o].sub(p.result_topic(o, decisions[(rid, o)].nonce), qos=1)
-    results: dict[str, list[p.Result]] = {}
     sent_at: dict[tuple[str, str], float] = {}
 
     def send(k: tuple[str, str]) -> None:
         rid, o = k
         assert not owners[o].pub(p.decision_topic(o, rid), decisions[k].to_json(), qos=1).is_failure
         sent_at[k] = time.monotonic()
-
-    def collect() -> None:
-        for probe in owners.values():
-            for msg in probe.drain():
-                if "/results/" in msg.topic:
-                    r = p.decode(p.Result, msg.payload)
-                    results.setdefault(r.ref, []).append(r)
 
     order = list(decisions)
     half = len(order) // 2
@@ -238,7 +247,7 @@ def test_three_instances_survive_a_sigkill_mid_flow(cluster: Cluster, s3: Any, m
         send(k)
     deadline = time.monotonic() + 60
     while True:
-        collect()
+        pump()
         missing = [k for k in order if decisions[k].nonce not in results]
         if not missing:
             break
@@ -248,6 +257,8 @@ def test_three_instances_survive_a_sigkill_mid_flow(cluster: Cluster, s3: Any, m
                 send(k)
         time.sleep(0.05)
     assert dead.proc.wait(10) == -signal.SIGKILL
+    # the request recorded by an instance that died before matching: a survivor's sweep delivers it
+    wait_for(lambda: asked([orphan]), timeout=40, interval=0.2, what="the orphaned request delivered")
 
     # every decision answered "applied", never refused (a resend is answered with the stored verdict)
     for k in order:
@@ -259,10 +270,10 @@ def test_three_instances_survive_a_sigkill_mid_flow(cluster: Cluster, s3: Any, m
         assert sorted(g[0] for g in grants) == sorted(d.nonce for d in decisions.values())  # once each
         assert {(g[1], g[2]) for g in grants} == set(decisions)
         states = s.execute(select(RequestTarget.state, func.count()).group_by(RequestTarget.state)).all()
-        assert dict(states) == {"approved": len(decisions)}
+        assert dict(states) == {"approved": len(decisions), "pending": len(OWNERS)}  # (the orphan: undecided)
         kinds = dict(s.execute(select(AuditEntry.kind, func.count()).group_by(AuditEntry.kind)).all())
         assert kinds["decision"] == kinds["grant"] == len(decisions)
-        assert kinds["delivery"] == len(decisions)  # each owner asked once per request
+        assert kinds["delivery"] == len(decisions) + len(OWNERS)  # each owner asked once per request
         assert kinds.get("refusal", 0) == 0
         assert s.execute(select(func.count()).select_from(Nonce)).scalar_one() == len(decisions)
         report = audit.verify_chain(s)
