@@ -11,7 +11,9 @@ import hmac
 import logging
 import re
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from doorbell.core import protocol as p
@@ -249,12 +251,10 @@ class AgencyDesk:
                 continue
             made.append({"key": key, "grant_id": grant_id, "clip_id": copy_id, "created_at": now})
         if made:
+            # ON CONFLICT DO NOTHING: another instance may have copied and recorded the same key meanwhile
+            upsert = pg_insert if self.ctx.db.dialect == "postgresql" else sqlite_insert
             with self.ctx.db.write() as s:
-                known = set(s.execute(select(SharedObject.key).where(
-                    SharedObject.key.in_([m["key"] for m in made]))).scalars())
-                fresh = [m for m in made if m["key"] not in known]
-                if fresh:
-                    s.execute(insert(SharedObject), fresh)
+                s.execute(upsert(SharedObject).on_conflict_do_nothing(), made)
 
     @staticmethod
     def _shared_keys(s: Session, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], str]:

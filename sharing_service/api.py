@@ -8,8 +8,7 @@ bucket (``sharing.agency_rate_per_min`` or its own limit) and gets 429 with
 from __future__ import annotations
 
 import logging
-import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,10 @@ from doorbell.core import __version__
 from doorbell.core.errors import DoorbellError
 from sharing_service.context import AgencyInfo, Refused
 from sharing_service.core import SharingCore
+from sharing_service.ratelimit import RateLimiter
 from sharing_service.schemas import (
     ErrorBody,
+    Health,
     RequestCreate,
     RequestCreated,
     RequestList,
@@ -57,30 +58,11 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse({"error": body}, status_code=status, headers=headers)
 
 
-class RateLimiter:
-    """Per-agency token buckets (state lives in the app, not in a module global)."""
-
-    def __init__(self, default_per_min: int):
-        self.default = default_per_min
-        self._buckets: dict[int, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, agency: AgencyInfo) -> float:
-        """0 if allowed, else seconds until a token is available."""
-        rate = (agency.rate_per_min or self.default) / 60.0
-        burst = max(1.0, rate * 60.0)
-        now = time.monotonic()
-        with self._lock:
-            tokens, last = self._buckets.get(agency.id, (burst, now))
-            tokens = min(burst, tokens + (now - last) * rate)
-            if tokens >= 1.0:
-                self._buckets[agency.id] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[agency.id] = (tokens, now)
-            return (1.0 - tokens) / rate
+HealthCheck = Callable[[], tuple[bool, dict[str, str]]]
 
 
-def create_app(core: SharingCore) -> FastAPI:
+def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
+    """The agency API; ``health`` answers /healthz (the service's: database, broker, draining)."""
     app = FastAPI(
         title="Doorbell sharing service: agency API",
         version=__version__,
@@ -91,7 +73,7 @@ def create_app(core: SharingCore) -> FastAPI:
                      "download links. Responses never reveal which homes were asked or who declined."),
         responses=ERRORS,
     )
-    limiter = RateLimiter(core.settings.agency_rate_per_min)
+    limiter = RateLimiter(core.db, core.settings.agency_rate_per_min)  # in the database: one limit per agency
     bearer = HTTPBearer(auto_error=False, description="API key issued by 'doorbell sharing agency add'")
 
     @app.exception_handler(HttpRefusal)
@@ -173,9 +155,12 @@ def create_app(core: SharingCore) -> FastAPI:
     def transparency() -> dict[str, Any]:
         return core.transparency.figures()
 
-    @app.get("/healthz", tags=["public"], summary="Liveness")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", tags=["public"], response_model=Health,
+             responses={503: {"model": Health, "description": "draining (SIGTERM) or the database is down"}},
+             summary="Health for a load balancer: 200 while serving, 503 while draining or without database")
+    def healthz() -> JSONResponse:
+        ok, state = health() if health is not None else (True, {"status": "ok"})
+        return JSONResponse(state, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
     mount_owner_app(app)
     return app

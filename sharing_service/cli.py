@@ -24,8 +24,8 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     s = ss.add_parser("serve", parents=[common], help="run the service (HTTP API + MQTT owner bridge)")
     s.add_argument("--no-mqtt", action="store_true", help="HTTP only (no owner bridge); for API development")
-    s.add_argument("--sweep-interval", type=float, default=30.0, metavar="S",
-                   help="seconds between expiry sweeps (default 30)")
+    s.add_argument("--sweep-interval", type=float, default=None, metavar="S",
+                   help="seconds between expiry sweeps (default: sharing.sweep_interval_s, 30)")
     s.set_defaults(func=_serve)
 
     m = ss.add_parser("migrate", parents=[common], help="create or upgrade the database schema")

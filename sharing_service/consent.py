@@ -3,10 +3,23 @@
 Every signed owner message shares one envelope (:meth:`Consent._handle_signed`):
 decode or refuse, apply in one transaction, refuse a nonce that raced in twice,
 then publish the verdict on ``owners/{o}/results/{nonce}`` after the commit.
+
+Several instances: the nonce row (unique key) is inserted in the transaction
+that applies the message, together with the verdict (``nonces.result``) and a
+digest of the signature. The owner's app sends an unanswered message again
+(same nonce: an instance may have died between commit and answer, or with the
+message unacknowledged); the identical message is then answered with the stored
+verdict and never applied twice. Two instances applying the same nonce at once
+are serialised by the unique key: the loser's transaction fails with
+IntegrityError and it answers with the winner's verdict. The rows a decision or
+revoke changes (request target, grant) are locked ``FOR UPDATE``, so two
+*different* signed messages about one request (two of the owner's devices)
+cannot both apply.
 """
 from __future__ import annotations
 
 import base64
+import hashlib
 import logging
 import re
 from collections.abc import Callable
@@ -134,7 +147,8 @@ class Consent:
             return None, first_error or "signature does not verify"
         if s.get(Nonce, msg.nonce) is not None:
             return None, "replayed message (nonce already used)"
-        s.add(Nonce(nonce=msg.nonce, owner_id=topic_owner, seen_at=now, expires_at=float(msg.expires_at)))
+        s.add(Nonce(nonce=msg.nonce, owner_id=topic_owner, seen_at=now, expires_at=float(msg.expires_at),
+                    sig_sha256=_sig_digest(msg)))
         s.flush()
         return signer, None
 
@@ -148,18 +162,53 @@ class Consent:
                 out = self._refuse(s, topic_owner, topic_ref, str(exc), topic_ref)
             self.ctx.outbox.emit(out)
             return out
+        stored = self._stored_answer(topic_owner, msg)
+        if stored is not None:  # the same signed message again: answer it again, apply nothing
+            self.ctx.outbox.emit(stored)
+            return stored
         try:
             with self.ctx.db.write() as s:
                 out = apply(s, topic_owner, topic_ref, msg, now)
-        except IntegrityError:  # the same nonce raced in twice
-            with self.ctx.db.write() as s:
-                out = self._refuse(s, topic_owner, msg.nonce, "replayed message (nonce already used)", topic_ref)
+                self._store_answer(s, topic_owner, msg, out)
+        except IntegrityError:  # the same nonce raced in twice (another instance, or a resend)
+            stored = self._stored_answer(topic_owner, msg)
+            if stored is not None:
+                out = stored
+            else:
+                with self.ctx.db.write() as s:
+                    out = self._refuse(s, topic_owner, msg.nonce, "replayed message (nonce already used)",
+                                       topic_ref)
         except Exception:  # rolled back: the owner must hear that it was not applied, not nothing
             log.exception("applying %s %s from owner %s failed; rolled back", kind, topic_ref, topic_owner)
             out = self._refuse(None, topic_owner, msg.nonce, "not applied: internal error at the sharing service "
                                "(logged); nothing changed, you may send it again", topic_ref)
         self.ctx.outbox.emit(out)
         return out
+
+    def _stored_answer(self, owner_id: str, msg: p.SignedMessage) -> list[Outgoing] | None:
+        """The verdict already given to this very message (same nonce, same signature), if any."""
+        with self.ctx.db.read() as s:
+            row = s.get(Nonce, msg.nonce)
+            if row is None or row.result is None or row.owner_id != owner_id or row.sig_sha256 != _sig_digest(msg):
+                return None
+            log.info("owner %s sent message %s again: answered with the stored verdict", owner_id, msg.nonce)
+            try:
+                verdict = p.decode(p.Result, row.result.encode(), "result")
+            except p.ProtocolError:
+                return None
+            # the replay itself is refused (nothing is applied again); the verdict it gets is the first one's
+            note = "replayed message (nonce already used): not applied again; this is the answer it got first"
+            verdict = verdict.model_copy(update={"reason": f"{note}: {verdict.reason}" if verdict.reason else note})
+            return [Outgoing(p.result_topic(owner_id, msg.nonce), verdict.to_json())]
+
+    @staticmethod
+    def _store_answer(s: Session, owner_id: str, msg: p.SignedMessage, out: list[Outgoing]) -> None:
+        """Keep the verdict with the nonce this transaction inserted (not with an older one it refused)."""
+        topic = p.result_topic(owner_id, msg.nonce)
+        answer = next((o.payload for o in out if o.topic == topic), None)
+        row = s.get(Nonce, msg.nonce)
+        if answer is not None and row is not None and row.result is None and row.sig_sha256 == _sig_digest(msg):
+            row.result = answer.decode()
 
     def _decide(self, s: Session, owner_id: str, topic_rid: str, msg: p.Decision, now: float) -> list[Outgoing]:
         ref = msg.nonce
@@ -168,7 +217,8 @@ class Consent:
         reason = self._verify_signed(s, msg, owner_id, now)
         if reason:
             return self._refuse(s, owner_id, ref, reason, topic_rid)
-        target = s.get(RequestTarget, (msg.request_id, owner_id))
+        # locked: another instance's decision (or the sweeper's expiry) on this target waits for us
+        target = s.get(RequestTarget, (msg.request_id, owner_id), with_for_update=True)
         req = s.get(Request, msg.request_id)
         if target is None or req is None:
             return self._refuse(s, owner_id, ref, "no such request for this owner", topic_rid)
@@ -277,7 +327,7 @@ class Consent:
         reason = self._verify_signed(s, msg, owner_id, now)
         if reason:
             return self._refuse(s, owner_id, ref, reason, topic_gid)
-        grant = s.get(Grant, msg.grant_id)
+        grant = s.get(Grant, msg.grant_id, with_for_update=True)  # one revoke per grant, whichever instance
         if grant is None or grant.owner_id != owner_id:
             return self._refuse(s, owner_id, ref, "no such grant for this owner", topic_gid)
         if grant.state != "active":
@@ -289,6 +339,10 @@ class Consent:
         log.info("owner %s revoked grant %s", owner_id, grant.id)
         return [Outgoing(p.result_topic(owner_id, ref), p.Result(ref=ref, ok=True, grant_id=grant.id).to_json()),
                 grant_state_message(s, grant)]
+
+
+def _sig_digest(msg: p.SignedMessage) -> str:
+    return hashlib.sha256(msg.signature.encode()).hexdigest()
 
 
 def _device_of(prefix: str, key: str, devices: dict[str, Device]) -> str | None:

@@ -43,11 +43,17 @@ class Delivery:
         """Match owners for a recorded request and send each its PoliceRequest; returns owners asked.
 
         Idempotent: a request is matched once (``matched_at``), so a restart that
-        re-queues unmatched requests never asks anyone twice.
+        re-queues unmatched requests never asks anyone twice. Several instances may
+        be handed the same request (each re-queues orphans): the request row is
+        claimed ``FOR UPDATE SKIP LOCKED`` (PostgreSQL; SQLite's write lock
+        serialises), so one delivers and the others skip it, and whoever comes after
+        the commit sees ``matched_at``. Row locks rather than an advisory lock: the
+        work item *is* the row, and different requests are delivered in parallel.
         """
         now = self.ctx.clock()
         with self.ctx.db.write() as s:
-            req = s.get(Request, rid)
+            req = s.execute(select(Request).where(Request.id == rid)
+                            .with_for_update(skip_locked=True)).scalar_one_or_none()
             if req is None or req.matched_at is not None:
                 return 0
             agency = s.get(Agency, req.agency_id)
@@ -75,11 +81,13 @@ class Delivery:
         self.ctx.outbox.emit(out)
         return len(matches)
 
-    def undelivered(self) -> list[str]:
-        """Requests recorded but not yet matched (e.g. the process stopped in between)."""
+    def undelivered(self, older_than: float | None = None, limit: int = 1000) -> list[str]:
+        """Requests recorded but not yet matched (the process stopped, or another instance died, in between)."""
+        q = select(Request.id).where(Request.matched_at.is_(None))
+        if older_than is not None:
+            q = q.where(Request.created_at <= older_than)
         with self.ctx.db.read() as s:
-            return list(s.execute(select(Request.id).where(Request.matched_at.is_(None))
-                                  .order_by(Request.created_at)).scalars())
+            return list(s.execute(q.order_by(Request.created_at).limit(limit)).scalars())
 
     def _match(self, s: Session, lat: float, lon: float, radius_m: float, start: float,
                end: float, sealed: bool = False) -> dict[str, list[Clip]]:

@@ -214,6 +214,11 @@ class Nonce(Base):
     owner_id: Mapped[str] = mapped_column(String(63), nullable=False)
     seen_at: Mapped[float] = mapped_column(Float, nullable=False)
     expires_at: Mapped[float] = mapped_column(Float, nullable=False)
+    # SHA-256 of the message's signature and the Result the service answered: the same signed
+    # message sent again (the owner's app retries an unanswered one, e.g. after an instance died
+    # between commit and answer) is answered again with this, never applied twice.
+    sig_sha256: Mapped[str | None] = mapped_column(String(64))
+    result: Mapped[str | None] = mapped_column(Text)
 
 
 class AuditEntry(Base):
@@ -256,3 +261,15 @@ class AuditOwnerHead(Base):
     owner_id: Mapped[str] = mapped_column(String(63), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer, nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+
+
+class AgencyRate(Base):
+    """One agency's token bucket, shared by every instance (``sharing_service.ratelimit``)."""
+
+    __tablename__ = "agency_rate"
+    agency_id: Mapped[int] = mapped_column(ForeignKey("agencies.id", ondelete="CASCADE"), primary_key=True,
+                                           autoincrement=False)
+    tokens: Mapped[float] = mapped_column(Float, nullable=False)
+    updated_at: Mapped[float] = mapped_column(Float, nullable=False)
+    # whether the last take was allowed (read back in the same statement, see ratelimit.py)
+    allowed: Mapped[bool] = mapped_column(Boolean, nullable=False)

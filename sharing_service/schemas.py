@@ -134,3 +134,14 @@ class Transparency(BaseModel):
     published_through: str | None = Field(
         description="last month included; months appear once every request in them has closed")
     rows: list[TransparencyRow]
+
+
+class Health(BaseModel):
+    """What ``GET /healthz`` says: a load balancer only needs the status code."""
+
+    status: Literal["ok", "draining", "unavailable"] = Field(
+        description="ok: serving (200); draining: shutting down after SIGTERM (503); unavailable: no database (503)")
+    database: Literal["ok", "down"] | None = None
+    broker: Literal["connected", "disconnected", "disabled"] | None = Field(
+        None, description="the owner bridge's MQTT session (informative: HTTP works without it)")
+    instance: str | None = Field(None, description="this instance's broker login, to tell instances apart")

@@ -4,6 +4,14 @@ the matcher in a child process (``sharing_service.matcher``, rule 2).
 ``SharingService(cfg).start()`` runs everything on background threads (what the
 tests and the demo do); ``serve()`` runs uvicorn in the calling thread with the
 bridge and sweeper beside it (what ``doorbell sharing serve`` does).
+
+Several instances may run on one database and one broker (docs/sharing.md,
+"Running several instances"). ``GET /healthz`` tells a load balancer whether
+to send traffic here; SIGTERM drains: /healthz answers 503 at once, the bridge
+leaves the shared subscription and finishes what it received, HTTP keeps
+answering for ``sharing.drain_delay_s`` (so the balancer notices) and then
+finishes its in-flight requests, the matcher finishes its queue, and the
+process exits 0.
 """
 from __future__ import annotations
 
@@ -14,6 +22,8 @@ import time
 from collections.abc import Callable
 from types import FrameType
 from typing import TYPE_CHECKING
+
+from sqlalchemy import text
 
 from doorbell.core.config import DoorbellConfig
 from doorbell.core.sdnotify import Notifier, Watchdog
@@ -32,7 +42,7 @@ log = logging.getLogger(__name__)
 
 class SharingService:
     def __init__(self, cfg: DoorbellConfig, *, clock: Callable[[], float] | None = None,
-                 mqtt: bool = True, sweep_interval_s: float = 30.0,
+                 mqtt: bool = True, sweep_interval_s: float | None = None,
                  migrate: bool = True, matcher_tick_s: float = TICK_S):
         self.cfg = cfg
         self.db = Database(cfg.sharing.database_url)
@@ -49,9 +59,12 @@ class SharingService:
         if mqtt:
             from sharing_service.bridge import OwnerBridge
 
-            self.bridge = OwnerBridge(self.core, cfg.mqtt)
-        self.sweep_interval_s = sweep_interval_s
+            share = cfg.sharing.mqtt_share_group if cfg.sharing.mqtt_shared else None
+            self.bridge = OwnerBridge(self.core, cfg.mqtt, share_group=share)
+        self.sweep_interval_s = cfg.sharing.sweep_interval_s if sweep_interval_s is None else sweep_interval_s
         self._stop = threading.Event()
+        self.draining = threading.Event()
+        self._drained = threading.Event()
         self._threads: list[threading.Thread] = []
         self._server: uvicorn.Server | None = None
         self._sock: socket.socket | None = None
@@ -79,23 +92,79 @@ class SharingService:
 
         from sharing_service.api import create_app
 
+        service = self
+
         class Server(uvicorn.Server):
             def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-                super().handle_exit(sig, frame)
+                if service.draining.is_set():  # a second signal: stop without waiting any longer
+                    super().handle_exit(sig, frame)
+                else:  # drain first (off the signal handler), then let uvicorn finish its requests
+                    service.draining.set()
+                    threading.Thread(target=service._drain_then_exit, args=(self,), name="sharing-drain",
+                                     daemon=True).start()
                 # uvicorn re-raises the signal after shutdown, which would kill the process before
                 # the bridge and the database are closed; we stop them and exit 0 instead.
                 getattr(self, "_captured_signals", []).clear()
 
-        config = uvicorn.Config(create_app(self.core), log_config=None, lifespan="off",
-                                access_log=False, timeout_graceful_shutdown=5)
+        grace = max(1, int(self.cfg.sharing.drain_timeout_s))  # in-flight HTTP requests at shutdown
+        config = uvicorn.Config(create_app(self.core, health=self.health), log_config=None, lifespan="off",
+                                access_log=False, timeout_graceful_shutdown=grace)
         return Server(config)
+
+    # ------------------------------------------------------------------ health and drain
+
+    def health(self) -> tuple[bool, dict[str, str]]:
+        """(serving?, state) for ``GET /healthz``: 503 while draining or when the database does not answer."""
+        state = {"status": "ok", "database": "ok",
+                 "broker": ("disabled" if self.bridge is None
+                            else "connected" if self.bridge.connected.is_set() else "disconnected")}
+        if self.cfg.mqtt.username:
+            state["instance"] = self.cfg.mqtt.username
+        try:
+            with self.db.read() as s:
+                s.execute(text("SELECT 1"))
+        except Exception as exc:  # any driver error means this instance cannot serve
+            log.warning("health check: database unavailable: %s", exc)
+            state["database"], state["status"] = "down", "unavailable"
+        if self.draining.is_set():
+            state["status"] = "draining"
+        return state["status"] == "ok", state
+
+    def drain(self) -> None:
+        """Stop taking owner messages and finish those received (the first half of a graceful stop)."""
+        self.draining.set()
+        if self.bridge is not None:
+            self.bridge.drain(self.cfg.sharing.drain_timeout_s)
+        self._drained.set()
+
+    def _drain_then_exit(self, server: "uvicorn.Server") -> None:
+        log.info("SIGTERM: draining (/healthz answers 503; leaving the shared subscription)")
+        try:
+            self.drain()
+            # keep answering HTTP a little so a load balancer sees the 503 before the port closes
+            self._stop.wait(self.cfg.sharing.drain_delay_s)
+        except Exception:  # still stop: a failed drain must not keep the process up
+            log.exception("drain failed")
+        finally:
+            server.should_exit = True
 
     def _sweeper(self) -> None:
         while not self._stop.wait(self.sweep_interval_s):
             try:
                 self.core.sweeper.sweep()
+                self._requeue_orphans()
             except Exception:  # keep sweeping; the error is logged
                 log.exception("sweep failed")
+
+    def _requeue_orphans(self) -> None:
+        """Hand this matcher the requests another instance recorded but never delivered (it died).
+
+        Delivery claims a request row with ``FOR UPDATE SKIP LOCKED`` and delivers it once
+        (``matched_at``), so instances re-queueing the same request never ask anyone twice.
+        """
+        grace = max(10.0, 5 * self.matcher.tick_s)
+        for rid in self.core.delivery.undelivered(older_than=self.core.ctx.clock() - grace):
+            self.matcher.schedule(rid)
 
     def _start_side(self) -> None:
         if self.bridge:
@@ -159,6 +228,7 @@ class SharingService:
 
     def stop(self) -> None:
         """HTTP first (no new requests), then the matcher (finish deliveries), then MQTT."""
+        self.draining.set()
         self._stop.set()
         if self._server is not None:
             self._server.should_exit = True

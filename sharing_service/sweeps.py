@@ -1,5 +1,21 @@
 """The clock's role: expire unanswered requests (as a no) and lapsed grants, delete the shared
-copies of ended grants, forget old nonces."""
+copies of ended grants, forget old nonces.
+
+Every instance sweeps (there is no leader to elect or lose). Why each job is safe
+when several run at once:
+
+- expiries: the work items are rows, so they are claimed with ``SELECT ... FOR
+  UPDATE SKIP LOCKED``: two sweepers never take the same row, a row another one
+  is expiring is skipped (not waited for), and once it committed PostgreSQL
+  re-checks the ``WHERE`` and finds it no longer pending, so no request is
+  expired twice and no audit row is written twice. SQLite (one host) serialises
+  writers with ``BEGIN IMMEDIATE``.
+- old nonces: one idempotent ``DELETE`` of rows a day past their expiry, which
+  verification already refuses; two sweepers deleting the same rows is harmless.
+- shared copies: an S3 delete is idempotent and so is setting ``deleted_at``,
+  so no lock is held across the S3 calls (that would hold a transaction open for
+  network round trips); at worst two instances delete the same ended copy.
+"""
 from __future__ import annotations
 
 import logging
@@ -25,14 +41,14 @@ class Sweeper:
         with self.ctx.db.write() as s:
             stale = s.execute(select(RequestTarget).join(Request, Request.id == RequestTarget.request_id)
                               .where(RequestTarget.state == "pending", Request.expires_at <= now)
-                              .limit(1000)).scalars().all()
+                              .limit(1000).with_for_update(skip_locked=True, of=RequestTarget)).scalars().all()
             for t in stale:
                 t.state, t.decided_at = "expired", now
                 audit.append(s, kind="expiry", actor="service", subject=t.request_id, owner_id=t.owner_id, ts=now,
                              details={"state": "expired", "meaning": "unanswered request counts as a no"})
                 out.append(closed_message(t.request_id, t.owner_id, "expired"))
             lapsed = s.execute(select(Grant).where(Grant.state == "active", Grant.expires_at <= now)
-                               .limit(1000)).scalars().all()
+                               .limit(1000).with_for_update(skip_locked=True)).scalars().all()
             for g in lapsed:
                 g.state = "expired"
                 audit.append(s, kind="grant_expiry", actor="service", subject=g.id, owner_id=g.owner_id, ts=now,

@@ -148,6 +148,24 @@ def service_rules() -> list[Rule]:
     ]
 
 
+def service_instance_login(n: int, base: str = DEFAULT_SERVICE_USER) -> str:
+    """The broker login of sharing-service instance ``n`` (``sharing-service-2``...), with the service's rights.
+
+    The broker binds a session to its login (``use_username_as_clientid``), so two
+    instances sharing one login would take each other's session over: each
+    instance of a scaled-out service logs in as its own user, and all of them
+    join one shared subscription group (docs/sharing.md, "Running several instances").
+    """
+    if not isinstance(n, int) or n < 1 or n > 9999:
+        raise AclError(f"invalid service instance number {n!r}: 1..9999")
+    return check_username(f"{check_username(base)}-{n}")
+
+
+def is_service_login(name: str, base: str = DEFAULT_SERVICE_USER) -> bool:
+    """Whether ``name`` is the service's login or one of its instances' (``base-<n>``)."""
+    return name == base or re.fullmatch(re.escape(base) + r"-[1-9][0-9]{0,3}", name) is not None
+
+
 def admin_rules() -> list[Rule]:
     """Operators and test observers: everything."""
     return [("readwrite", "#")]
@@ -166,6 +184,7 @@ def acl_rules(
     ha_users: Iterable[str] = (),
     ha_prefix: str = DEFAULT_HA_PREFIX,
     owner_logins: Iterable[str] = (),
+    service_logins: Iterable[str] = (),
 ) -> dict[str, list[Rule]]:
     """Per-user rules as data: ``{username: [(access, topic), ...]}``.
 
@@ -173,6 +192,8 @@ def acl_rules(
     named there gets a user block even if missing from ``owners``, so a device
     can never be rendered without the owner who commands it. A name used for
     two roles is refused: merged rules would silently widen one of them.
+    ``service_logins`` are further logins with the service's rules, one per
+    instance of a scaled-out service (:func:`service_instance_login`).
     """
     out: dict[str, list[Rule]] = {}
 
@@ -198,6 +219,8 @@ def acl_rules(
         add(login, owner_rules(owner, owned.get(owner, ())))
     if service_user:
         add(service_user, service_rules())
+    for login in sorted(set(service_logins) - {service_user}):
+        add(login, service_rules())
     for admin in sorted(set(extra_admins)):
         add(admin, admin_rules())
     for ha in sorted(set(ha_users)):
@@ -230,9 +253,11 @@ def render_acl(
     ha_users: Iterable[str] = (),
     ha_prefix: str = DEFAULT_HA_PREFIX,
     owner_logins: Iterable[str] = (),
+    service_logins: Iterable[str] = (),
 ) -> str:
     """The Mosquitto ACL file text for these devices (id -> owner), owners, owner logins and roles."""
-    return format_acl(acl_rules(devices, owners, service_user, extra_admins, ha_users, ha_prefix, owner_logins))
+    return format_acl(acl_rules(devices, owners, service_user, extra_admins, ha_users, ha_prefix, owner_logins,
+                                service_logins))
 
 
 # ----------------------------------------------------------------------- passwords

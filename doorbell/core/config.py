@@ -375,6 +375,21 @@ class SharingSection(Section):
     link_ttl_s: int = Field(300, ge=10, le=3600, description="agency download links live minutes")
     decision_max_age_s: int = Field(3600, ge=60, le=86400 * 7)
     agency_rate_per_min: int = Field(60, ge=1, le=100_000)
+    # Several instances on one database and one broker (docs/sharing.md, "Running several instances"):
+    # the owner bridge subscribes through the MQTT v5 shared subscription $share/<group>/..., so the
+    # broker hands each owner message to exactly one instance.
+    mqtt_shared: bool = Field(False, description="subscribe as one member of a shared subscription group")
+    # The group name is a shared secret of the instances: Mosquitto 2.0 lets any login join any
+    # $share group whose filter it could subscribe to, and a member that may not read a message makes
+    # the broker drop it for the whole group. `doorbell provision` writes a random one.
+    mqtt_share_group: str = Field("sharing", pattern=r"^[A-Za-z0-9_-]{1,64}$",
+                                  description="the shared subscription group: the same random value on "
+                                              "every instance, known to no one else")
+    sweep_interval_s: float = Field(30.0, gt=0, le=3600, description="seconds between expiry sweeps")
+    drain_timeout_s: float = Field(20.0, ge=0, le=600,
+                                   description="SIGTERM: longest wait for in-flight work before exiting")
+    drain_delay_s: float = Field(0.0, ge=0, le=600, description="SIGTERM: keep answering HTTP (with /healthz "
+                                 "503) this long, so a load balancer stops sending before the port closes")
 
     @model_validator(mode="after")
     def _grants(self) -> "SharingSection":

@@ -587,6 +587,7 @@ class DoorbellBroker(Mosquitto):
         service_user: str | None = broker_acl.DEFAULT_SERVICE_USER,
         ha_users: Iterable[str] = (),
         passwords: Mapping[str, str] | None = None,
+        service_logins: Iterable[str] = (),
         **kw: Any,
     ):
         self.devices: dict[str, str] = dict(devices)
@@ -595,7 +596,9 @@ class DoorbellBroker(Mosquitto):
         self.service_user = service_user
         self.ha_users = list(ha_users)
         self.owner_logins: list[str] = []
-        names = list(self.devices) + self.owners + self.admins + self.ha_users
+        # one login per instance of a scaled-out sharing service (broker_acl.service_instance_login)
+        self.service_logins: list[str] = sorted(set(service_logins))
+        names = list(self.devices) + self.owners + self.admins + self.ha_users + self.service_logins
         if service_user:
             names.append(service_user)
         given = dict(passwords or {})
@@ -604,7 +607,18 @@ class DoorbellBroker(Mosquitto):
 
     def _render(self) -> str:
         return broker_acl.render_acl(self.devices, self.owners, self.service_user,
-                                     self.admins, self.ha_users, owner_logins=self.owner_logins)
+                                     self.admins, self.ha_users, owner_logins=self.owner_logins,
+                                     service_logins=self.service_logins)
+
+    def add_service_instances(self, count: int) -> list[str]:
+        """Logins ``sharing-service-1..count`` with the service's rights (several instances); returns them."""
+        logins = [broker_acl.service_instance_login(n, self.service_user or broker_acl.DEFAULT_SERVICE_USER)
+                  for n in range(1, count + 1)]
+        for login in logins:
+            self.users.setdefault(login, broker_acl.generate_password())
+        self.service_logins = sorted(set(self.service_logins) | set(logins))
+        self.set_auth(acl_text=self._render())
+        return logins
 
     def add_owner_login(self, owner_id: str, name: str, password: str | None = None) -> str:
         """A further login ``<owner>.<name>`` with the owner's rights (its browser app); returns the login."""

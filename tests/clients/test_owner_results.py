@@ -10,6 +10,8 @@ import json
 import sqlite3
 import time
 
+import pytest
+
 from doorbell.core import protocol as p
 from tests.support.clients import ClientEnv, sharing_db
 
@@ -82,3 +84,30 @@ def test_a_retained_decision_is_answered_not_applied(clients: ClientEnv) -> None
         owner.pub(p.decision_topic("owner-a", rid), b"", qos=1, retain=True)   # clear it
     with sqlite3.connect(sharing_db(clients)) as c:
         assert c.execute("select count(*) from grants").fetchone()[0] == 0
+
+
+def test_an_unanswered_decision_is_sent_again_with_the_same_nonce_then_answered_once(clients: ClientEnv) -> None:
+    """Several service instances (docs/sharing.md): the one that took a decision may die before answering.
+    The app sends the very same signed message again; the service applies it once and answers the
+    repeat with the first verdict."""
+    from doorbell.clients.owner.app import OwnerApp, OwnerError
+    from doorbell.core.config import load_config
+    from doorbell.core.signing import load_private_key, sign_decision
+
+    c1 = clients.put_clip(time.time() - 1200)
+    rid = clients.file_request()
+    msg = sign_decision(load_private_key(clients.key_file), owner_id="owner-a", request_id=rid, approve=True,
+                        clip_ids=[c1], grant_days=7)
+    watcher = clients.mqtt("admin")
+    watcher.sub(p.decision_topic("owner-a", rid), qos=1)
+    with OwnerApp(load_config(clients.owner_config)) as app:
+        first = app.send_signed(p.decision_topic("owner-a", rid), msg, timeout=10)
+        again = app.send_signed(p.decision_topic("owner-a", rid), msg, timeout=10)   # as a resend arrives
+        assert first.ok and again.ok and again.grant_id == first.grant_id and "not applied again" in str(again.reason)
+        clients.service.bridge.stop()  # nobody answers now: the app sends the same bytes again
+        with pytest.raises(OwnerError, match="NOT known to be applied"):
+            app.send_signed(p.decision_topic("owner-a", rid), msg, timeout=2.5, resend_s=1.0)
+    sent = [m.payload for m in watcher.drain(settle=0.5)]
+    assert len(sent) >= 4 and set(sent) == {msg.to_json()}   # 2 answered sends + at least 2 unanswered, identical
+    with sqlite3.connect(sharing_db(clients)) as c:
+        assert c.execute("select count(*) from grants").fetchone()[0] == 1

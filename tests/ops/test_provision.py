@@ -241,3 +241,26 @@ def test_home_assistant_bundle_is_named_and_explained_for_home_assistant(tmp_pat
         assert Path(cfg["tls"][key]).is_file() and Path(cfg["tls"][key]).parent == out / "tls"
     assert str(bundle.parent) in r.stdout and "home-assistant" in r.stdout
     assert "sharing.yaml" not in r.stdout
+
+
+def test_service_instance_logins_get_the_services_rules_and_one_secret_group(tmp_path) -> None:
+    """Several sharing-service instances: `provision service --id sharing-service-N` (no --role needed)
+    gives each its own login with exactly the service's ACL, and every bundle the same random group."""
+    from doorbell.core.broker_acl import acl_rules, service_rules
+
+    bdir, _svc = provision.create_broker(tmp_path / "b", hostnames=["localhost"], ips=["127.0.0.1"])
+    groups = []
+    for n in (1, 2):
+        r = run_cli("provision", "service", "--broker-dir", str(bdir.root), "--id", f"sharing-service-{n}")
+        assert r.returncode == 0, r.stderr
+        cfg = yaml.safe_load((bdir.client_dir(f"sharing-service-{n}") / "sharing.yaml").read_text())
+        assert cfg["mqtt"]["username"] == f"sharing-service-{n}" and cfg["sharing"]["mqtt_shared"] is True
+        groups.append(cfg["sharing"]["mqtt_share_group"])
+    assert groups[0] == groups[1] and groups[0].startswith("sharing-") and len(groups[0]) == 40
+    acl = bdir.acl.read_text()
+    block = acl.split("user sharing-service-2\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert block == [f"topic {a} {t}" for a, t in service_rules()]
+    rules = acl_rules({"porch": "dave"}, service_logins=["sharing-service-1"])
+    assert rules["sharing-service-1"] == rules["sharing-service"]
+    with pytest.raises(ValueError, match="two roles"):   # a device cannot be rendered as an instance login
+        acl_rules({"sharing-service-3": "dave"}, service_logins=["sharing-service-3"])

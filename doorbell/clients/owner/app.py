@@ -56,6 +56,7 @@ R = TypeVar("R", bound=p.RpcResult)
 
 CLIP_SUBSCRIPTION = f"{p.PREFIX}/devices/+/clips"  # the broker's ACL narrows it to the owner's devices
 CLIP_SESSION_EXPIRY_S = 30 * 86400
+RESEND_S = 5.0  # an unanswered signed message is sent again (same nonce) after this long
 
 
 @dataclass(frozen=True)
@@ -374,13 +375,29 @@ class OwnerApp:
         raise OwnerError(f"no pending request {request_id} (already decided, expired, or not yours); "
                          "see `doorbell owner requests`")
 
-    def send_signed(self, topic: str, message: p.SignedMessage, timeout: float = 15.0) -> p.Result:
-        """Publish a signed decision/revoke and wait for the service's :class:`~doorbell.core.protocol.Result`."""
+    def send_signed(self, topic: str, message: p.SignedMessage, timeout: float = 15.0,
+                    resend_s: float = RESEND_S) -> p.Result:
+        """Publish a signed decision/revoke and wait for the service's :class:`~doorbell.core.protocol.Result`.
+
+        Unanswered after ``resend_s``, the same message (same nonce) is sent again: with several
+        service instances, the one that took it may have died before answering. The service applies
+        a nonce once and answers a repeat with the verdict it stored, so resending is always safe.
+        """
         result_topic = p.result_topic(self.owner_id, message.nonce)
         self.subscribe(result_topic)
-        self.publish(topic, message.to_json())
+        payload = message.to_json()
+        deadline = time.monotonic() + timeout
+        msg = None
         try:
-            msg = self.wait_for(result_topic, timeout)
+            while msg is None:
+                self.publish(topic, payload)
+                left = deadline - time.monotonic()
+                try:
+                    msg = self.wait_for(result_topic, max(0.0, min(resend_s, left)))
+                except OwnerError:
+                    if time.monotonic() >= deadline:
+                        raise
+                    log.info("no answer to %s after %.0f s; sending it again (same nonce)", message.nonce, resend_s)
         except OwnerError:
             valid = max(0, int(message.expires_at - time.time()))
             raise OwnerError(f"no answer from the sharing service within {timeout:g} s: NOT known to be applied. "

@@ -1,0 +1,66 @@
+"""Per-agency rate limits kept in the database, so they hold across every instance.
+
+Each agency has one ``agency_rate`` row: a token bucket (``tokens`` at
+``updated_at``) that refills at ``rate_per_min`` and holds at most one
+minute's worth. Taking a token is ONE statement, an upsert that refills,
+decides and stores in the same row update and reads the verdict back with
+``RETURNING``: on PostgreSQL the row lock makes concurrent takes from several
+instances queue for the row (no lost update, no read-modify-write window); on
+SQLite the write transaction (``BEGIN IMMEDIATE``) does the same. An agency
+spreading its calls over three instances therefore gets its limit in total,
+not three times it.
+
+Time is wall-clock UNIX seconds (``time.time``), the one clock instances share;
+a clock step backwards only delays the refill (elapsed time is floored at 0).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from sqlalchemy import TextClause, text
+
+from sharing_service.context import AgencyInfo
+from sharing_service.db import Database
+
+log = logging.getLogger(__name__)
+
+_TAKE = """
+INSERT INTO agency_rate (agency_id, tokens, updated_at, allowed)
+VALUES (:agency, :burst - 1, :now, true)
+ON CONFLICT (agency_id) DO UPDATE SET
+  tokens = CASE WHEN {avail} >= 1 THEN {avail} - 1 ELSE {avail} END,
+  allowed = ({avail} >= 1),
+  updated_at = {latest}
+RETURNING tokens, allowed
+"""
+# the bucket after refilling: min(burst, tokens + elapsed * rate), elapsed never negative
+_AVAIL = {"postgresql": "LEAST(:burst, agency_rate.tokens + GREATEST(0, :now - agency_rate.updated_at) * :rate)",
+          "sqlite": "MIN(:burst, agency_rate.tokens + MAX(0, :now - agency_rate.updated_at) * :rate)"}
+_LATEST = {"postgresql": "GREATEST(agency_rate.updated_at, :now)", "sqlite": "MAX(agency_rate.updated_at, :now)"}
+
+
+class RateLimiter:
+    """Token buckets in the database (one row per agency); see the module docstring."""
+
+    def __init__(self, db: Database, default_per_min: int, clock: Callable[[], float] = time.time):
+        self.db = db
+        self.default = default_per_min
+        self.clock = clock
+        self._sql: TextClause | None = None  # built at the first take (the spec generator passes no database)
+
+    def take(self, agency: AgencyInfo) -> float:
+        """Take one token: 0 if allowed, else the seconds until one is available."""
+        per_min = agency.rate_per_min or self.default
+        rate = per_min / 60.0
+        burst = float(max(1, per_min))
+        if self._sql is None:
+            dialect = self.db.dialect if self.db.dialect in _AVAIL else "postgresql"
+            self._sql = text(_TAKE.format(avail=_AVAIL[dialect], latest=_LATEST[dialect]))
+        with self.db.write() as s:
+            tokens, allowed = s.execute(self._sql, {"agency": agency.id, "burst": burst, "now": self.clock(),
+                                                    "rate": rate}).one()
+        if allowed:
+            return 0.0
+        return max(0.0, (1.0 - float(tokens)) / rate)
