@@ -355,3 +355,35 @@ def test_pairing_from_the_link_and_qr_code(web: WebEnv, page: Any) -> None:
     page.wait_for_selector("#this-key")
     res = run.finish()
     assert res.code == 0, res
+
+
+def test_an_unanswered_decision_is_sent_again_and_applied_once(web: WebEnv, page: Any) -> None:
+    """As the CLI does: the instance that took a decision may die before answering, so the
+    browser sends the very same signed bytes again until it is answered; the service applies
+    the nonce once."""
+    from sharing_service.bridge import OwnerBridge
+    from sharing_service.models import RequestTarget
+
+    web.put_clip(web.a, time.time() - 900)
+    rid = web.file_request()
+    admin = decisions_seen(web)
+    sign_in(page, web, web.a)
+    pair_browser(page, web, web.a)
+    open_request(page, web, rid)
+    page.click("text=Review denial…")
+    web.service.bridge.stop()  # the service goes away; its session keeps what arrives meanwhile
+    page.click("#confirm-send")
+    topic = f"{p.PREFIX}/owners/{web.a.owner_id}/decisions/{rid}"
+    first, again = admin.expect(topic, wait=10), admin.expect(topic, wait=10)
+    assert again.payload == first.payload  # the same nonce, the same signature: a resend, not a new decision
+    web.service.bridge = OwnerBridge(web.core, web.service.cfg.mqtt)  # a restarted instance
+    web.service.bridge.start()
+    page.wait_for_selector(".toast.ok >> text=Denied: nothing shared")
+    with web.core.db.read() as s:
+        assert s.get(RequestTarget, (rid, web.a.owner_id)).state == "denied"
+    from sharing_service.models import AuditEntry
+
+    nonce = p.decode(p.Decision, first.payload, "decision").nonce
+    with web.core.db.read() as s:  # applied once: one audited decision carries this nonce
+        rows = [a for a in s.query(AuditEntry).filter(AuditEntry.subject == rid) if nonce in a.details]
+    assert len(rows) == 1, [(a.kind, a.details) for a in rows]

@@ -103,10 +103,21 @@ export class Transport extends EventTarget {
     return reply.result;
   }
 
-  /** Publish a signed message and wait for the service's Result on results/{nonce}. */
-  async sendSigned(topic, message, timeoutMs = 15000) {
+  /**
+   * Publish a signed message and wait for the service's Result on results/{nonce}.
+   * Unanswered after `resendMs`, the same bytes (same nonce) go out again, as the CLI does: with
+   * several service instances the one that took it may have died before answering, and the
+   * service applies a nonce once and answers a repeat with the verdict it stored.
+   */
+  async sendSigned(topic, message, timeoutMs = 15000, resendMs = 5000) {
     const wait = this.next(`${this.owner}/results/${message.nonce}`, timeoutMs);
-    await this.publish(topic, JSON.stringify(message));
-    return JSON.parse(new TextDecoder().decode(await wait));
+    const payload = JSON.stringify(message);
+    await this.publish(topic, payload);
+    const again = setInterval(() => { this.publish(topic, payload).catch(() => {}); }, resendMs);
+    try {
+      return JSON.parse(new TextDecoder().decode(await wait));
+    } finally {
+      clearInterval(again);
+    }
   }
 }
