@@ -314,6 +314,16 @@ def snap(page: Any, path: Path) -> None:
     page.screenshot(path=str(path))
 
 
+def finish_screenshots(out: Path, screens: list[str] | tuple[str, ...]) -> None:
+    """Shrink every screen's phone and laptop PNG and check it is the viewport's size and not blank."""
+    for name in screens:
+        for size_name, viewport in (("phone", PHONE), ("laptop", LAPTOP)):
+            path = out / f"{name}-{size_name}.png"
+            shrink(path)
+            assert png_size(path) == (viewport["width"], viewport["height"]), path
+            assert path.stat().st_size > 5000, f"{path} looks blank"
+
+
 def shrink(path: Path) -> None:
     """Small PNGs for the docs: a 64-colour palette is plenty for a flat UI."""
     from PIL import Image

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from doorbell.core import protocol as p
-from tests.support.web import LAPTOP, PHONE, WebEnv, gradient_jpeg, pair_browser, png_size, shrink, sign_in, snap
+from tests.support.web import LAPTOP, PHONE, WebEnv, finish_screenshots, gradient_jpeg, pair_browser, sign_in, snap
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -75,10 +75,5 @@ def test_screenshots_of_every_screen(web: WebEnv, chromium: Any, tmp_path: Path)
     finally:
         for ctx, _page in pages.values():
             ctx.close()
-    for name in SCREENS:
-        for size_name, viewport in (("phone", PHONE), ("laptop", LAPTOP)):
-            path = out / f"{name}-{size_name}.png"
-            shrink(path)
-            assert png_size(path) == (viewport["width"], viewport["height"]), path
-            assert path.stat().st_size > 5000, f"{path} looks blank"
+    finish_screenshots(out, SCREENS)
 

@@ -19,11 +19,10 @@ from tests.support.web import (
     PHONE,
     WebEnv,
     axe_problems,
+    finish_screenshots,
     gradient_jpeg,
     pair_browser,
-    png_size,
     seek_video,
-    shrink,
     sign_in,
     snap,
     synthetic_clip,
@@ -89,9 +88,4 @@ def test_screenshots_and_axe_of_the_clip_screens(web: WebEnv, chromium: Any, tmp
         for ctx, _page in pages.values():
             ctx.close()
     assert not any(problems.values()), {k: v for k, v in problems.items() if v}
-    for name in SCREENS:
-        for size_name, viewport in (("phone", PHONE), ("laptop", LAPTOP)):
-            path = out / f"{name}-{size_name}.png"
-            shrink(path)
-            assert png_size(path) == (viewport["width"], viewport["height"]), path
-            assert path.stat().st_size > 5000, f"{path} looks blank"
+    finish_screenshots(out, SCREENS)

@@ -4,6 +4,7 @@
 // The age code sits in a chunk of its own (sealed.js), loaded the first time a clip is opened.
 import { hex, sha256 } from "./canonical.js";
 import { neutralise, fmtTime, fmtDuration } from "./text.js";
+import { h } from "./dom.js";
 
 const CLIP_RE = /^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$/;
 const ID_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
@@ -216,17 +217,6 @@ export async function buildRelease(t, identity, recipient, recs) {
 }
 
 // ------------------------------------------------------------------ views
-function h(tag, attrs = {}, ...kids) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (k === "text") el.textContent = v;
-    else el.setAttribute(k, v === true ? "" : v);
-  }
-  for (const kid of kids.flat()) if (kid !== null && kid !== undefined && kid !== false) el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
-  return el;
-}
 
 /** An <img> that shows the decrypted snapshot once it is there. */
 export function thumbImg(ctx, rec, width = 160, height = 90) {

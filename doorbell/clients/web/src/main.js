@@ -7,6 +7,7 @@ import { loadKeys, saveKeys, forgetKeys, generateKeys, signMessage, signingBytes
 import { normaliseCode, pairSecrets, offerMessage } from "./pairing.js";
 import { randomHex, canonical } from "./canonical.js";
 import { ClipIndex, clipsView, thumbImg, buildRelease, sealed, isSealedAnnouncement } from "./clips.js";
+import { h } from "./dom.js";
 
 const CLIP_RE = /^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$/;
 const TOKEN_RE = /^[A-Za-z0-9_-]{6,64}$/;
@@ -25,17 +26,6 @@ window.__doorbell = { shown, state };
 Object.assign(window.__doorbell, { canonical, signingBytes, verifyOwnerView, neutralise, sealed });
 
 // ------------------------------------------------------------------ DOM helpers
-function h(tag, attrs = {}, ...kids) {
-  const el = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs || {})) {
-    if (v === null || v === undefined || v === false) continue;
-    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
-    else if (k === "text") el.textContent = v;
-    else el.setAttribute(k, v === true ? "" : v);
-  }
-  for (const kid of kids.flat()) if (kid !== null && kid !== undefined && kid !== false) el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
-  return el;
-}
 const $ = (sel) => document.querySelector(sel);
 const main = () => $("#main");
 
