@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import shutil
 import signal
 import statistics
@@ -31,11 +30,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from doorbell.core import protocol  # noqa: E402
-from doorbell.core.config import parse_config  # noqa: E402
 from doorbell.core.protocol import ClipMessage, DeviceEvent  # noqa: E402
 from doorbell.core.spool import Spool  # noqa: E402
-from doorbell.sandbox.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
 from doorbell.sandbox.media import make_jpeg, make_mp4, make_noise_mp4  # noqa: E402
+from doorbell.sandbox.stack import agent_stack  # noqa: E402
 
 DEVICE = "dev-bench"
 MB = 1024 * 1024
@@ -77,43 +75,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the figures to this JSON file")
     args = ap.parse_args(argv)
     quick = args.quick
-    work = Path(tempfile.mkdtemp(prefix="agent-bench-"))
     results: dict[str, object] = {"quick": quick}
-    broker = DoorbellBroker(work / "mqtt", {DEVICE: "owner-bench"}, ["owner-bench"], admins=["admin"])
-    s3 = SeaweedS3(work / "s3", access_key="AK" + secrets.token_hex(9).upper(), secret_key=secrets.token_urlsafe(30),
-                   volume_size_limit_mb=128, max_volumes=48)  # room for ~1.5 GB of test uploads
-    agent = None
-    try:
-        broker.start()
-        s3.start(timeout=60)
-        # SeaweedFS allocates its first volume on the first write (up to ~1 s); do that here so
-        # the first measured clip times the agent, not the fresh server.
-        s3.client().put_object(Bucket=s3.bucket, Key="benchmark-warm-up", Body=b"x")
-        cfg = parse_config({
-            "device": {"id": DEVICE, "owner_id": "owner-bench"},
-            "spool": {"dir": str(work / "spool")},
-            "mqtt": {"host": broker.host, "port": broker.port, "username": DEVICE,
-                     "password": broker.users[DEVICE], "client_id": DEVICE},
-            "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key,
-                   "secret_access_key": s3.secret_key},
-            "agent": {"state_dir": str(work / "agent")},
-            "logging": {"level": "WARNING"},
-        }, env={})
-        import yaml
-
-        cfg_file = work / "agent.yaml"
-        data = cfg.model_dump(mode="json")
-        data["mqtt"]["password"] = broker.users[DEVICE]
-        data["s3"]["secret_access_key"] = s3.secret_key
-        cfg_file.write_text(yaml.safe_dump(data))
+    with tempfile.TemporaryDirectory(prefix="agent-bench-") as tmp, \
+            agent_stack(Path(tmp), DEVICE, "owner-bench",
+                        s3_options={"volume_size_limit_mb": 128, "max_volumes": 48}) as stack:  # ~1.5 GB of uploads
+        work, s3, cfg = stack.work, stack.s3, stack.cfg
         spool = Spool(cfg.spool.dir)
-        obs = broker.client("admin")
+        obs = stack.broker.client("admin")
         obs.sub(f"{protocol.PREFIX}/devices/{DEVICE}/#")
-        agent = subprocess.Popen([sys.executable, "-m", "doorbell.cli", "agent", "run", "--config", str(cfg_file)],
-                                 stdout=open(work / "agent.log", "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while obs.expect(protocol.status_topic(DEVICE), wait=max(0.01, deadline - time.monotonic())).payload != b"online":
-            pass
+        agent = stack.start_agent(obs)
         results["agent_rss_after_start_mb"] = round(vm(agent.pid, "VmRSS") / MB, 1)
 
         # ---- ring latency
@@ -227,16 +197,6 @@ def main(argv: list[str] | None = None) -> int:
         tp["ratio_vs_aws_same_settings_sha256"] = round(best["aws_same_settings_sha256"] / agent_s, 2)
         results["throughput"] = tp
         results["agent_peak_rss_mb"] = round(vm(agent.pid, "VmHWM") / MB, 1)
-    finally:
-        if agent is not None and agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-        s3.stop()
-        broker.stop()
-        shutil.rmtree(work, ignore_errors=True)
 
     r = results
     print(f"## Cloud agent benchmark ({'quick' if quick else 'full'})\n")

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import secrets
-import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,10 +34,10 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.agent import DEVICE, MB, publish_clip, wait_clip  # noqa: E402
 from doorbell.core import protocol  # noqa: E402
-from doorbell.core.config import parse_config  # noqa: E402
 from doorbell.core.spool import Spool  # noqa: E402
-from doorbell.sandbox.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
+from doorbell.sandbox.embedded import DoorbellBroker, SeaweedS3
 from doorbell.sandbox.media import make_noise_mp4  # noqa: E402
+from doorbell.sandbox.stack import agent_stack  # noqa: E402
 
 
 def _observer(broker: DoorbellBroker) -> Any:
@@ -88,42 +86,17 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     reps = args.reps or (1 if args.quick else 3)
     outage = args.outage or (20.0 if args.quick else 30.0)
-    work = Path(tempfile.mkdtemp(prefix="bucket-recovery-bench-"))
-    broker = DoorbellBroker(work / "mqtt", {DEVICE: "owner-bench"}, ["owner-bench"], admins=["admin"])
-    s3 = SeaweedS3(work / "s3", access_key="AK" + secrets.token_hex(9).upper(), secret_key=secrets.token_urlsafe(30))
-    agent = None
     results: dict[str, Any] = {"quick": args.quick, "reps": reps, "outage_s": outage}
-    try:
-        broker.start()
-        s3.start(timeout=60)
-        s3.client().put_object(Bucket=s3.bucket, Key="benchmark-warm-up", Body=b"x")
-        cfg = parse_config({
-            "device": {"id": DEVICE, "owner_id": "owner-bench"},
-            "spool": {"dir": str(work / "spool")},
-            "mqtt": {"host": broker.host, "port": broker.port, "username": DEVICE,
-                     "password": broker.users[DEVICE], "client_id": DEVICE},
-            # multipart from 5 MB and a bandwidth cap, so the bucket can die mid-upload
-            "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key,
-                   "secret_access_key": s3.secret_key, "multipart_threshold_mb": 5, "multipart_chunk_mb": 5,
-                   "max_upload_bytes_per_s": 4_000_000},
-            "agent": {"state_dir": str(work / "agent")},  # retry settings: the product's defaults
-            "logging": {"level": "INFO"},
-        }, env={})
-        import yaml
-
-        data = cfg.model_dump(mode="json")
-        data["mqtt"]["password"] = broker.users[DEVICE]
-        data["s3"]["secret_access_key"] = s3.secret_key
-        cfg_file = work / "agent.yaml"
-        cfg_file.write_text(yaml.safe_dump(data))
+    # multipart from 5 MB and a bandwidth cap, so the bucket can die mid-upload; retry settings: the product's defaults
+    with tempfile.TemporaryDirectory(prefix="bucket-recovery-bench-") as tmp, \
+            agent_stack(Path(tmp), DEVICE, "owner-bench", config={
+                "s3": {"multipart_threshold_mb": 5, "multipart_chunk_mb": 5, "max_upload_bytes_per_s": 4_000_000},
+                "logging": {"level": "INFO"}}) as stack:
+        work, broker, s3, cfg = stack.work, stack.broker, stack.s3, stack.cfg
         results["retry_base_s"], results["retry_max_s"] = cfg.agent.retry_base_s, cfg.agent.retry_max_s
         spool = Spool(cfg.spool.dir)
         obs = _observer(broker)
-        agent = subprocess.Popen([sys.executable, "-m", "doorbell.cli", "agent", "run", "--config", str(cfg_file)],
-                                 stdout=open(work / "agent.log", "ab"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while obs.expect(protocol.status_topic(DEVICE), wait=max(0.01, deadline - time.monotonic())).payload != b"online":
-            pass
+        stack.start_agent(obs)
         obs.close()
         small = make_noise_mp4(work / "small.mp4", 1 * MB, seed=1)
         big = make_noise_mp4(work / "big.mp4", 12 * MB, seed=2)  # 3 parts, ~3 s at the cap
@@ -136,18 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, vals in scenarios.items():
             results[key] = {"values": [round(v, 3) for v in vals], "median": round(statistics.median(vals), 3),
                             "max": round(max(vals), 3)}
-    finally:
-        if agent is not None and agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(20)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-        s3.stop()
-        broker.stop()
-        if agent is not None:
-            results["agent_log"] = (work / "agent.log").read_text(errors="replace").splitlines()[-400:]
-        shutil.rmtree(work, ignore_errors=True)
+        results["agent_log"] = stack.log_file.read_text(errors="replace").splitlines()[-400:]
 
     print(f"## Bucket recovery benchmark ({reps} rep(s), {outage:.0f} s outages, "
           f"retry_base_s {results.get('retry_base_s')}, retry_max_s {results.get('retry_max_s')})\n")

@@ -17,9 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import secrets
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from doorbell.core import protocol  # noqa: E402
 from doorbell.core.protocol import DeviceEvent  # noqa: E402
 from doorbell.core.spool import Spool  # noqa: E402
-from doorbell.sandbox.embedded import DoorbellBroker, MqttProbe, SeaweedS3  # noqa: E402
+from doorbell.sandbox.embedded import DoorbellBroker, MqttProbe  # noqa: E402
+from doorbell.sandbox.stack import agent_stack  # noqa: E402
 
 DEVICE = "dev-recovery"
 WATCHER = "admin"
@@ -45,29 +44,14 @@ def _watcher(broker: DoorbellBroker) -> MqttProbe:
 
 
 def run(runs: int, outage_s: tuple[float, float], work: Path) -> dict[str, Any]:
-    broker = DoorbellBroker(work / "mqtt", {DEVICE: "owner-r"}, ["owner-r"], admins=[WATCHER])
-    s3 = SeaweedS3(work / "s3", access_key="AK" + secrets.token_hex(9).upper(), secret_key=secrets.token_urlsafe(30))
-    agent = None
     out: dict[str, Any] = {"runs": runs, "outage_s": list(outage_s), "ring_after_broker_back_s": [],
                            "outages": []}
-    try:
-        broker.start()
-        s3.start(timeout=60)
-        import yaml
-
-        cfg = {"device": {"id": DEVICE, "owner_id": "owner-r"}, "spool": {"dir": str(work / "spool")},
-               "mqtt": {"host": broker.host, "port": broker.port, "username": DEVICE,
-                        "password": broker.users[DEVICE]},
-               "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key,
-                      "secret_access_key": s3.secret_key},
-               "agent": {"state_dir": str(work / "agent"), "home_assistant": {"enabled": False}},
-               "logging": {"level": "WARNING"}}
-        (work / "agent.yaml").write_text(yaml.safe_dump(cfg))
-        spool = Spool(work / "spool")
+    with agent_stack(work, DEVICE, "owner-r", admins=(WATCHER,), warm_up=False,
+                     config={"agent": {"home_assistant": {"enabled": False}}}) as stack:
+        broker = stack.broker
+        spool = Spool(stack.cfg.spool.dir)
         watcher = _watcher(broker)
-        agent = subprocess.Popen([sys.executable, "-m", "doorbell.cli", "agent", "run", "--config",
-                                  str(work / "agent.yaml")], stdout=open(work / "agent.log", "ab"),
-                                 stderr=subprocess.STDOUT)
+        stack.start_agent()
         first = DeviceEvent(device_id=DEVICE, type="ring")
         spool.publish_event(first)
         _wait_ring(watcher, first.event_id, 60)
@@ -85,12 +69,6 @@ def run(runs: int, outage_s: tuple[float, float], work: Path) -> dict[str, Any]:
             out["ring_after_broker_back_s"].append(round(got - back, 3))
             out["outages"].append(round(outage, 1))
         watcher.close()
-    finally:
-        if agent is not None:
-            agent.terminate()
-            agent.wait(15)
-        broker.stop()
-        s3.stop()
     return out
 
 

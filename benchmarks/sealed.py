@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import statistics
 import subprocess
 import sys
@@ -37,10 +36,9 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from doorbell.core import age, protocol, signing  # noqa: E402
-from doorbell.core.config import parse_config  # noqa: E402
 from doorbell.core.spool import Sealing, Spool  # noqa: E402
-from doorbell.sandbox.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
 from doorbell.sandbox.media import make_jpeg, make_mp4, make_noise_mp4  # noqa: E402
+from doorbell.sandbox.stack import agent_stack  # noqa: E402
 
 DEVICE = "dev-bench"
 MB = 1024 * 1024
@@ -73,40 +71,15 @@ def wait_sealed(obs: Any, video_sha: str, timeout: float = 120) -> float:
 
 def clip_to_bucket(work: Path, quick: bool, recipients: list[age.X25519Recipient],
                    device_key: Any) -> list[dict[str, Any]]:
-    broker = DoorbellBroker(work / "mqtt", {DEVICE: "owner-bench"}, ["owner-bench"], admins=["admin"])
-    s3 = SeaweedS3(work / "s3", access_key="AK" + secrets.token_hex(9).upper(), secret_key=secrets.token_urlsafe(30),
-                   volume_size_limit_mb=128, max_volumes=16)
-    agent = None
-    try:
-        broker.start()
-        s3.start(timeout=60)
-        s3.client().put_object(Bucket=s3.bucket, Key="benchmark-warm-up", Body=b"x")  # first volume now
-        data = {
-            "device": {"id": DEVICE, "owner_id": "owner-bench"},
-            "spool": {"dir": str(work / "spool")},
-            "mqtt": {"host": broker.host, "port": broker.port, "username": DEVICE,
-                     "password": broker.users[DEVICE], "client_id": DEVICE},
-            "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key,
-                   "secret_access_key": s3.secret_key, "prefix": "devices/"},
-            "agent": {"state_dir": str(work / "agent")},
-            "encryption": {"enabled": True, "recipients": [str(r) for r in recipients]},
-            "logging": {"level": "WARNING"},
-        }
-        cfg = parse_config(data, env={})
-        cfg_file = work / "agent.yaml"
-        cfg_file.write_text(yaml.safe_dump(data))
-        spool = Spool(cfg.spool.dir)
-        obs = broker.client("admin")
+    with agent_stack(work, DEVICE, "owner-bench", s3_options={"volume_size_limit_mb": 128, "max_volumes": 16},
+                     config={"s3": {"prefix": "devices/"}, "encryption": {
+                         "enabled": True, "recipients": [str(r) for r in recipients]}}) as stack:
+        spool = Spool(stack.cfg.spool.dir)
+        obs = stack.broker.client("admin")
         obs.sub(f"{protocol.PREFIX}/devices/{DEVICE}/#")
-        with open(work / "agent.log", "ab") as log:
-            agent = subprocess.Popen([sys.executable, "-m", "doorbell.cli", "agent", "run", "--config",
-                                      str(cfg_file)], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
-        while obs.expect(protocol.status_topic(DEVICE),
-                         wait=max(0.01, deadline - time.monotonic())).payload != b"online":
-            pass
+        stack.start_agent(obs)
         sealing = Sealing(tuple(recipients), device_key)
-        media = work / "media"
+        media = stack.work / "media"
         media.mkdir()
         sizes: list[tuple[str, int | None]] = [("real 1280x720 clip (10 s)", None), ("1 MB", 1),
                                                ("8 MB (multipart)", 8)] + ([] if quick else [("32 MB", 32)])
@@ -124,16 +97,6 @@ def clip_to_bucket(work: Path, quick: bool, recipients: list[age.X25519Recipient
             rows.append({"label": label, "bytes": f.stat().st_size, "median_s": round(statistics.median(vals), 3),
                          "max_s": round(max(vals), 3), "values_s": [round(v, 3) for v in vals]})
         return rows
-    finally:
-        if agent is not None:
-            agent.terminate()
-            try:
-                agent.wait(30)
-            except subprocess.TimeoutExpired:
-                agent.kill()
-                agent.wait()
-        s3.stop()
-        broker.stop()
 
 
 def firmware_rss(work: Path, quick: bool, recipients: list[age.X25519Recipient], key_file: Path) -> dict[str, Any]:
