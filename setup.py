@@ -24,6 +24,10 @@ PI = [
 CLOUD = [
     "fastapi>=0.110",
     "uvicorn>=0.29",
+    # uvicorn picks these up on its own: a C HTTP parser and event loop cut the agency API's
+    # CPU per request (benchmarks/sharing.py, docs/scale.md); pure-Python h11/asyncio still work
+    "httptools>=0.6",
+    "uvloop>=0.19; sys_platform != 'win32'",
     "SQLAlchemy>=2.0",
     "alembic>=1.13",
     "boto3>=1.34",
@@ -44,6 +48,8 @@ TEST = [
     "schemathesis>=3.30",      # fuzzes the sharing service's OpenAPI spec
     "awscli>=1.32",            # external S3 client for interop tests and benchmarks
     "psycopg[binary]>=3.1",    # sharing service tests on a real PostgreSQL (production: same driver)
+    "psutil>=5.9",             # benchmarks/scale.py: CPU time of the service instances and PostgreSQL
+    "py-spy>=0.3",             # profiles the sharing service under benchmark load (docs/scale.md)
     "Jinja2>=3.1",             # renders the Home Assistant discovery templates in agent tests
     "Pillow>=10",              # shrinks the owner web app's screenshots for docs/owner-app.md (palette PNGs)
     "playwright>=1.45",        # drives Debian's chromium for the owner web app's end-to-end tests (no browser download)

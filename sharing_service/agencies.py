@@ -10,11 +10,14 @@ import hashlib
 import hmac
 import logging
 import re
+from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Float, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from doorbell.core import protocol as p
 from doorbell.core.bucket import shared_key
@@ -31,6 +34,41 @@ log = logging.getLogger(__name__)
 
 Status = dict[str, object]
 
+# The hot reads (every call's key check, status reads) are SQLAlchemy Core statements built
+# once: no ORM session, identity map or per-call statement construction, and the compiled
+# form comes from the engine's cache (profiled in docs/scale.md).
+_AUTH = select(Agency.id, Agency.name, Agency.rate_per_min, Agency.key_hash,
+               Agency.disabled).where(Agency.key_id == bindparam("key_id"))
+
+
+def _shared_count(now: BindParameter[float]) -> tuple[ScalarSelect[int], ScalarSelect[int]]:
+    clear = (select(func.count()).select_from(GrantClip).join(Grant, Grant.id == GrantClip.grant_id)
+             .where(Grant.request_id == Request.id, Grant.state == "active", Grant.expires_at > now)
+             .correlate(Request).scalar_subquery())
+    sealed = (select(func.count(func.distinct(ReleasedObject.clip_id)))
+              .join(Grant, Grant.id == ReleasedObject.grant_id)
+              .where(Grant.request_id == Request.id, Grant.state == "active", Grant.expires_at > now)
+              .correlate(Request).scalar_subquery())
+    return clear, sealed
+
+
+_CLEAR, _SEALED = _shared_count(bindparam("now", type_=Float))
+_STATUS_COLUMNS = (Request.id, Request.case_number, Request.created_at, Request.expires_at,
+                   Request.window_start, Request.window_end, _CLEAR.label("shared_clear"),
+                   _SEALED.label("shared_sealed"))
+# Another agency's request is filtered out by the WHERE clause: it looks exactly like a missing one.
+_STATUS = select(*_STATUS_COLUMNS).where(Request.id == bindparam("rid"), Request.agency_id == bindparam("agency_id"))
+_LIST = (select(*_STATUS_COLUMNS).where(Request.agency_id == bindparam("agency_id"))
+         .order_by(Request.created_at.desc()).limit(bindparam("limit")))
+
+
+def _status_of(row: tuple[Any, ...], now: float) -> Status:
+    """The agency's view of one request: time-based, and clips actually shared (rule 2)."""
+    rid, case_number, created_at, expires_at, window_start, window_end, clear, sealed = row
+    return {"id": rid, "case_number": case_number, "status": "pending" if now < expires_at else "closed",
+            "created_at": created_at, "expires_at": expires_at, "window_start": window_start,
+            "window_end": window_end, "clips_shared": int(clear or 0) + int(sealed or 0)}
+
 
 class AgencyDesk:
     def __init__(self, ctx: ServiceContext, scheduler: Scheduler):
@@ -38,16 +76,22 @@ class AgencyDesk:
         self.scheduler = scheduler
 
     def authenticate(self, api_key: str) -> AgencyInfo | None:
-        """Constant-time check of an API key against its stored hash."""
+        """Constant-time check of an API key against its stored hash (one indexed read).
+
+        The key's secret is 256 random bits, so one SHA-256 is the right check (as for
+        any random API key); a slow password KDF would add milliseconds per call and no
+        security (docs/security.md).
+        """
         m = API_KEY_RE.match(api_key or "")
         key_id, secret = (m.group(1), m.group(2)) if m else ("", api_key or "")
-        with self.ctx.db.read() as s:
-            agency = s.execute(select(Agency).where(Agency.key_id == key_id)).scalar_one_or_none() if m else None
-            stored = agency.key_hash if agency else _DUMMY_HASH
-            ok = hmac.compare_digest(hash_secret(secret), stored)
-            if not ok or agency is None or agency.disabled:
-                return None
-            return AgencyInfo(agency.id, agency.name, agency.rate_per_min)
+        row = None
+        if m:
+            with self.ctx.db.read_engine.connect() as conn:
+                row = conn.execute(_AUTH, {"key_id": key_id}).first()
+        ok = hmac.compare_digest(hash_secret(secret), row.key_hash if row is not None else _DUMMY_HASH)
+        if not ok or row is None or row.disabled:
+            return None
+        return AgencyInfo(row.id, row.name, row.rate_per_min)
 
     def check_request(self, body: RequestCreate, now: float) -> tuple[float, float]:
         """Sharing rule 3 with the configured limits; returns the window as UNIX times."""
@@ -114,31 +158,22 @@ class AgencyDesk:
                          .order_by(ReleasedObject.clip_id, ReleasedObject.kind)).all()
         return [(r, g, k) for r, g, k in rows]
 
-    def _status(self, s: Session, req: Request, now: float) -> Status:
-        shared = s.execute(select(func.count()).select_from(GrantClip)
-                           .join(Grant, Grant.id == GrantClip.grant_id)
-                           .where(Grant.request_id == req.id, Grant.state == "active",
-                                  Grant.expires_at > now)).scalar_one()
-        shared += s.execute(select(func.count(func.distinct(ReleasedObject.clip_id)))
-                            .join(Grant, Grant.id == ReleasedObject.grant_id)
-                            .where(Grant.request_id == req.id, Grant.state == "active",
-                                   Grant.expires_at > now)).scalar_one()
-        return {"id": req.id, "case_number": req.case_number,
-                "status": "pending" if now < req.expires_at else "closed",
-                "created_at": req.created_at, "expires_at": req.expires_at,
-                "window_start": req.window_start, "window_end": req.window_end, "clips_shared": int(shared)}
-
     def request_status(self, agency: AgencyInfo, rid: str) -> Status:
+        """One statement: the request (if it is this agency's) and its shared-clip counts."""
+        if not re.match(p.TOKEN_PATTERN, rid or ""):
+            raise NotFound()
         now = self.ctx.clock()
-        with self.ctx.db.read() as s:
-            return self._status(s, self._own_request(s, agency, rid), now)
+        with self.ctx.db.read_engine.connect() as conn:
+            row = conn.execute(_STATUS, {"rid": rid, "agency_id": agency.id, "now": now}).first()
+        if row is None:
+            raise NotFound()  # another agency's request looks exactly like a missing one
+        return _status_of(tuple(row), now)
 
     def list_requests(self, agency: AgencyInfo, limit: int = 100) -> list[Status]:
         now = self.ctx.clock()
-        with self.ctx.db.read() as s:
-            reqs = s.execute(select(Request).where(Request.agency_id == agency.id)
-                             .order_by(Request.created_at.desc()).limit(max(1, min(limit, 500)))).scalars().all()
-            return [self._status(s, r, now) for r in reqs]
+        with self.ctx.db.read_engine.connect() as conn:
+            rows = conn.execute(_LIST, {"agency_id": agency.id, "now": now, "limit": max(1, min(limit, 500))}).all()
+        return [_status_of(tuple(r), now) for r in rows]
 
     def shared_clips(self, agency: AgencyInfo, rid: str) -> dict[str, object]:
         """Approved, unexpired, unrevoked clips with fresh short-lived links (each audited).
