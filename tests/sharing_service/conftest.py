@@ -4,12 +4,7 @@ Helpers live in ``tests/support/sharing.py``.
 """
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
-import signal
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,7 +14,7 @@ import pytest
 
 from doorbell.clients.agency.client import AgencyClient
 from doorbell.core.signing import generate_key, public_key_text
-from doorbell.sandbox.embedded import free_port
+from doorbell.sandbox.postgres import PostgresServer, server_bin
 from sharing_service.context import Clock
 from sharing_service.service import SharingService
 from tests.support.sharing import HOME_A, HOME_B, Env, service_config
@@ -55,15 +50,9 @@ def sharing(tmp_path: Path, clean_broker: Any, s3: Any, mqtt_client: Callable[..
 
 
 @pytest.fixture
-def pg_database(postgres_url: str) -> str:
+def pg_database(postgres_server: PostgresServer) -> str:
     """A fresh, empty PostgreSQL database for one test."""
-    import psycopg
-
-    name = f"t_{secrets.token_hex(6)}"
-    base = postgres_url.replace("postgresql+psycopg://", "postgresql://")
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return postgres_url.rsplit("/", 1)[0] + "/" + name
+    return postgres_server.create_database(f"t_{secrets.token_hex(6)}")
 
 
 @pytest.fixture
@@ -74,67 +63,22 @@ def sharing_pg(tmp_path: Path, clean_broker: Any, s3: Any, mqtt_client: Callable
         yield env
 
 
-class PostgresServer:
-    """A throw-away PostgreSQL cluster on a free loopback port (run as 'postgres' when we are root)."""
-
-    def __init__(self) -> None:
-        import shutil
-        import tempfile
-
-        self.bin = Path(os.path.realpath(shutil.which("postgres") or "/usr/local/bin/postgres")).parent
-        self.dir = Path(tempfile.mkdtemp(prefix="doorbell-pg-"))
-        self.port = free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def _as_pg(self, cmd: list[str]) -> list[str]:
-        return (["runuser", "-u", "postgres", "--"] + cmd) if os.geteuid() == 0 else cmd
-
-    def start(self) -> str:
-        if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres", "postgres")
-        data = self.dir / "data"
-        subprocess.run(self._as_pg([str(self.bin / "initdb"), "-D", str(data), "-U", "doorbell", "--auth=trust",
-                                    "-E", "UTF8", "--no-sync"]), check=True, capture_output=True, timeout=120)
-        log = open(self.dir / "pg.log", "wb")
-        self.proc = subprocess.Popen(self._as_pg([str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port),
-                                                  "-h", "127.0.0.1", "-k", str(self.dir), "-c", "fsync=off",
-                                                  "-c", "full_page_writes=off"]),
-                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
-        url = f"postgresql+psycopg://doorbell@127.0.0.1:{self.port}/postgres"
-        import psycopg
-
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                psycopg.connect(f"postgresql://doorbell@127.0.0.1:{self.port}/postgres", connect_timeout=1).close()
-                return url
-            except psycopg.OperationalError as exc:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError((self.dir / "pg.log").read_text(errors="replace")[-2000:]) from exc
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # fast shutdown
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A real PostgreSQL (Debian's postgresql package + psycopg); skipped where neither is installed."""
-    import shutil as _sh
-
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL (doorbell.sandbox.postgres: Debian's postgresql package + psycopg); skipped where
+    neither is installed."""
     pytest.importorskip("psycopg")
-    if not _sh.which("postgres") and not Path("/usr/local/bin/postgres").exists():
+    if server_bin() is None:
         pytest.skip("PostgreSQL server binaries not installed")
     server = PostgresServer()
     try:
-        yield server.start()
+        server.start()
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of the session's PostgreSQL (its ``postgres`` database)."""
+    return postgres_server.url
