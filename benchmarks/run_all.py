@@ -51,6 +51,11 @@ crash or a leak in one cannot skew another, and each one's RSS is its own):
   1,000,000-clip index (500 creates + 2,000 status reads per round); then
   ``--rule2-timing --pairs 200``: the paired median difference of POST + 10
   status reads with 7 matching homes vs none (rule 2, issue 15; target < 1 ms);
+- ``scale``: benchmarks/scale.py: 1, 2 and 3 ``doorbell sharing serve``
+  instances on one real PostgreSQL and one Mosquitto (issue 14): throughput,
+  p99 and scaling ratio of status reads, request creation and signed owner
+  decisions, and the service's CPU time per request (target < 1 ms for a
+  status read); all on this machine's cores, load generator included;
 
 Every figure is reported as the median over repeated runs with its min-max
 spread; where a peer exists it was measured in the same run on the same
@@ -81,7 +86,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-COMPONENTS = ["motion", "firmware", "e2e", "sharing", "crypto", "sealed", "owner_match", "recovery",
+COMPONENTS = ["motion", "firmware", "e2e", "sharing", "scale", "crypto", "sealed", "owner_match", "recovery",
               "bucket_recovery", "webapp", "agent"]  # agent last: its repeats fill the budget
 LIGHTING_ONLY = {"lighting_ramp", "exposure_step", "ir_switch", "noise_only"}
 PEER_NAMES = {"mog2": "OpenCV MOG2", "picamera2": "picamera2 example", "frigate": "Frigate-style"}
@@ -316,6 +321,40 @@ def sharing_figures(r: dict[str, Any]) -> list[Figure]:
     return figs
 
 
+def scale_figures(r: dict[str, Any]) -> list[Figure]:
+    """Per operation: throughput and p99 at each instance count, the scaling ratio, CPU per request."""
+    names = {"status": "GET /v1/requests/{id}", "create": "POST /v1/requests",
+             "decision": "owner's signed decision over MQTT -> result"}
+    cpus = r["host"]["cpus"]
+    figs = []
+    for kind, what in names.items():
+        steps = [st for st in r["steps"] if kind in st]
+        if not steps:
+            continue
+        note = (f"{steps[0][kind]['requests']} per step, PostgreSQL, {cpus} cores shared with the load"
+                + ("" if r["shared_subscriptions"] or kind != "decision" else "; 1 instance: no shared subscriptions"))
+        for st in steps:
+            ph, n = st[kind], st["instances"]
+            figs.append(Figure(f"scale_{kind}_rps_{n}", f"{n} instance{'s' if n > 1 else ''}: {what}, throughput",
+                               "req/s", [ph["throughput_per_s"]], runs_note=note,
+                               detail=f"scaling ratio {ph.get('scaling_ratio', 1.0):.2f}, {ph['errors']} errors"))
+            figs.append(Figure(f"scale_{kind}_p99_ms_{n}", f"{n} instance{'s' if n > 1 else ''}: {what}, p99",
+                               "ms", [ph["p99_ms"]], runs_note=note, detail=f"p50 {ph['p50_ms']:.1f} ms"))
+        last = steps[-1]
+        if len(steps) > 1:
+            figs.append(Figure(f"scale_{kind}_ratio", f"{what}: throughput with {last['instances']} instances / with 1",
+                               "x", [last[kind].get("scaling_ratio", 1.0)], runs_note=note,
+                               detail=f"{cpus} CPU cores for instances, database, broker and load generator"))
+        cpu = [st[kind]["service_cpu_ms_per_req"] for st in steps]
+        pg = [st[kind]["postgres_cpu_ms_per_req"] for st in steps]
+        figs.append(Figure(f"scale_{kind}_cpu_ms", f"{what}: service CPU time per request (all instances, "
+                           "matcher children included)", "ms", cpu,
+                           target=("<", 1.0) if kind == "status" else None,
+                           runs_note=f"1..{steps[-1]['instances']} instances",
+                           detail="PostgreSQL CPU %s ms/req" % "/".join(f"{x:.2f}" for x in pg)))
+    return figs
+
+
 def owner_match_figures(r: dict[str, Any]) -> list[Figure]:
     runs = r["runs"]
     first = runs[0]
@@ -531,6 +570,9 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
         text = r.stdout.decode()
         raw["rule2_timing"] = json.loads(text[text.index("{"):])
         return sharing_figures(raw), raw
+    if name == "scale":
+        raw = _run_json([py, str(HERE / "scale.py")] + (["--quick"] if quick else []), lp, 900)
+        return scale_figures(raw), raw
     raise ValueError(name)
 
 
@@ -628,7 +670,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.from_json:
         doc = json.loads(a.from_json.read_text())
         build = {"motion": motion_figures, "firmware": firmware_figures, "e2e": e2e_figures, "sharing": sharing_figures,
-                 "crypto": crypto_figures, "sealed": sealed_figures, "owner_match": owner_match_figures,
+                 "scale": scale_figures, "crypto": crypto_figures, "sealed": sealed_figures, "owner_match": owner_match_figures,
                  "recovery": recovery_figures, "bucket_recovery": bucket_recovery_figures,
                  "webapp": webapp_figures,
                  "agent": lambda raw: agent_figures(raw["runs"])}
