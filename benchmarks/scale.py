@@ -24,7 +24,7 @@ runs on the same cores, so throughput is bounded by the machine; CPU per request
 is the figure that carries over to other machines (docs/scale.md).
 
     .venv/bin/python benchmarks/scale.py            # full: 3 instances, 10,000 devices
-    .venv/bin/python benchmarks/scale.py --quick    # smoke run: 1 and 2 instances (~20 s)
+    .venv/bin/python benchmarks/scale.py --quick    # smoke run (~15 s on an idle 2-core machine)
     .venv/bin/python benchmarks/scale.py --json out.json
 
 Without shared subscriptions (a service without ``sharing.mqtt_shared``), every
@@ -260,6 +260,13 @@ def http_phase(dep: Deployment, pool: Any, kind: str, total: int, workers: int, 
             "ids": [i for r in results for i in r["ids"]]}
 
 
+def warm_up(inst: Instance, key: str, now: float) -> None:
+    """A few unmeasured calls on a new instance: database connections, compiled statements, imports."""
+    ports = [inst.port]
+    created = _http_worker((ports, key, "create", 3, 7, now, []))
+    _http_worker((ports, key, "status", 30, 7, now, created["ids"] or ["0" * 32]))
+
+
 def enrol_deciders(db_url: str, settings: Any, now: float) -> dict[str, Any]:
     """DECIDERS owners with real Ed25519 keys, one device each within 100 m of SITE, clips in the last day."""
     from sqlalchemy import insert
@@ -420,6 +427,7 @@ def run(max_instances: int, devices: int, clips: int, statuses: int, creates: in
     from sharing_service.registry import Registry
 
     logging.basicConfig(level=logging.WARNING)
+    log.setLevel(logging.INFO)
     now = time.time()
     load_before = os.getloadavg()[0]
     shared = shared_subscriptions_supported()
@@ -446,10 +454,12 @@ def run(max_instances: int, devices: int, clips: int, statuses: int, creates: in
             ctx = mp.get_context("spawn")
             with ctx.Pool(workers) as pool:
                 pool.map(_http_worker, [([], "", "status", 0, 0, now, ["x"])] * workers)  # imports, once
+                timings["load_processes_s"] = round(time.perf_counter() - t_start - setup_s, 1)
                 for n in range(1, max_instances + 1):
                     t = time.perf_counter()
                     dep.add_instance(mqtt=(n == 1 or shared))
                     timings[f"start_instance_{n}_s"] = round(time.perf_counter() - t, 1)
+                    warm_up(dep.instances[-1], dep.agency_key, now)
                     create = http_phase(dep, pool, "create", creates, workers, now, [])
                     ids = (ids + create.pop("ids"))[-2000:]
                     status = http_phase(dep, pool, "status", statuses, workers, now, ids)
@@ -463,9 +473,14 @@ def run(max_instances: int, devices: int, clips: int, statuses: int, creates: in
                     log.warning("%d instance(s): %s", n, {k: round(v["throughput_per_s"]) for k, v in step.items()
                                                           if isinstance(v, dict)})
         finally:
+            t = time.perf_counter()
             dep.stop()
+            t1 = time.perf_counter()
             broker.stop()
+            t2 = time.perf_counter()
             pg.stop()
+            log.info("teardown: instances %.1f s, broker %.1f s, PostgreSQL %.1f s", t1 - t, t2 - t1,
+                     time.perf_counter() - t2)
     for kind in ("status", "create", "decision"):
         base = steps[0].get(kind, {}).get("throughput_per_s")
         for st in steps:
@@ -509,16 +524,15 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="smoke run: small index, few requests (< 20 s)")
     ap.add_argument("--json", type=Path, nargs="?", const=Path("-"), metavar="PATH",
                     help="write JSON to PATH (or stdout without PATH) instead of the markdown table")
-    ap.add_argument("--instances", type=int, help="up to this many instances (default 3; --quick: 2)")
+    ap.add_argument("--instances", type=int, default=3, help="up to this many instances")
     ap.add_argument("--workers", type=int, default=4, help="HTTP load processes")
     ap.add_argument("--window", type=int, default=32, help="decisions in flight")
     a = ap.parse_args()
     if a.quick:
-        # each instance takes ~3 s to start (imports, migration check, matcher process): 2 keep it short
-        res = run(a.instances or 2, devices=300, clips=3_000, statuses=120, creates=12, decision_requests=1,
+        res = run(a.instances, devices=300, clips=3_000, statuses=120, creates=12, decision_requests=1,
                   workers=2, window=a.window)
     else:
-        res = run(a.instances or 3, devices=10_000, clips=200_000, statuses=4_000, creates=400, decision_requests=30,
+        res = run(a.instances, devices=10_000, clips=200_000, statuses=4_000, creates=400, decision_requests=30,
                   workers=a.workers, window=a.window)
     if a.json is None:
         print(markdown(res))

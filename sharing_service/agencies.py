@@ -10,11 +10,14 @@ import hashlib
 import hmac
 import logging
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import Float, bindparam, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import ScalarSelect
@@ -33,6 +36,7 @@ _DUMMY_HASH = hashlib.sha256(b"no such key").hexdigest()
 log = logging.getLogger(__name__)
 
 Status = dict[str, object]
+T = TypeVar("T")
 
 # The hot reads (every call's key check, status reads) are SQLAlchemy Core statements built
 # once: no ORM session, identity map or per-call statement construction, and the compiled
@@ -75,7 +79,30 @@ class AgencyDesk:
         self.ctx = ctx
         self.scheduler = scheduler
 
-    def authenticate(self, api_key: str) -> AgencyInfo | None:
+    def hot_read(self, fn: Callable[[Connection], T]) -> T:
+        """Run ``fn`` on one hot-read connection (a key check and a status read share it).
+
+        The hot-read pool does not ping at checkout (db.py): when the server dropped the
+        connection (a restart, a fail-over), the pool is refreshed and ``fn`` runs once
+        more on a fresh connection; these reads change nothing, so running twice is safe.
+        """
+        for attempt in (1, 2):
+            try:
+                with self.ctx.db.hot_read_engine.connect() as conn:
+                    return fn(conn)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated or attempt == 2:
+                    raise
+                log.warning("database connection lost; reading once more: %s", exc.orig)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read(self, conn: Connection | None, stmt: Any, params: dict[str, object]) -> Any:
+        """The first row of ``stmt``, on ``conn`` or on a hot-read connection of its own."""
+        if conn is not None:
+            return conn.execute(stmt, params).first()
+        return self.hot_read(lambda c: c.execute(stmt, params).first())
+
+    def authenticate(self, api_key: str, conn: Connection | None = None) -> AgencyInfo | None:
         """Constant-time check of an API key against its stored hash (one indexed read).
 
         The key's secret is 256 random bits, so one SHA-256 is the right check (as for
@@ -84,10 +111,7 @@ class AgencyDesk:
         """
         m = API_KEY_RE.match(api_key or "")
         key_id, secret = (m.group(1), m.group(2)) if m else ("", api_key or "")
-        row = None
-        if m:
-            with self.ctx.db.read_engine.connect() as conn:
-                row = conn.execute(_AUTH, {"key_id": key_id}).first()
+        row = self._read(conn, _AUTH, {"key_id": key_id}) if m else None
         ok = hmac.compare_digest(hash_secret(secret), row.key_hash if row is not None else _DUMMY_HASH)
         if not ok or row is None or row.disabled:
             return None
@@ -158,21 +182,20 @@ class AgencyDesk:
                          .order_by(ReleasedObject.clip_id, ReleasedObject.kind)).all()
         return [(r, g, k) for r, g, k in rows]
 
-    def request_status(self, agency: AgencyInfo, rid: str) -> Status:
+    def request_status(self, agency: AgencyInfo, rid: str, conn: Connection | None = None) -> Status:
         """One statement: the request (if it is this agency's) and its shared-clip counts."""
         if not re.match(p.TOKEN_PATTERN, rid or ""):
             raise NotFound()
         now = self.ctx.clock()
-        with self.ctx.db.read_engine.connect() as conn:
-            row = conn.execute(_STATUS, {"rid": rid, "agency_id": agency.id, "now": now}).first()
+        row = self._read(conn, _STATUS, {"rid": rid, "agency_id": agency.id, "now": now})
         if row is None:
             raise NotFound()  # another agency's request looks exactly like a missing one
         return _status_of(tuple(row), now)
 
     def list_requests(self, agency: AgencyInfo, limit: int = 100) -> list[Status]:
         now = self.ctx.clock()
-        with self.ctx.db.read_engine.connect() as conn:
-            rows = conn.execute(_LIST, {"agency_id": agency.id, "now": now, "limit": max(1, min(limit, 500))}).all()
+        params = {"agency_id": agency.id, "now": now, "limit": max(1, min(limit, 500))}
+        rows = self.hot_read(lambda conn: conn.execute(_LIST, params).all())
         return [_status_of(tuple(r), now) for r in rows]
 
     def shared_clips(self, agency: AgencyInfo, rid: str) -> dict[str, object]:

@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Connection
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from doorbell.core import __version__
@@ -116,17 +117,20 @@ def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
     # well under a millisecond, cheaper than a hop to the thread pool and back. Handlers return
     # their JSON directly: the response models document the API (OpenAPI) and the values are built
     # to match them, so FastAPI's per-response validation would only repeat the work.
-    async def agency(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> AgencyInfo:
+    def authorize(creds: HTTPAuthorizationCredentials | None, conn: Connection | None = None) -> AgencyInfo:
         if creds is None or creds.scheme.lower() != "bearer":
             raise HttpRefusal(401, "unauthorized", "send 'Authorization: Bearer <API key>'",
                            {"WWW-Authenticate": "Bearer"})
-        info = core.agencies.authenticate(creds.credentials)
+        info = core.agencies.authenticate(creds.credentials, conn)
         if info is None:
             raise HttpRefusal(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
         wait = limiter.take(info)
         if wait > 0:
             raise HttpRefusal(429, "rate_limited", "too many requests", {"Retry-After": str(max(1, int(wait + 0.999)))})
         return info
+
+    async def agency(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> AgencyInfo:
+        return authorize(creds)
 
     @app.post("/v1/requests", status_code=201, response_model=RequestCreated, tags=["requests"],
               summary="Ask owners in an area for footage from a time window")
@@ -139,8 +143,11 @@ def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
 
     @app.get("/v1/requests/{request_id}", response_model=RequestStatus, tags=["requests"],
              summary="Status of one request (time-based; reveals nothing about homes)")
-    async def get_request(request_id: str, who: AgencyInfo = Depends(agency)) -> JSONResponse:
-        return JSONResponse(core.agencies.request_status(who, request_id))
+    async def get_request(request_id: str,
+                          creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> JSONResponse:
+        # one database connection for the key check and the read
+        return JSONResponse(core.agencies.hot_read(
+            lambda conn: core.agencies.request_status(authorize(creds, conn), request_id, conn)))
 
     @app.get("/v1/requests/{request_id}/clips", response_model=SharedClipList, tags=["clips"],
              summary="Clips shared under a request, with short-lived download links")

@@ -63,9 +63,14 @@ class Database:
                 Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
             self.write_engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
+            self.hot_read_engine = self.read_engine
         else:
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10)
             self.read_engine = self.write_engine
+            # The agency API's per-call reads (key check, status): autocommit, so no BEGIN/ROLLBACK
+            # round trips (under READ COMMITTED every statement has its own snapshot anyway), and no
+            # ping at checkout: those reads retry once on a dropped connection (agencies.py) instead.
+            self.hot_read_engine = create_engine(url, pool_size=10, isolation_level="AUTOCOMMIT")
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         # SQLite allows one writer; queue this process's writers here rather than in SQLite's busy loop.
@@ -109,6 +114,8 @@ class Database:
         self.write_engine.dispose()
         if self.read_engine is not self.write_engine:
             self.read_engine.dispose()
+        if self.hot_read_engine not in (self.read_engine, self.write_engine):
+            self.hot_read_engine.dispose()
 
 
 def alembic_config(url: str) -> "alembic.config.Config":

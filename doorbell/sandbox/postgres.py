@@ -58,8 +58,11 @@ class PostgresServer:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc is not None else None
 
-    def _as_pg(self, cmd: list[str]) -> list[str]:
-        return (["runuser", "-u", "postgres", "--"] + cmd) if os.geteuid() == 0 else cmd
+    @staticmethod
+    def _as_pg() -> dict[str, object]:
+        """Run as 'postgres' when we are root: as the server's own process, never under a wrapper
+        (runuser would not pass our SIGINT on, and a killed wrapper would orphan the server)."""
+        return {"user": "postgres", "group": "postgres", "extra_groups": []} if os.geteuid() == 0 else {}
 
     def start(self, timeout: float = 30.0) -> str:
         if self.bin is None:
@@ -71,14 +74,16 @@ class PostgresServer:
         if os.geteuid() == 0:
             shutil.chown(self.dir, "postgres", "postgres")
         data = self.dir / "data"
-        subprocess.run(self._as_pg([str(self.bin / "initdb"), "-D", str(data), "-U", "doorbell", "--auth=trust",
-                                    "-E", "UTF8", "--no-sync"]), check=True, capture_output=True, timeout=120)
+        subprocess.run([str(self.bin / "initdb"), "-D", str(data), "-U", "doorbell", "--auth=trust", "-E", "UTF8",
+                        "--no-sync"], check=True, capture_output=True, timeout=120, cwd=self.dir,
+                       **self._as_pg())  # type: ignore[call-overload]
         extra = [arg for s in self.settings for arg in ("-c", s)]
         with open(self.dir / "pg.log", "wb") as logf:
             self.proc = subprocess.Popen(
-                self._as_pg([str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1",
-                             "-k", str(self.dir), "-c", "fsync=off", "-c", "full_page_writes=off", *extra]),
-                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
+                [str(self.bin / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1",
+                 "-k", str(self.dir), "-c", "fsync=off", "-c", "full_page_writes=off", *extra],
+                stdout=logf, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.dir,
+                **self._as_pg())  # type: ignore[call-overload]
         deadline = time.monotonic() + timeout
         while True:
             try:

@@ -25,8 +25,8 @@ EXPECTED = [
     "sharing_create_rps", "sharing_create_p99_ms", "sharing_status_rps", "sharing_status_p99_ms",
     "sharing_rule2_timing_diff_ms",  # issue 15
     # issue 14: 1..3 instances on PostgreSQL, scaling ratio, CPU per request
-    "scale_status_rps_1", "scale_status_rps_2", "scale_status_p99_ms_2", "scale_status_ratio", "scale_status_cpu_ms",
-    "scale_create_rps_2", "scale_create_cpu_ms", "scale_decision_rps_1", "scale_decision_p99_ms_1",
+    "scale_status_rps_1", "scale_status_rps_3", "scale_status_p99_ms_3", "scale_status_ratio", "scale_status_cpu_ms",
+    "scale_create_rps_3", "scale_create_cpu_ms", "scale_decision_rps_1", "scale_decision_p99_ms_1",
     "scale_decision_cpu_ms",
     "encrypt_MBps_per_core_1_5", "decrypt_MBps_per_core_1_5", "encrypt_peak_alloc_kb",  # issue 12
     "sealed_clip_to_bucket_s_real", "sealed_clip_to_bucket_s_8", "firmware_rss_growth_sealed_mb",  # issue 12

@@ -50,3 +50,21 @@ def test_postgres_owner_sees_a_hidden_row(sharing_pg: Env) -> None:
         after = audit.owner_view(s, "owner-a").model_dump(mode="json", exclude_none=True)
     report = verify_owner_view(after, "owner-a")
     assert not report.ok and "rows about the owner are missing" in str(report.reason), report.problems
+
+
+def test_postgres_status_reads_survive_dropped_connections(sharing_pg: Env) -> None:
+    """The agency API's hot reads skip the per-checkout ping (docs/scale.md): when the server drops
+    every connection (a restart, a fail-over), the next key check and status read still answer,
+    through one retry on a fresh connection, and a wrong key still gets 401."""
+    import httpx
+    from sqlalchemy import text
+
+    rid = sharing_pg.agency.create_request_raw(sharing_pg.request_body())["id"]
+    first = sharing_pg.agency.status(rid)
+    with sharing_pg.core.db.write() as s:
+        dropped = s.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                 "WHERE datname = current_database() AND pid <> pg_backend_pid()")).scalar_one()
+    assert dropped >= 1
+    assert sharing_pg.agency.status(rid) == first
+    r = httpx.get(f"{sharing_pg.service.url}/v1/requests/{rid}", headers={"Authorization": "Bearer dbk_0_x"})
+    assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
