@@ -113,10 +113,11 @@ def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
         log.exception("internal error")
         return error_response(500, "internal", "internal error (logged)")
 
-    # The hot path (key check, status reads) runs on the event loop: each is one indexed read of
-    # well under a millisecond, cheaper than a hop to the thread pool and back. Handlers return
-    # their JSON directly: the response models document the API (OpenAPI) and the values are built
-    # to match them, so FastAPI's per-response validation would only repeat the work.
+    # One hop to the thread pool per call, not two: the key check (and the rate limit, which
+    # writes to the database and may wait for a lock there, so never on the event loop) runs in
+    # the same worker-thread call as a status read, on the same connection. Handlers return their
+    # JSON directly: the response models document the API (OpenAPI) and the values are built to
+    # match them, so FastAPI's per-response validation would only repeat the work.
     def authorize(creds: HTTPAuthorizationCredentials | None, conn: Connection | None = None) -> AgencyInfo:
         if creds is None or creds.scheme.lower() != "bearer":
             raise HttpRefusal(401, "unauthorized", "send 'Authorization: Bearer <API key>'",
@@ -129,7 +130,7 @@ def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
             raise HttpRefusal(429, "rate_limited", "too many requests", {"Retry-After": str(max(1, int(wait + 0.999)))})
         return info
 
-    async def agency(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> AgencyInfo:
+    def agency(creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> AgencyInfo:
         return authorize(creds)
 
     @app.post("/v1/requests", status_code=201, response_model=RequestCreated, tags=["requests"],
@@ -138,13 +139,13 @@ def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
         return JSONResponse(core.agencies.create_request(who, body), status_code=201)
 
     @app.get("/v1/requests", response_model=RequestList, tags=["requests"], summary="This agency's requests")
-    async def list_requests(who: AgencyInfo = Depends(agency)) -> JSONResponse:
+    def list_requests(who: AgencyInfo = Depends(agency)) -> JSONResponse:
         return JSONResponse({"requests": core.agencies.list_requests(who)})
 
     @app.get("/v1/requests/{request_id}", response_model=RequestStatus, tags=["requests"],
              summary="Status of one request (time-based; reveals nothing about homes)")
-    async def get_request(request_id: str,
-                          creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> JSONResponse:
+    def get_request(request_id: str,
+                    creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> JSONResponse:
         # one database connection for the key check and the read
         return JSONResponse(core.agencies.hot_read(
             lambda conn: core.agencies.request_status(authorize(creds, conn), request_id, conn)))
