@@ -125,7 +125,7 @@ def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
         info = core.agencies.authenticate(creds.credentials, conn)
         if info is None:
             raise HttpRefusal(401, "unauthorized", "invalid API key", {"WWW-Authenticate": "Bearer"})
-        wait = limiter.take(info)
+        wait = limiter.take(info, conn)
         if wait > 0:
             raise HttpRefusal(429, "rate_limited", "too many requests", {"Retry-After": str(max(1, int(wait + 0.999)))})
         return info

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from sqlalchemy import TextClause, text
+from sqlalchemy.engine import Connection
 
 from sharing_service.context import AgencyInfo
 from sharing_service.db import Database
@@ -50,17 +51,27 @@ class RateLimiter:
         self.clock = clock
         self._sql: TextClause | None = None  # built at the first take (the spec generator passes no database)
 
-    def take(self, agency: AgencyInfo) -> float:
-        """Take one token: 0 if allowed, else the seconds until one is available."""
+    def take(self, agency: AgencyInfo, conn: Connection | None = None) -> float:
+        """Take one token: 0 if allowed, else the seconds until one is available.
+
+        ``conn``: the caller's hot-read connection (the agency API's key check and
+        status read). On PostgreSQL it is autocommit (``Database.hot_read_engine``): the
+        upsert runs and commits there, saving a session, a pool checkout and BEGIN/COMMIT
+        round trips per call. Elsewhere (SQLite reads run in a transaction that is
+        rolled back) the write takes its own write transaction as before.
+        """
         per_min = agency.rate_per_min or self.default
         rate = per_min / 60.0
         burst = float(max(1, per_min))
         if self._sql is None:
             dialect = self.db.dialect if self.db.dialect in _AVAIL else "postgresql"
             self._sql = text(_TAKE.format(avail=_AVAIL[dialect], latest=_LATEST[dialect]))
-        with self.db.write() as s:
-            tokens, allowed = s.execute(self._sql, {"agency": agency.id, "burst": burst, "now": self.clock(),
-                                                    "rate": rate}).one()
+        params = {"agency": agency.id, "burst": burst, "now": self.clock(), "rate": rate}
+        if conn is not None and self.db.dialect == "postgresql" and conn.engine is self.db.hot_read_engine:
+            tokens, allowed = conn.execute(self._sql, params).one()
+        else:
+            with self.db.write() as s:
+                tokens, allowed = s.execute(self._sql, params).one()
         if allowed:
             return 0.0
         return max(0.0, (1.0 - float(tokens)) / rate)

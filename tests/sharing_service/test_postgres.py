@@ -68,3 +68,24 @@ def test_postgres_status_reads_survive_dropped_connections(sharing_pg: Env) -> N
     assert sharing_pg.agency.status(rid) == first
     r = httpx.get(f"{sharing_pg.service.url}/v1/requests/{rid}", headers={"Authorization": "Bearer dbk_0_x"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "unauthorized"
+
+
+def test_postgres_status_reads_take_rate_limit_tokens(sharing_pg: Env) -> None:
+    """A status read takes its rate-limit token on its own autocommit connection (PostgreSQL):
+    the token is stored (the third read in a minute is refused), and another agency's reads
+    are not limited by it."""
+    from doorbell.clients.agency.client import AgencyClient, ApiError
+
+    rid = sharing_pg.agency.create_request_raw(sharing_pg.request_body())["id"]
+    _, key = sharing_pg.core.registry.add_agency("Tiny PD", rate_per_min=2)
+    codes = []
+    with AgencyClient(sharing_pg.service.url, key) as tiny:
+        tiny_rid = tiny.create_request_raw(sharing_pg.request_body())["id"]
+        for _ in range(3):
+            try:
+                tiny.status(tiny_rid)
+                codes.append(200)
+            except ApiError as exc:
+                codes.append(exc.status)
+    assert codes == [200, 429, 429]  # the creation took the first of its two tokens
+    assert sharing_pg.agency.status(rid)["id"] == rid
