@@ -473,6 +473,11 @@ def run(max_instances: int, devices: int, clips: int, statuses: int, creates: in
             load = bulk_load(db_url, devices, clips, now)  # migrates, then owners/devices/clips
             settings = parse_config({"sharing": {"database_url": db_url}}, source="<bench>", env={}).sharing
             keys = enrol_deciders(db_url, settings, now)
+            # vacuum the bulk-loaded tables now: autovacuum would otherwise do it in the middle of a step
+            import psycopg
+
+            with psycopg.connect(db_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")
             db = Database(db_url)
             _, dep.agency_key = Registry(ServiceContext(db, settings)).add_agency("Scale PD")
             db.dispose()
