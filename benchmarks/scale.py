@@ -377,9 +377,9 @@ def pending_decisions(dep: Deployment, requests: int, now: float, timeout: float
 def decision_phase(dep: Deployment, keys: dict[str, Any], todo: list[tuple[str, str, list[str]]],
                    window: int, timeout: float = 120.0) -> dict[str, Any]:
     """Publish signed approvals (``window`` in flight); latency = publish -> result message."""
-    import paho.mqtt.client as mqtt
-
     from doorbell.core import protocol as p
+    from doorbell.core.config import parse_config
+    from doorbell.core.mqtt import Handlers, make_client
     from doorbell.core.signing import sign_decision
 
     msgs = []
@@ -392,7 +392,6 @@ def decision_phase(dep: Deployment, keys: dict[str, Any], todo: list[tuple[str, 
     slots = threading.Semaphore(window)
     done = threading.Event()
     lock = threading.Lock()
-    subscribed = threading.Event()
     admin = dep.broker.admins[0]
 
     def on_message(_c: Any, _u: Any, m: Any) -> None:
@@ -409,16 +408,12 @@ def decision_phase(dep: Deployment, keys: dict[str, Any], todo: list[tuple[str, 
                 done.set()
         slots.release()
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{admin}-bench", protocol=mqtt.MQTTv5)
-    client.username_pw_set(admin, dep.broker.users[admin])
-    client.on_message = on_message
-    client.on_subscribe = lambda *_a: subscribed.set()
-    client.connect(dep.broker.host, dep.broker.port)
-    client.loop_start()
+    cfg = parse_config({"mqtt": {"host": dep.broker.host, "port": dep.broker.port, "username": admin,
+                                 "password": dep.broker.users[admin]}}, source="<scale bench>", env={}).mqtt
+    client = make_client(cfg, handlers=Handlers(message=lambda c, m: on_message(c, None, m)))
+    client.connect_and_wait()
     try:
-        client.subscribe(f"{p.PREFIX}/owners/+/results/+", qos=1)
-        if not subscribed.wait(10):
-            raise RuntimeError("could not subscribe to the result topics")
+        client.check(client.subscribe_acked(f"{p.PREFIX}/owners/+/results/+", qos=1), "the result topics")
         cpu0 = dep.cpu()
         t0 = time.perf_counter()
         for topic, payload, nonce in msgs:
@@ -432,8 +427,7 @@ def decision_phase(dep: Deployment, keys: dict[str, Any], todo: list[tuple[str, 
         wall = time.perf_counter() - t0
         cpu1 = dep.cpu()
     finally:
-        client.loop_stop()
-        client.disconnect()
+        client.close()
     n = max(1, len(lat_ms))
     return {"kind": "decision", "instances": len(dep.instances), "requests": len(lat_ms),
             "errors": results["refused"], "wall_s": wall, "throughput_per_s": len(lat_ms) / wall,
