@@ -155,6 +155,15 @@ def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
     def transparency() -> dict[str, Any]:
         return core.transparency.figures()
 
+    @app.get("/v1/shares/{token}", tags=["public"],
+             summary="A share link's clip: short-lived links and, for sealed clips, the re-wrapped headers",
+             description=("No login: the token is the capability. The clip's key is in the link's URL fragment "
+                          "and never reaches this service. Each access is audited in the owner's log; a "
+                          "revoked, expired or unknown token is a 404; rate-limited per token (429)."))
+    def open_share(token: str) -> JSONResponse:
+        answer = core.shares.open(token)
+        return JSONResponse(answer, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
     @app.get("/healthz", tags=["public"], response_model=Health,
              responses={503: {"model": Health, "description": "draining (SIGTERM) or the database is down"}},
              summary="Health for a load balancer: 200 while serving, 503 while draining or without database")
