@@ -30,7 +30,18 @@ await build({
   legalComments: "external",
   logLevel: "warning",
 });
-for (const f of ["index.html", "app.css", "manifest.webmanifest", "icon.svg", "sw.js"]) {
+// The share-link viewer (no login): its own small bundle, with the age implementation.
+await build({
+  entryPoints: ["src/share.js"],
+  bundle: true,
+  minify: true,
+  format: "esm",
+  target: ["chrome120", "firefox128", "safari17"],
+  outfile: `${out}/share.js`,
+  legalComments: "external",
+  logLevel: "warning",
+});
+for (const f of ["index.html", "share.html", "app.css", "manifest.webmanifest", "icon.svg", "sw.js"]) {
   cpSync(`src/${f}`, `${out}/${f}`);
 }
 // The service worker's cache name follows the shell's content, so a new build replaces the old shell.

@@ -1,0 +1,137 @@
+// The share-link viewer (no login): /app/share.html#t=TOKEN&k=AGE-SECRET-KEY-1…
+// Asks the sharing service for short-lived links by token (GET /v1/shares/{token}), fetches the
+// opaque copies, decrypts them here with the identity from the URL fragment (never sent to any
+// server), checks the device-signed manifest, and plays the clip. See docs/sharing.md.
+import { Decrypter } from "age-encryption";
+import { hex, sha256, unb64u, utf8, canonical } from "./canonical.js";
+import { fmtTime, neutralise } from "./text.js";
+
+const $ = (sel) => document.querySelector(sel);
+const state = { done: false, error: null, frames: 0 };
+window.__share = state; // read by the end-to-end tests
+
+function status(text, cls = "") {
+  const s = $("#share-status");
+  s.textContent = text;
+  s.className = cls;
+}
+
+function params() {
+  const out = new URLSearchParams(location.hash.replace(/^#/, ""));
+  return { token: out.get("t") || "", key: out.get("k") || "" };
+}
+
+async function getBytes(url) {
+  const r = await fetch(url, { credentials: "omit", cache: "no-store", referrerPolicy: "no-referrer" });
+  if (!r.ok) throw new Error(`the storage server refused the clip (HTTP ${r.status}); the link may just have been revoked`);
+  return new Uint8Array(await r.arrayBuffer());
+}
+
+function b64(text) {
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+/** Header re-wrapped for this share + the stored object's payload -> plaintext. */
+async function openSealed(obj, decrypter) {
+  const stored = await getBytes(obj.url);
+  const header = b64(obj.header);
+  if (hex(await sha256(header)) !== obj.header_sha256) throw new Error("a header does not match what the owner signed");
+  const file = new Uint8Array(header.length + stored.length - obj.payload_offset);
+  file.set(header, 0);
+  file.set(stored.subarray(obj.payload_offset), header.length);
+  return decrypter.decrypt(file);
+}
+
+const DEVICE_DOMAIN = "doorbell/v1/device/clip-manifest";
+
+/** doorbell.core.manifest.verify_manifest, in the browser (WebCrypto Ed25519). */
+async function verifyManifest(manifest, deviceKey) {
+  if (!deviceKey || !deviceKey.startsWith("ed25519:")) throw new Error("the sharing service gave no device key to check the clip with");
+  if (manifest.device_key !== deviceKey) throw new Error("the clip's manifest was signed by another device key");
+  const body = { ...manifest };
+  delete body.signature;
+  const pub = await crypto.subtle.importKey("raw", unb64u(deviceKey.slice(8)), { name: "Ed25519" }, false, ["verify"]);
+  const ok = await crypto.subtle.verify({ name: "Ed25519" }, pub, unb64u(manifest.signature),
+    utf8(DEVICE_DOMAIN + "\n" + canonical(body, { integersOnly: true })));
+  if (!ok) throw new Error("the device's signature on this clip does not verify: it was altered");
+  return manifest;
+}
+
+async function checkFile(manifest, kind, data) {
+  const want = (manifest.files || {})[kind];
+  if (!want) throw new Error(`the signed manifest names no ${kind}`);
+  if (hex(await sha256(data)) !== want.plaintext_sha256 || data.length !== want.plaintext_size) {
+    throw new Error(`the ${kind} is not the one the device signed`);
+  }
+}
+
+function fact(dl, name, value) {
+  dl.append(Object.assign(document.createElement("dt"), { textContent: name }),
+    Object.assign(document.createElement("dd"), { textContent: value }));
+}
+
+function play(video, snapshot) {
+  const v = $("#share-video");
+  v.src = URL.createObjectURL(new Blob([video], { type: "video/mp4" }));
+  const count = () => v.requestVideoFrameCallback(() => { state.frames += 1; count(); });
+  if (v.requestVideoFrameCallback) count();
+  v.play().catch(() => { /* autoplay may be refused; the controls are there */ });
+  if (snapshot) {
+    const img = $("#share-snapshot");
+    img.src = URL.createObjectURL(new Blob([snapshot], { type: "image/jpeg" }));
+    img.hidden = false;
+  }
+  $("#share-clip").hidden = false;
+}
+
+async function main() {
+  const { token, key } = params();
+  if (!token) throw new Error("this link is incomplete: it has no token (copy the whole link, including the part after #)");
+  const r = await fetch(`/v1/shares/${encodeURIComponent(token)}`, { credentials: "omit", cache: "no-store" });
+  if (r.status === 404) {
+    throw new Error("This link no longer works: its owner revoked it, or it expired. Ask them for a new one.");
+  }
+  if (r.status === 429) throw new Error("This link was opened too often just now; try again in a minute.");
+  if (!r.ok) throw new Error(`the sharing service could not open this link (HTTP ${r.status})`);
+  const share = await r.json();
+  const dl = $("#share-facts");
+  fact(dl, "Clip", neutralise(share.clip_id, 40));
+  fact(dl, "Link works until", fmtTime(share.expires_at));
+  if (share.sealed) {
+    if (!key) throw new Error("this link is incomplete: the clip's key (the part after &k=) is missing");
+    status("Decrypting in your browser…");
+    const d = new Decrypter();
+    try {
+      d.addIdentity(key);
+    } catch {
+      throw new Error("the key in this link is damaged (copy the whole link)");
+    }
+    const manifest = JSON.parse(new TextDecoder().decode(await openSealed(share.objects.manifest, d)));
+    await verifyManifest(manifest, share.device_key);
+    const video = await openSealed(share.objects.video, d);
+    await checkFile(manifest, "video", video);
+    let snapshot = null;
+    if (share.objects.snapshot) {
+      snapshot = await openSealed(share.objects.snapshot, d);
+      await checkFile(manifest, "snapshot", snapshot);
+    }
+    fact(dl, "Recorded", fmtTime(manifest.started_at_ms / 1000));
+    fact(dl, "Device signature", `✓ verified (device key ${share.device_key.slice(8, 24)}…)`);
+    play(video, snapshot);
+    status("✓ Decrypted in this browser; the device's signature verifies.", "ok");
+  } else {
+    status("Downloading…");
+    const video = await getBytes(share.objects.video.url);
+    if (hex(await sha256(video)) !== share.sha256) throw new Error("the clip does not match its recorded SHA-256");
+    const snapshot = share.objects.snapshot ? await getBytes(share.objects.snapshot.url) : null;
+    fact(dl, "Encryption", "none: this camera stores its clips unencrypted");
+    play(video, snapshot);
+    status("✓ Clip checked against the SHA-256 its camera announced (stored unencrypted).", "ok");
+  }
+  state.done = true;
+}
+
+main().catch((err) => {
+  state.error = err.message;
+  status(`✗ ${err.message}`, "bad");
+});
