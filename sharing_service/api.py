@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+import re
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,19 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 HealthCheck = Callable[[], tuple[bool, dict[str, str]]]
 
 
+class RedactShareTokens(logging.Filter):
+    """Keeps share-link tokens (bearer capabilities) out of access logs: ``/v1/shares/…``."""
+
+    _rx = re.compile(r"(/v1/shares/)[A-Za-z0-9_-]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._rx.sub(r"\1…", a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = self._rx.sub(r"\1…", record.msg)
+        return True
+
+
 def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
     """The agency API; ``health`` answers /healthz (the service's: database, broker, draining)."""
     app = FastAPI(
@@ -74,6 +88,9 @@ def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
         responses=ERRORS,
     )
     limiter = RateLimiter(core.db, core.settings.agency_rate_per_min)  # in the database: one limit per agency
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactShareTokens) for f in access.filters):
+        access.addFilter(RedactShareTokens())
     bearer = HTTPBearer(auto_error=False, description="API key issued by 'doorbell sharing agency add'")
 
     @app.exception_handler(HttpRefusal)

@@ -134,4 +134,43 @@ def test_share_link_plays_in_a_second_browser_and_revoke_ends_it(web: WebEnv, ch
     stored = b"".join(f.read_bytes() for f in db.parent.glob(db.name + "*"))
     assert stored and key.encode() not in stored and key.lower().encode() not in stored
     assert key not in caplog.text and key.lower() not in caplog.text
+    token = link.split("#t=", 1)[1].split("&", 1)[0]
+    assert token not in caplog.text and token.encode() not in stored  # only its hash is kept, and logs redact it
     assert share_id.encode() in stored  # the search does look at the right file
+
+
+def test_clear_clip_share_expires_and_is_rate_limited(web: WebEnv) -> None:
+    """A clip stored in clear is shared without a key (the token is its only secret); the sweep ends it
+    at expiry and deletes its copies; one token is rate-limited."""
+    import httpx
+
+    from sharing_service.shares import VIEW_RATE_PER_MIN, ShareObject, sweep_shares
+
+    with_sharing_url(web)
+    clip_id = web.put_clip(web.a, time.time() - 900)
+    res = web.owner(web.a, "share", clip_id, "--days", "1", "--yes", "--json")
+    assert res.code == 0, res
+    made = json.loads(res.out)
+    assert not made["sealed"] and "&k=" not in made["link"]
+    token = made["link"].split("#t=", 1)[1]
+    got = httpx.get(f"{web.service.url}/v1/shares/{token}", timeout=30).json()
+    assert set(got["objects"]) == {"video", "snapshot"} and "/_shared/" in got["objects"]["video"]["url"]
+    assert web.a.device_id not in json.dumps(got)  # the answer names no home (rule 2)
+    assert httpx.get(got["objects"]["video"]["url"], timeout=30).content == web.clips[clip_id]
+    assert httpx.get(f"{web.service.url}/v1/shares/{'x' * 43}", timeout=30).status_code == 404
+    codes = [httpx.get(f"{web.service.url}/v1/shares/{token}", timeout=30).status_code
+             for _ in range(VIEW_RATE_PER_MIN)]
+    assert codes[-1] == 429 and set(codes) == {200, 429}
+
+    assert sweep_shares(web.core.ctx, time.time() + 2 * 86400) == 1
+    from sharing_service.shares import Share
+
+    with web.core.db.read() as s:
+        assert s.get(Share, made["share_id"]).state == "expired"
+        copies = [o.copy_key for o in s.query(ShareObject).filter_by(share_id=made["share_id"])]
+    for k in copies:
+        with pytest.raises(Exception, match="404|Not Found|NoSuchKey"):
+            web.s3.client().head_object(Bucket=web.s3.bucket, Key=k)
+    listed = web.owner(web.a, "shares", "--all", "--json")
+    assert [s["state"] for s in json.loads(listed.out)] == ["expired"]
+    assert "share_expiry" in web.owner(web.a, "audit", "--json").out
