@@ -22,7 +22,7 @@ from doorbell.core.spool import Sealing, Spool
 from doorbell.sandbox.media import make_mp4
 from tests.support.polling import wait_for
 from tests.support.sealed import seal_and_upload
-from tests.support.web import WebEnv, gradient_jpeg
+from tests.support.web import WebEnv, gradient_jpeg, pair_browser, sign_in
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -60,7 +60,8 @@ def settled(page: Any) -> None:
     page.wait_for_selector("#share-status.ok, #share-status.bad")
 
 
-def test_share_link_plays_in_a_second_browser_and_revoke_ends_it(web: WebEnv, chromium: Any, tmp_path: Path,
+def test_share_link_plays_in_a_second_browser_and_revoke_ends_it(web: WebEnv, chromium: Any, page: Any,
+                                                                  tmp_path: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     with_sharing_url(web)
@@ -75,12 +76,12 @@ def test_share_link_plays_in_a_second_browser_and_revoke_ends_it(web: WebEnv, ch
 
     viewer = chromium.new_context(viewport={"width": 390, "height": 844})  # no owner keys, no login
     try:
-        page = open_viewer(viewer, link)
-        assert page.evaluate("window.__share.error") is None
-        assert "signature verifies" in page.text_content("#share-status")
+        view = open_viewer(viewer, link)
+        assert view.evaluate("window.__share.error") is None
+        assert "signature verifies" in view.text_content("#share-status")
         # decoded frames, not just bytes: frames were presented, and one shows the clip's blue bar
-        wait_for(lambda: page.evaluate("window.__share.frames") >= 3, what="frames presented")
-        pixel = page.evaluate("""() => {
+        wait_for(lambda: view.evaluate("window.__share.frames") >= 3, what="frames presented")
+        pixel = view.evaluate("""() => {
             const v = document.querySelector('#share-video');
             const c = document.createElement('canvas'); c.width = v.videoWidth; c.height = v.videoHeight;
             const g = c.getContext('2d'); g.drawImage(v, 0, 0);
@@ -106,17 +107,24 @@ def test_share_link_plays_in_a_second_browser_and_revoke_ends_it(web: WebEnv, ch
         web._clients.append(intruder)
         forged = sign_unshare(generate_key(), owner_id=web.a.owner_id, share_id=share_id)
         intruder.pub(p.share_revoke_topic(web.a.owner_id, share_id), forged.to_json(), qos=1)
-        page.reload()
-        settled(page)
-        assert page.evaluate("window.__share.error") is None  # still works
+        view.reload()
+        settled(view)
+        assert view.evaluate("window.__share.error") is None  # still works
 
-        # The owner revokes: the link fails with a clear message, and the copies are gone.
-        res = web.owner(web.a, "unshare", share_id, "--yes")
-        assert res.code == 0 and "revoked" in res.out, res
-        page.reload()
-        settled(page)
-        assert "no longer works" in page.evaluate("window.__share.error")
-        assert page.is_visible("text=its owner revoked it, or it expired")
+        # The owner revokes it in the app (signed in the browser): the link fails with a clear message,
+        # and the copies are gone.
+        sign_in(page, web, web.a)
+        pair_browser(page, web, web.a)
+        page.goto(web.app_url + "#/grants")
+        page.click(f"tr[data-share-id='{share_id}'] >> text=Revoke…")
+        assert "REVOKE the share link" in page.text_content("#confirm")
+        page.click("#confirm-send")
+        page.wait_for_selector("text=the share link no longer works")
+        page.wait_for_selector(f"tr[data-share-id='{share_id}'] >> text=revoked")
+        view.reload()
+        settled(view)
+        assert "no longer works" in view.evaluate("window.__share.error")
+        assert view.is_visible("text=its owner revoked it, or it expired")
         from sharing_service.shares import ShareObject
 
         with web.core.db.read() as s:
@@ -159,8 +167,16 @@ def test_clear_clip_share_expires_and_is_rate_limited(web: WebEnv) -> None:
     assert httpx.get(got["objects"]["video"]["url"], timeout=30).content == web.clips[clip_id]
     assert httpx.get(f"{web.service.url}/v1/shares/{'x' * 43}", timeout=30).status_code == 404
     codes = [httpx.get(f"{web.service.url}/v1/shares/{token}", timeout=30).status_code
-             for _ in range(VIEW_RATE_PER_MIN)]
-    assert codes[-1] == 429 and set(codes) == {200, 429}
+             for _ in range(2 * VIEW_RATE_PER_MIN)]
+    assert codes[-1] == 429 and set(codes) == {200, 429}  # the burst is one minute's worth
+
+    # a second link to the same clip, revoked from the CLI: its token is refused at once
+    other = json.loads(web.owner(web.a, "share", clip_id, "--days", "1", "--yes", "--json").out)
+    token2 = other["link"].split("#t=", 1)[1]
+    assert httpx.get(f"{web.service.url}/v1/shares/{token2}", timeout=30).status_code == 200
+    res = web.owner(web.a, "unshare", other["share_id"], "--yes")
+    assert res.code == 0 and "revoked" in res.out, res
+    assert httpx.get(f"{web.service.url}/v1/shares/{token2}", timeout=30).status_code == 404
 
     assert sweep_shares(web.core.ctx, time.time() + 2 * 86400) == 1
     from sharing_service.shares import Share
@@ -172,5 +188,5 @@ def test_clear_clip_share_expires_and_is_rate_limited(web: WebEnv) -> None:
         with pytest.raises(Exception, match="404|Not Found|NoSuchKey"):
             web.s3.client().head_object(Bucket=web.s3.bucket, Key=k)
     listed = web.owner(web.a, "shares", "--all", "--json")
-    assert [s["state"] for s in json.loads(listed.out)] == ["expired"]
+    assert sorted(s["state"] for s in json.loads(listed.out)) == ["expired", "revoked"]
     assert "share_expiry" in web.owner(web.a, "audit", "--json").out

@@ -83,7 +83,7 @@ export function fingerprint(keyId) {
 }
 
 export const DOMAINS = { decision: "doorbell/v1/decision", revoke: "doorbell/v1/revoke",
-  enrol: "doorbell/v1/enrol", unlink: "doorbell/v1/unlink" };
+  enrol: "doorbell/v1/enrol", unlink: "doorbell/v1/unlink", share: "doorbell/v1/share", unshare: "doorbell/v1/unshare" };
 
 export function signingBytes(fields) {
   const body = { ...fields };

@@ -8,6 +8,7 @@ import { normaliseCode, pairSecrets, offerMessage } from "./pairing.js";
 import { randomHex, canonical } from "./canonical.js";
 import { ClipIndex, clipsView, thumbImg, buildRelease, sealed, isSealedAnnouncement } from "./clips.js";
 import { h } from "./dom.js";
+import { sharesSection, unshareText } from "./shares.js";
 
 const CLIP_RE = /^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$/;
 const TOKEN_RE = /^[A-Za-z0-9_-]{6,64}$/;
@@ -15,7 +16,7 @@ const ID_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 const state = {
   t: null, ownerId: null, keys: null, config: {},
-  devices: new Map(), events: [], requests: new Map(), grants: new Map(), linked: new Map(),
+  devices: new Map(), events: [], requests: new Map(), grants: new Map(), linked: new Map(), shares: new Map(),
   pending: null, // {kind, ...} the confirmation being shown
   clipIndex: null, deviceKeys: null, // sealed clips: this browser's own index; devices' registered keys
 };
@@ -113,8 +114,10 @@ async function start({ url, login, ownerId, password }) {
 
 async function refreshLists() {
   // The service's own lists complete the retained messages (a broker that lost them, or expiry).
-  const [reqList, grantList] = await Promise.all([
-    state.t.rpc("requests", { state: "pending", limit: 500 }), state.t.rpc("grants", { limit: 500 })]);
+  const [reqList, grantList, shareList] = await Promise.all([
+    state.t.rpc("requests", { state: "pending", limit: 500 }), state.t.rpc("grants", { limit: 500 }),
+    state.t.rpc("shares", { limit: 500 })]);
+  for (const sh of shareList.shares || []) state.shares.set(sh.share_id, { ...(state.shares.get(sh.share_id) || {}), ...sh });
   const reqs = reqList.requests || [], grants = grantList.grants || [];
   for (const r of reqs) if (!state.requests.has(r.request_id)) state.requests.set(r.request_id, { ...r, clips: r.clip_ids.map((c) => ({ clip_id: c })) });
   for (const g of grants) state.grants.set(g.grant_id, { ...(state.grants.get(g.grant_id) || {}), ...g });
@@ -143,6 +146,9 @@ function onMessage({ topic, payload, retain }) {
     } else if (kind === "grants" && parts.length === 6) {
       state.grants.set(id, { ...(state.grants.get(id) || {}), ...JSON.parse(decoder.decode(payload)) });
       if (route().name === "grants") render();
+    } else if (kind === "shares" && parts.length === 6) {
+      state.shares.set(id, { ...(state.shares.get(id) || {}), ...JSON.parse(decoder.decode(payload)) });
+      if (route().name === "grants" && !state.pending) render();
     } else if (kind === "keys" && parts.length === 6) {
       const k = JSON.parse(decoder.decode(payload));
       state.linked.set(id, k);
@@ -409,6 +415,8 @@ function confirmPanel() {
     text = `You are about to UNLINK ${neutralise(p.k.label, 60)} (key ${fingerprint(p.k.key_id)}): it can no longer approve, deny or revoke for you.` +
       (self ? "\nThis is this browser: it forgets its keys (and its list of your clips), and you need a new pairing code to link it again." : "");
     question = "Sign and send this unlink?"; action = "Sign and send unlink";
+  } else if (p.kind === "unshare") {
+    text = unshareText(p.s); question = "Sign and send this revocation?"; action = "Sign and revoke the link";
   } else {
     const g = p.g;
     text = `You are about to REVOKE grant ${g.grant_id}: ${neutralise(g.agency, 200)} (case ${neutralise(g.case_number, 100)}) loses access to ` +
@@ -434,6 +442,10 @@ async function send(p) {
       msg = await signMessage(state.keys, { type: "unlink", owner_id: o, key_id: p.k.key_id });
       topic = `${state.t.owner}/keys/${p.k.key_id}/unlink`;
       done = `Unlinked ${neutralise(p.k.label, 60)}`;
+    } else if (p.kind === "unshare") {
+      msg = await signMessage(state.keys, { type: "unshare", owner_id: o, share_id: p.s.share_id });
+      topic = `${state.t.owner}/shares/${p.s.share_id}/revoke`;
+      done = "Revoked: the share link no longer works";
     } else if (p.kind === "revoke") {
       msg = await signMessage(state.keys, { type: "revoke", owner_id: o, grant_id: p.g.grant_id });
       topic = `${state.t.owner}/grants/${p.g.grant_id}/revoke`;
@@ -543,6 +555,7 @@ function grantsView() {
         h("td", {}, g.state === "active" ? h("button", { type: "button", class: "danger", onclick: () => showConfirm({ kind: "revoke", g }),
           "aria-label": `Revoke grant for ${neutralise(g.agency, 200)} case ${neutralise(g.case_number, 100)}`, text: "Revoke…" }) : null)))))
       : h("p", { class: "muted", text: "Nothing of yours is shared." }),
+    sharesSection(h, state.shares, (s) => showConfirm({ kind: "unshare", s })),
     confirmPanel());
 }
 
