@@ -9,6 +9,7 @@ import { randomHex, canonical } from "./canonical.js";
 import { ClipIndex, clipsView, thumbImg, buildRelease, sealed, isSealedAnnouncement } from "./clips.js";
 import { h } from "./dom.js";
 import { sharesSection, unshareText } from "./shares.js";
+import { CodeShow } from "./showcode.js";
 
 const CLIP_RE = /^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$/;
 const TOKEN_RE = /^[A-Za-z0-9_-]{6,64}$/;
@@ -149,6 +150,8 @@ function onMessage({ topic, payload, retain }) {
     } else if (kind === "shares" && parts.length === 6) {
       state.shares.set(id, { ...(state.shares.get(id) || {}), ...JSON.parse(decoder.decode(payload)) });
       if (route().name === "grants" && !state.pending) render();
+    } else if (kind === "pair" && parts.length === 6 && state.showing) {
+      state.showing.offer(id, payload).catch((err) => console.warn("pairing offer", err));
     } else if (kind === "keys" && parts.length === 6) {
       const k = JSON.parse(decoder.decode(payload));
       state.linked.set(id, k);
@@ -651,7 +654,8 @@ function devicesView() {
     sec.append(h("p", { class: "ok", id: "this-key", text: `This browser is linked. Its key: ${fingerprint(mine.keyId)}` }),
       h("p", { id: "this-recipient" }, "Its age recipient, for your cameras to seal clips to this browser too (",
         h("code", { text: "doorbell owner keys recipients --add" }), ", then re-provision the devices): ",
-        h("code", { class: "recipient", text: mine.recipient })));
+        h("code", { class: "recipient", text: mine.recipient })),
+      showCodePanel());
   } else {
     const form = h("form", { class: "card", "aria-labelledby": "link-title" },
       h("h3", { id: "link-title", text: "Link this browser" }),
@@ -676,6 +680,29 @@ function devicesView() {
     h("button", { type: "button", onclick: signOut, text: "Sign out of this browser" }),
     confirmPanel());
   return sec;
+}
+
+// This linked browser shows a pairing code for another device (src/showcode.js).
+function showCodePanel() {
+  const stop = () => { if (state.showing) state.showing.stop(); state.showing = null; redrawShowCode(); };
+  if (!state.showing || state.showing.state === "done") {
+    state.showing = null;
+    return h("div", { id: "show-code" }, h("button", { type: "button", id: "show-code-start", text: "Link another device (show a pairing code)",
+      onclick: () => {
+        state.showing = new CodeShow({ transport: state.t, ownerId: state.ownerId, keys: state.keys, appUrl: location.href,
+          render: redrawShowCode, toast: (t, k) => { toast(t, k); if (route().name === "devices") render(); } });
+        redrawShowCode();
+        state.showing.start().catch((err) => { toast(err.message, "bad"); stop(); });
+      } }));
+  }
+  return state.showing.view(h, stop);
+}
+
+function redrawShowCode() {
+  const el = $("#show-code");
+  if (el) el.replaceWith(showCodePanel());
+  const title = $("#offer-title");
+  if (title) title.focus();
 }
 
 function defaultLabel() {
