@@ -784,10 +784,25 @@ class Demo:
             with self.step("The owner approves ONE of the two clips: its keys are re-wrapped for the agency "
                            "(signed with Ed25519)") as st:
                 text = describe_approval(req, chosen, days)
-                # the owner app's own confirmation prompt (interactive: you answer it)
-                yes = confirm(text, "Sign and send this approval?", not self.interactive, _Indented(ui.out),
-                              self.inp)
-                if yes:
+                # the owner app's own confirmation prompt (interactive: you answer it, here or in the browser)
+                if self.interactive:
+                    source, yes = self._answer_here_or_in_browser(text, "Sign and send this approval?", rid)
+                else:
+                    source, yes = "terminal", confirm(text, "Sign and send this approval?", True, _Indented(ui.out),
+                                                      self.inp)
+                if source == "browser":
+                    grant = next((g for g in self.owner.grants(self.timeout) if g.request_id == rid), None)
+                    if yes and grant is not None:
+                        st.detail = (f"answered in the browser: grant {grant.grant_id} until "
+                                     f"{fmt_time(grant.expires_at)}")
+                        st.data.update(approved=True, grant_id=grant.grant_id, chosen=grant.clip_ids,
+                                       answered="browser")
+                        self.facts["grant_id"] = grant.grant_id
+                        chosen = list(grant.clip_ids)
+                    else:
+                        st.detail = "you said no in the browser (signed there); nothing is shared"
+                        st.data.update(approved=False, answered="browser")
+                elif yes:
                     release = self.owner.release_for(req, chosen, self.index)
                     result = self.owner.decide(rid, True, chosen, days, timeout=self.timeout, release=release)
                     ui.info("who can read it now: the owner, and the agency for this one clip (its key, re-wrapped "
@@ -898,6 +913,48 @@ class Demo:
             st.detail = (f"chain verified locally: {report.checked} entries ({len(own)} about this owner), "
                          f"head #{report.head_seq} {report.head_hash[:16]}…")
             st.data.update(verification=report.as_dict(), kinds=sorted(kinds), own_rows=len(own))
+
+    def _answer_here_or_in_browser(self, text: str, question: str, rid: str) -> tuple[str, bool]:
+        """Ask in the terminal, and at the same time accept a decision signed in the browser app: whichever
+        comes first. Returns ``("terminal", yes)`` or ``("browser", approved)``."""
+        import select
+
+        from doorbell.clients.owner.render import confirm
+        from doorbell.core import protocol as p
+
+        out = _Indented(self.ui.out)
+        try:
+            fd: int | None = self.inp.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = None
+        if fd is None or self.web is None:  # no browser app (or stdin is not a file): the terminal only
+            return "terminal", confirm(text, question, False, out, self.inp)
+        topic = p.request_topic(OWNER_ID, rid)
+        self.owner.subscribe(topic)
+        try:
+            out.write(text + "\n")
+            out.write(f"Answer here, or in the browser app (linked: `doorbell owner link --app-url {self.web.url}`): "
+                      f"{self.web.url}#/requests/{rid}. Whichever comes first counts.\n")
+            out.write(f"{question} [y/N] ")
+            out.flush()
+            while True:
+                ready, _, _ = select.select([fd], [], [], 0.3)
+                if ready:
+                    answer = self.inp.readline()
+                    if not answer:
+                        out.write("\n")
+                    return "terminal", answer.strip().lower() in ("y", "yes")
+                msg = self.owner.next_message(0.0)
+                if msg is None or msg.topic != topic:
+                    continue  # nothing yet, or a live event while the owner decides
+                try:
+                    closed = p.decode(p.RequestClosed, msg.payload, "request")
+                except p.ProtocolError:
+                    continue  # the request itself (retained), not its answer
+                out.write(f"\nanswered in the browser: {closed.state}\n")
+                return "browser", closed.state == "approved"
+        finally:
+            self.owner.unsubscribe(topic)
 
     def _keep_running(self) -> None:
         """Leave the product up for the newcomer to explore, until Ctrl-C or SIGTERM."""
