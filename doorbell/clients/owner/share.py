@@ -72,7 +72,11 @@ def create_share(app: OwnerApp, clip_id: str, days: int, timeout: float = 15.0) 
         msg = sign_share(key, owner_id=app.owner_id, share_id=share_id, clip_id=clip_id, days=days,
                          share_recipient=str(identity.recipient), released=released, headers=headers)
     else:
-        app.clip_info(clip_id)  # a clear clip the service indexed, or a clear error
+        try:
+            app.clip_info(clip_id)  # a clear clip the service indexed
+        except OwnerError:
+            raise OwnerError(f"no clip {clip_id} among your clips: neither in your own index of encrypted clips "
+                             "nor among your unencrypted ones (see `doorbell owner clips`)") from None
         msg = sign_share(key, owner_id=app.owner_id, share_id=share_id, clip_id=clip_id, days=days)
     result = app.send_signed(p.share_create_topic(app.owner_id, share_id), msg, timeout)
     out: dict[str, Any] = {"ok": result.ok, "share_id": share_id, "clip_id": clip_id, "sealed": sealed is not None,

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from doorbell.clients.owner.app import OwnerApp, load_owner_config
 from doorbell.clients.owner.keys import ensure_identity
@@ -41,12 +40,6 @@ def sealed_clip(web: WebEnv, tmp_path: Path) -> dict[str, Any]:
                            video, gradient_jpeg(96, 54))
 
 
-def with_sharing_url(web: WebEnv) -> None:
-    cfg = yaml.safe_load(web.a.config.read_text())
-    cfg["owner"]["sharing_url"] = web.service.url
-    web.a.config.write_text(yaml.safe_dump(cfg))
-
-
 def open_viewer(ctx: Any, link: str) -> Any:
     page = ctx.new_page()
     page.set_default_timeout(30000)
@@ -64,7 +57,7 @@ def test_share_link_plays_in_a_second_browser_and_revoke_ends_it(web: WebEnv, ch
                                                                   tmp_path: Path,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
-    with_sharing_url(web)
+    web.use_sharing_url(web.a)
     clip = sealed_clip(web, tmp_path)
     res = web.owner(web.a, "share", clip["clip_id"], "--days", "2", "--yes", "--json")
     assert res.code == 0, res
@@ -154,7 +147,7 @@ def test_clear_clip_share_expires_and_is_rate_limited(web: WebEnv) -> None:
 
     from sharing_service.shares import VIEW_RATE_PER_MIN, ShareObject, sweep_shares
 
-    with_sharing_url(web)
+    web.use_sharing_url(web.a)
     clip_id = web.put_clip(web.a, time.time() - 900)
     res = web.owner(web.a, "share", clip_id, "--days", "1", "--yes", "--json")
     assert res.code == 0, res

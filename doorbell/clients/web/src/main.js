@@ -565,7 +565,8 @@ function grantsView() {
 // ------------------------------------------------------------------ audit
 const AUDIT_LABELS = { delivery: "request delivered to you", decision: "your decision", grant: "grant", link_issued: "download link issued",
   download: "download", revocation: "you revoked", refusal: "refused a message of yours", expiry: "request expired",
-  grant_expiry: "grant expired", owner_link: "you fetched a clip", owner_key: "key changed", key_enrolled: "device linked", key_unlinked: "device unlinked" };
+  grant_expiry: "grant expired", owner_link: "you fetched a clip", owner_key: "key changed", key_enrolled: "device linked", key_unlinked: "device unlinked",
+  share: "you shared a clip by link", share_view: "share link opened", share_revocation: "you revoked a share link", share_expiry: "share link expired" };
 
 function auditView() {
   const sec = h("section", { "aria-labelledby": "au-title" }, h("h2", { id: "au-title", text: "Audit log" }),
@@ -629,6 +630,8 @@ function auditSummary(r, d) {
     case "refusal": return String(d.reason);
     case "key_enrolled": return `${d.label} (key ${fingerprint(r.subject)})`;
     case "key_unlinked": return `${d.label} (key ${fingerprint(r.subject)})`;
+    case "share": return `clip ${d.clip_id} until ${fmtTime(d.expires_at)}${d.sealed ? "" : " (stored unencrypted)"}`;
+    case "share_view": case "share_revocation": case "share_expiry": return `clip ${d.clip_id}${d.view ? ` (view ${d.view})` : ""}`;
     default: return `${r.subject}`;
   }
 }
