@@ -99,7 +99,7 @@ def token_hash(token: str) -> str:
 def share_state(sh: Share, now: float) -> Outgoing:
     state = "expired" if sh.state == "active" and sh.expires_at <= now else sh.state
     msg = p.ShareState(share_id=sh.id, owner_id=sh.owner_id, clip_id=sh.clip_id, sealed=sh.sealed,
-                       created_at=sh.created_at, expires_at=sh.expires_at, state=state,  # type: ignore[arg-type]
+                       created_at=sh.created_at, expires_at=sh.expires_at, state=state,
                        revoked_at=sh.revoked_at)
     return Outgoing(p.share_topic(sh.owner_id, sh.id), msg.to_json(), retain=True)
 
@@ -340,7 +340,7 @@ def list_shares(ctx: ServiceContext, owner_id: str, q: p.SharesParams) -> p.Shar
         return p.ShareList(shares=[p.ShareInfo(
             share_id=sh.id, clip_id=sh.clip_id, sealed=sh.sealed, created_at=sh.created_at,
             expires_at=sh.expires_at, revoked_at=sh.revoked_at, views=sh.views, last_viewed_at=sh.last_viewed_at,
-            state="expired" if sh.state == "active" and sh.expires_at <= now else sh.state,  # type: ignore[arg-type]
+            state="expired" if sh.state == "active" and sh.expires_at <= now else sh.state,
         ) for sh in rows])
 
 

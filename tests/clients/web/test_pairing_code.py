@@ -23,7 +23,17 @@ def test_a_linked_browser_shows_a_code_that_links_another(web: WebEnv, page: Any
     page.click("#show-code-start")
     code = page.wait_for_selector(".pair-code").get_attribute("data-code")
     assert code and len(code) == 10
-    assert page.is_visible("canvas.qr")
+    # the QR code decodes (OpenCV) to the pairing link that opens the app with the code filled in
+    import base64
+
+    import cv2
+    import numpy as np
+
+    png = base64.b64decode(page.evaluate("document.querySelector('canvas.qr').toDataURL('image/png')").split(",")[1])
+    img = cv2.resize(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), None, fx=2, fy=2,
+                     interpolation=cv2.INTER_NEAREST)
+    text, _, _ = cv2.QRCodeDetector().detectAndDecode(img)
+    assert text == f"{web.app_url.split('#')[0]}#/link/{code[:5]}-{code[5:]}", text
 
     other = chromium.new_context(viewport={"width": 390, "height": 844})  # browser B: a phone, no keys
     try:

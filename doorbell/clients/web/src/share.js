@@ -118,6 +118,8 @@ async function main() {
     fact(dl, "Recorded", fmtTime(manifest.started_at_ms / 1000));
     fact(dl, "Device signature", `✓ verified (device key ${share.device_key.slice(8, 24)}…)`);
     play(video, snapshot);
+    $("#share-note").textContent = "This clip was decrypted in your browser with the key in the link. The key after the # " +
+      "in the address is never sent to any server; the sharing service only knows that someone opened the link.";
     status("✓ Decrypted in this browser; the device's signature verifies.", "ok");
   } else {
     status("Downloading…");
@@ -126,6 +128,8 @@ async function main() {
     const snapshot = share.objects.snapshot ? await getBytes(share.objects.snapshot.url) : null;
     fact(dl, "Encryption", "none: this camera stores its clips unencrypted");
     play(video, snapshot);
+    $("#share-note").textContent = "This camera stores its clips unencrypted: the link's token is its only protection, " +
+      "and the sharing service could see the clip. Every opening of the link is in its owner's audit log.";
     status("✓ Clip checked against the SHA-256 its camera announced (stored unencrypted).", "ok");
   }
   state.done = true;
