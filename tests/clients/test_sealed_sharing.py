@@ -31,8 +31,7 @@ from doorbell.clients.owner.keys import ensure_identity
 from doorbell.core import age
 from doorbell.core import protocol as p
 from doorbell.core.signing import generate_key, public_key_text
-from doorbell.core.spool import Sealing, Spool
-from tests.support import sealed as sealed_support
+from doorbell.core.spool import SEALED_FILES, Sealing, Spool
 from tests.support.clients import HOME_A, ClientEnv, iso
 from tests.support.polling import wait_for
 
@@ -41,11 +40,23 @@ MEDIA_SIGNATURES = (b"ftyp", b"moof", b"mdat", b"\xff\xd8\xff")
 
 def seal_and_upload(env: ClientEnv, spool: Spool, seal: Sealing, device: str, t: float, video: bytes,
                     snapshot: bytes) -> dict[str, Any]:
+    """What the firmware and agent do for one clip with encryption on (same spool code, same announcement)."""
+    st = spool.stage_clip(ts=t, sealing=seal)
+    sink = st.open_video()
+    for i in range(0, len(video), 65536):
+        sink.write(video[i:i + 65536])
+    st.write_snapshot(snapshot)
+    clip = st.publish(device_id=device, trigger="ring", started_at=t, ended_at=t + 10, trigger_at=t + 4,
+                      pre_roll_s=4.0, duration_s=10.0)
+    loaded = spool.get_clip(clip.clip_id)
+    msg = loaded.sealed_message("", device)
+    s3 = env.s3.client()
+    for kind, obj in msg.objects.items():
+        s3.put_object(Bucket=env.s3.bucket, Key=obj.key, Body=(loaded.path / SEALED_FILES[kind]).read_bytes())
     dev = env.mqtt(device)
-    try:
-        return sealed_support.seal_and_upload(env.s3, dev, spool, seal, device, t, video, snapshot)
-    finally:
-        dev.close()
+    dev.pub(p.clips_topic(device), msg.to_json(), qos=1)
+    dev.close()
+    return {"clip_id": clip.clip_id, "t": t, "video": video, "snapshot": snapshot, "objects": msg.objects}
 
 
 def time_encodings(t: float, clip_id: str) -> list[bytes]:

@@ -30,10 +30,11 @@ await build({
   legalComments: "external",
   logLevel: "warning",
 });
-// The share-link viewer (no login): its own small bundle, with the age implementation.
+// The share-link viewer (no login): its own small bundle; the age code is the app's sealed.js chunk.
 await build({
   entryPoints: ["src/share.js"],
   bundle: true,
+  external: ["./sealed.js"], // the same age chunk as the app's (dist/sealed.js)
   minify: true,
   format: "esm",
   target: ["chrome120", "firefox128", "safari17"],

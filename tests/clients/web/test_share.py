@@ -16,28 +16,22 @@ from doorbell.clients.owner.app import OwnerApp, load_owner_config
 from doorbell.clients.owner.keys import ensure_identity
 from doorbell.clients.owner.share import list_shares, revoke_share
 from doorbell.core import protocol as p
-from doorbell.core.signing import generate_key, public_key_text, sign_unshare
-from doorbell.core.spool import Sealing, Spool
+from doorbell.core.signing import generate_key, sign_unshare
 from doorbell.sandbox.media import make_mp4
 from tests.support.polling import wait_for
-from tests.support.sealed import seal_and_upload
 from tests.support.web import WebEnv, gradient_jpeg, pair_browser, sign_in
 
 pytestmark = pytest.mark.timeout(180)
 
 
-def sealed_clip(web: WebEnv, tmp_path: Path) -> dict[str, Any]:
-    """Home A's device seals; one real H.264 clip recorded, uploaded and announced (the owner's
-    persistent clip session is opened first, as the app does on its first run)."""
-    device_key = generate_key()
-    web.core.registry.set_device_key(web.a.device_id, public_key_text(device_key))
+def sealed_clip(web: WebEnv, tmp_path: Path) -> Any:
+    """Home A's device seals to the owner's age identity; one real H.264 clip recorded, uploaded and announced
+    (the owner's persistent clip session is opened first, as the app does on its first run)."""
     identity, _ = ensure_identity(web.a.key_file)
     with OwnerApp(load_owner_config(str(web.a.config))) as app, app.clip_index() as index:
         app.sync_clips(index, idle_s=0.2)
     video = make_mp4(tmp_path / "clip.mp4", frames=30).read_bytes()
-    return seal_and_upload(web.s3, web.device(web.a), Spool(tmp_path / "spool"),
-                           Sealing((identity.recipient,), device_key), web.a.device_id, time.time() - 600,
-                           video, gradient_jpeg(96, 54))
+    return web.put_sealed_clip(web.a, [str(identity.recipient)], time.time() - 600, video, gradient_jpeg(96, 54))
 
 
 def open_viewer(ctx: Any, link: str) -> Any:
@@ -59,7 +53,7 @@ def test_share_link_plays_in_a_second_browser_and_revoke_ends_it(web: WebEnv, ch
     caplog.set_level(logging.DEBUG)
     web.use_sharing_url(web.a)
     clip = sealed_clip(web, tmp_path)
-    res = web.owner(web.a, "share", clip["clip_id"], "--days", "2", "--yes", "--json")
+    res = web.owner(web.a, "share", clip.clip_id, "--days", "2", "--yes", "--json")
     assert res.code == 0, res
     made = json.loads(res.out)
     link, share_id = made["link"], made["share_id"]

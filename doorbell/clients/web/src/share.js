@@ -2,8 +2,8 @@
 // Asks the sharing service for short-lived links by token (GET /v1/shares/{token}), fetches the
 // opaque copies, decrypts them here with the identity from the URL fragment (never sent to any
 // server), checks the device-signed manifest, and plays the clip. See docs/sharing.md.
-import { Decrypter } from "age-encryption";
-import { hex, sha256, unb64u, utf8, canonical } from "./canonical.js";
+import { decrypt, matchesManifest, verifyManifest } from "./sealed.js";
+import { hex, sha256 } from "./canonical.js";
 import { fmtTime, neutralise } from "./text.js";
 
 const $ = (sel) => document.querySelector(sel);
@@ -31,38 +31,19 @@ function b64(text) {
   return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
 }
 
-/** Header re-wrapped for this share + the stored object's payload -> plaintext. */
-async function openSealed(obj, decrypter) {
+/** Header re-wrapped for this share + the stored object's payload -> plaintext (sealed.js: age-encryption). */
+async function openSealed(obj, identity) {
   const stored = await getBytes(obj.url);
   const header = b64(obj.header);
   if (hex(await sha256(header)) !== obj.header_sha256) throw new Error("a header does not match what the owner signed");
   const file = new Uint8Array(header.length + stored.length - obj.payload_offset);
   file.set(header, 0);
   file.set(stored.subarray(obj.payload_offset), header.length);
-  return decrypter.decrypt(file);
-}
-
-const DEVICE_DOMAIN = "doorbell/v1/device/clip-manifest";
-
-/** doorbell.core.manifest.verify_manifest, in the browser (WebCrypto Ed25519). */
-async function verifyManifest(manifest, deviceKey) {
-  if (!deviceKey || !deviceKey.startsWith("ed25519:")) throw new Error("the sharing service gave no device key to check the clip with");
-  if (manifest.device_key !== deviceKey) throw new Error("the clip's manifest was signed by another device key");
-  const body = { ...manifest };
-  delete body.signature;
-  const pub = await crypto.subtle.importKey("raw", unb64u(deviceKey.slice(8)), { name: "Ed25519" }, false, ["verify"]);
-  const ok = await crypto.subtle.verify({ name: "Ed25519" }, pub, unb64u(manifest.signature),
-    utf8(DEVICE_DOMAIN + "\n" + canonical(body, { integersOnly: true })));
-  if (!ok) throw new Error("the device's signature on this clip does not verify: it was altered");
-  return manifest;
+  return decrypt(identity, file);
 }
 
 async function checkFile(manifest, kind, data) {
-  const want = (manifest.files || {})[kind];
-  if (!want) throw new Error(`the signed manifest names no ${kind}`);
-  if (hex(await sha256(data)) !== want.plaintext_sha256 || data.length !== want.plaintext_size) {
-    throw new Error(`the ${kind} is not the one the device signed`);
-  }
+  if (!(await matchesManifest(manifest, kind, data))) throw new Error(`the ${kind} is not the one the device signed`);
 }
 
 function fact(dl, name, value) {
@@ -100,19 +81,13 @@ async function main() {
   if (share.sealed) {
     if (!key) throw new Error("this link is incomplete: the clip's key (the part after &k=) is missing");
     status("Decrypting in your browser…");
-    const d = new Decrypter();
-    try {
-      d.addIdentity(key);
-    } catch {
-      throw new Error("the key in this link is damaged (copy the whole link)");
-    }
-    const manifest = JSON.parse(new TextDecoder().decode(await openSealed(share.objects.manifest, d)));
-    await verifyManifest(manifest, share.device_key);
-    const video = await openSealed(share.objects.video, d);
+    if (!/^AGE-SECRET-KEY-1[0-9A-Z]{58}$/.test(key)) throw new Error("the key in this link is damaged (copy the whole link)");
+    const manifest = await verifyManifest(await openSealed(share.objects.manifest, key), share.device_key);
+    const video = await openSealed(share.objects.video, key);
     await checkFile(manifest, "video", video);
     let snapshot = null;
     if (share.objects.snapshot) {
-      snapshot = await openSealed(share.objects.snapshot, d);
+      snapshot = await openSealed(share.objects.snapshot, key);
       await checkFile(manifest, "snapshot", snapshot);
     }
     fact(dl, "Recorded", fmtTime(manifest.started_at_ms / 1000));
