@@ -626,7 +626,7 @@ class Demo:
 
             try:
                 self.web = WebServer({"broker_url": self.broker.ws_url, "owner_id": OWNER_ID,
-                                      "login": self.web_login}).start()
+                                      "login": self.web_login, "sharing_url": self.sharing_url}).start()
                 st.data.update(app_url=self.web.url, ws_url=self.broker.ws_url, app_login=self.web_login)
                 self.facts["app_url"] = self.web.url
             except WebAppMissing as exc:  # a source checkout without npm: the CLI still works

@@ -177,3 +177,30 @@ def test_clear_clip_share_expires_and_is_rate_limited(web: WebEnv) -> None:
     listed = web.owner(web.a, "shares", "--all", "--json")
     assert sorted(s["state"] for s in json.loads(listed.out)) == ["expired", "revoked"]
     assert "share_expiry" in web.owner(web.a, "audit", "--json").out
+
+
+def test_a_link_made_in_the_browser_plays_elsewhere(web: WebEnv, page: Any, chromium: Any, tmp_path: Path) -> None:
+    """The owner's app makes the link itself: the clip's keys are re-wrapped in the browser (its own
+    non-extractable key opens them) to a fresh identity that goes only into the link."""
+    sign_in(page, web, web.a)
+    pair_browser(page, web, web.a)
+    recipient = str(page.evaluate("window.__doorbell.state.keys.recipient"))
+    clip = web.put_sealed_clip(web.a, [recipient], time.time() - 600,
+                               make_mp4(tmp_path / "clip.mp4", frames=30).read_bytes(), gradient_jpeg(96, 54))
+    wait_for(lambda: page.evaluate("window.__doorbell.state.clipIndex.clips.size") >= 1, what="clip indexed")
+    page.goto(f"{web.app_url}#/clips/{clip.clip_id}")
+    page.wait_for_selector("#clip-signature[data-verdict]")
+    assert page.get_attribute("#clip-signature", "data-verdict") == "ok", page.inner_text("#clip-signature")
+    page.fill("#share-days", "2")
+    page.click("#share-make")
+    link = page.wait_for_selector("#share-link").input_value()
+    assert link.startswith(f"{web.service.url}/app/share.html#t=") and "&k=AGE-SECRET-KEY-1" in link
+    viewer = chromium.new_context()
+    try:
+        view = open_viewer(viewer, link)
+        assert view.evaluate("window.__share.error") is None
+        wait_for(lambda: view.evaluate("window.__share.frames") >= 3, what="frames presented")
+    finally:
+        viewer.close()
+    page.goto(web.app_url + "#/grants")
+    page.wait_for_selector(f"tr[data-share-id] >> text={clip.clip_id}")

@@ -8,7 +8,7 @@ import { normaliseCode, pairSecrets, offerMessage } from "./pairing.js";
 import { randomHex, canonical } from "./canonical.js";
 import { ClipIndex, clipsView, thumbImg, buildRelease, sealed, isSealedAnnouncement } from "./clips.js";
 import { h } from "./dom.js";
-import { sharesSection, unshareText } from "./shares.js";
+import { sharesSection, unshareText, shareCard } from "./shares.js";
 import { CodeShow } from "./showcode.js";
 
 const CLIP_RE = /^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$/;
@@ -513,6 +513,7 @@ function onClipAnnouncement(deviceId, payload) {
 
 function clipsCtx() {
   return { t: state.t, index: state.clipIndex, identity: () => (state.keys && state.keys.enrolled ? state.keys.agreement : null),
+    shareCard: (rec) => shareCard(h, { t: state.t, keys: state.keys, identity: state.keys.agreement, ownerId: state.ownerId, config: state.config }, rec),
     deviceKeys: async () => {
       if (!state.deviceKeys) {
         const list = await state.t.rpc("devices", {});
