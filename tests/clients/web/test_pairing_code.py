@@ -58,6 +58,8 @@ def test_a_linked_browser_shows_a_code_that_links_another(web: WebEnv, page: Any
         # B signs a denial in the browser; the service accepts it.
         web.put_clip(web.a, time.time() - 900)
         rid = web.file_request()
+        wait_for(lambda: b.evaluate("(id) => window.__doorbell.state.requests.has(id)", rid),
+                 what="the request reached browser B")
         b.goto(f"{web.app_url}#/requests/{rid}")
         b.wait_for_selector("#rq-title")
         b.click("text=Review denial…")

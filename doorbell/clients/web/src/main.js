@@ -464,12 +464,13 @@ async function send(p) {
     const result = await state.t.sendSigned(topic, msg);
     state.pending = null;
     if (result.ok) {
-      toast(`✓ ${done}${result.expires_at ? `, until ${fmtTime(result.expires_at)}` : ""}`, "ok");
-      if (p.kind === "approve" || p.kind === "deny") { state.requests.delete(p.r.request_id); location.hash = "#/grants"; }
       if (p.kind === "unlink" && state.keys && p.k.key_id === state.keys.keyId) {
         await forgetKeys(state.ownerId); state.keys = null;
         if (state.clipIndex) await state.clipIndex.forget(); // its clip times go with the key that opened them
       }
+      // said only once it is all done (keys and clip index forgotten): the toast is what a user, or a test, waits for
+      toast(`✓ ${done}${result.expires_at ? `, until ${fmtTime(result.expires_at)}` : ""}`, "ok");
+      if (p.kind === "approve" || p.kind === "deny") { state.requests.delete(p.r.request_id); location.hash = "#/grants"; }
       render();
     } else {
       toast(`✗ The sharing service refused: ${neutralise(result.reason, 500)}`, "bad");
