@@ -16,7 +16,7 @@ export function sharesSection(h, shares, onRevoke) {
     .sort((a, b) => (b.created_at || 0) - (a.created_at || 0));
   return h("section", { "aria-labelledby": "sh-title", id: "shares" },
     h("h3", { id: "sh-title", text: "Share links" }),
-    h("p", { class: "muted", text: "Links anyone can open (`doorbell owner share CLIP`). Every view is in your audit log; revoking a link stops it at once." }),
+    h("p", { class: "muted", text: "Links anyone can open, made under a playing clip (Clips) or with `doorbell owner share CLIP`. Every view is in your audit log; revoking a link stops it at once." }),
     rows.length ? h("table", { class: "grants" },
       h("caption", { class: "sr-only", text: "Share links: which clip, until when, how often viewed" }),
       h("thead", {}, h("tr", {}, ["State", "Clip", "Views", "Until", ""].map((c) => h("th", { scope: "col", text: c })))),
