@@ -1,15 +1,13 @@
 """Share links: one clip shared with anyone by an expiring, revocable link (sharing_service.shares).
 
-Chained to 0006 for now: 0007_scale is on another branch; the chain is fixed when they meet.
-
 Revision ID: 0008
-Revises: 0006
+Revises: 0007
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0008'
-down_revision = '0006'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
