@@ -8,8 +8,8 @@ bucket (``sharing.agency_rate_per_min`` or its own limit) and gets 429 with
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
