@@ -8,6 +8,7 @@ bucket (``sharing.agency_rate_per_min`` or its own limit) and gets 429 with
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,19 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 HealthCheck = Callable[[], tuple[bool, dict[str, str]]]
 
 
+class RedactShareTokens(logging.Filter):
+    """Keeps share-link tokens (bearer capabilities) out of access logs: ``/v1/shares/…``."""
+
+    _rx = re.compile(r"(/v1/shares/)[A-Za-z0-9_-]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(self._rx.sub(r"\1…", a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = self._rx.sub(r"\1…", record.msg)
+        return True
+
+
 def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
     """The agency API; ``health`` answers /healthz (the service's: database, broker, draining)."""
     app = FastAPI(
@@ -75,6 +89,9 @@ def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
         responses=ERRORS,
     )
     limiter = RateLimiter(core.db, core.settings.agency_rate_per_min)  # in the database: one limit per agency
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactShareTokens) for f in access.filters):
+        access.addFilter(RedactShareTokens())
     bearer = HTTPBearer(auto_error=False, description="API key issued by 'doorbell sharing agency add'")
 
     @app.exception_handler(HttpRefusal)
@@ -166,6 +183,15 @@ def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
              summary="Per-agency monthly figures; no home identifiers, home counts with differential privacy")
     def transparency() -> dict[str, Any]:
         return core.transparency.figures()
+
+    @app.get("/v1/shares/{token}", tags=["public"],
+             summary="A share link's clip: short-lived links and, for sealed clips, the re-wrapped headers",
+             description=("No login: the token is the capability. The clip's key is in the link's URL fragment "
+                          "and never reaches this service. Each access is audited in the owner's log; a "
+                          "revoked, expired or unknown token is a 404; rate-limited per token (429)."))
+    def open_share(token: str) -> JSONResponse:
+        answer = core.shares.open(token)
+        return JSONResponse(answer, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
     @app.get("/healthz", tags=["public"], response_model=Health,
              responses={503: {"model": Health, "description": "draining (SIGTERM) or the database is down"}},

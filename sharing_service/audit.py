@@ -20,7 +20,8 @@ from doorbell.core.auditchain import GENESIS, ChainReport, body_digest, canonica
 from sharing_service.models import AuditEntry, AuditHead, AuditOwnerHead
 
 KINDS = ("owner_key", "request", "delivery", "decision", "refusal", "grant", "link_issued", "download",
-         "revocation", "expiry", "grant_expiry", "owner_link")
+         "revocation", "expiry", "grant_expiry", "owner_link", "key_enrolled", "key_unlinked",
+         "share", "share_view", "share_revocation", "share_expiry")
 
 
 def append(session: Session, *, kind: str, actor: str, subject: str, owner_id: str | None = None,

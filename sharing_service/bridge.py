@@ -43,7 +43,6 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
-from doorbell.core import linking
 from doorbell.core import protocol as p
 from doorbell.core.config import MqttSection
 from doorbell.core.mqtt import Handlers, MqttClient, Session, make_client
@@ -54,7 +53,7 @@ from sharing_service.enrolment import Enrolment
 log = logging.getLogger(__name__)
 
 SUBSCRIPTIONS = [(p.ALL_DEVICE_CLIPS, 1), (p.ALL_DECISIONS, 1), (p.ALL_REVOKES, 1), (p.ALL_RPC, 1),
-                 (linking.ALL_ENROLS, 1), (linking.ALL_UNLINKS, 1)]
+                 (p.ALL_ENROLS, 1), (p.ALL_UNLINKS, 1), (p.ALL_SHARE_CREATES, 1), (p.ALL_SHARE_REVOKES, 1)]
 SESSION_EXPIRY_S = 86400
 DEFAULT_SHARE_GROUP = "sharing"
 
@@ -218,7 +217,7 @@ class OwnerBridge:
             self.core.consent.refuse_retained(msg.topic, bytes(msg.payload))
             return
         try:
-            link = linking.parse_link_topic(msg.topic)
+            link = p.parse_link_topic(msg.topic)
             if link is not None:  # linked devices: enrol / unlink
                 self.enrolment.handle(*link, bytes(msg.payload))
                 return
@@ -232,6 +231,10 @@ class OwnerBridge:
             self.core.consent.handle_decision(t.owner_id, t.name, bytes(msg.payload))
         elif t.kind == "revoke" and t.owner_id and t.name:
             self.core.consent.handle_revoke(t.owner_id, t.name, bytes(msg.payload))
+        elif t.kind == "share_create" and t.owner_id and t.name:
+            self.core.shares.handle_create(t.owner_id, t.name, bytes(msg.payload))
+        elif t.kind == "share_revoke" and t.owner_id and t.name:
+            self.core.shares.handle_revoke(t.owner_id, t.name, bytes(msg.payload))
         elif t.kind == "rpc" and t.owner_id and t.name:
             self.core.rpc.handle(t.owner_id, t.name, bytes(msg.payload))
         else:

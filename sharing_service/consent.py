@@ -208,7 +208,10 @@ class Consent:
         answer = next((o.payload for o in out if o.topic == topic), None)
         row = s.get(Nonce, msg.nonce)
         if answer is not None and row is not None and row.result is None and row.sig_sha256 == _sig_digest(msg):
-            row.result = answer.decode()
+            verdict = p.decode(p.Result, answer, "result")
+            # a share link's token is shown once and stored only as a hash (sharing_service.shares): not here
+            row.result = verdict.model_copy(update={"token": None}).to_json().decode() if verdict.token else \
+                answer.decode()
 
     def _decide(self, s: Session, owner_id: str, topic_rid: str, msg: p.Decision, now: float) -> list[Outgoing]:
         ref = msg.nonce

@@ -10,6 +10,7 @@
 * :class:`~sharing_service.clip_index.ClipIndex`: clips announced by devices;
 * :class:`~sharing_service.consent.Consent`: signed decisions and revokes;
 * :class:`~sharing_service.owner_rpc.OwnerRpc`: the owner's queries (typed table);
+* :class:`~sharing_service.shares.Shares`: share links (owner's signed create/revoke, the viewer's HTTP access);
 * :class:`~sharing_service.sweeps.Sweeper`: expiry.
 
 MQTT messages are returned as :class:`Outgoing` values and handed to the outbox
@@ -28,6 +29,7 @@ from sharing_service.db import Database
 from sharing_service.delivery import Delivery, InlineScheduler, Scheduler
 from sharing_service.owner_rpc import OwnerRpc
 from sharing_service.registry import Registry
+from sharing_service.shares import Shares
 from sharing_service.storage import Presigner
 from sharing_service.sweeps import Sweeper
 from sharing_service.transparency import TransparencyReport
@@ -44,6 +46,7 @@ class SharingCore:
         self.clips = ClipIndex(ctx)
         self.consent = Consent(ctx)
         self.rpc = OwnerRpc(ctx)
+        self.shares = Shares(ctx, self.consent)
         self.sweeper = Sweeper(ctx)
 
     @property

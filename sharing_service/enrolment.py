@@ -59,7 +59,7 @@ def key_state(k: OwnerKey) -> Outgoing:
     msg = linking.KeyState(key_id=k.key_id, owner_id=k.owner_id, public_key=k.public_key, x25519=k.x25519,
                            label=k.label, created_at=k.created_at, enrolled_by=k.enrolled_by,
                            state=k.state, revoked_at=k.revoked_at)
-    return Outgoing(linking.key_topic(k.owner_id, k.key_id), msg.to_json(), retain=True)
+    return Outgoing(p.key_topic(k.owner_id, k.key_id), msg.to_json(), retain=True)
 
 
 class Enrolment:

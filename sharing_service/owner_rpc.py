@@ -20,6 +20,7 @@ from sharing_service import audit
 from sharing_service.consent import grant_clip_ids
 from sharing_service.context import Outgoing, Refused, ServiceContext
 from sharing_service.models import Agency, Clip, Device, Grant, Owner, Request, RequestClip, RequestTarget
+from sharing_service.shares import list_shares
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class OwnerRpc:
             "clip_link": _Method(p.ClipLinkParams, self.clip_link),
             "object_link": _Method(p.ObjectLinkParams, self.object_link),
             "devices": _Method(p.DevicesParams, self.devices),
+            "shares": _Method(p.SharesParams, lambda o, q: list_shares(self.ctx, o, q)),
         }
 
     def handle(self, topic_owner: str, call_id: str, payload: bytes) -> list[Outgoing]:

@@ -1,5 +1,5 @@
 """The clock's role: expire unanswered requests (as a no) and lapsed grants, delete the shared
-copies of ended grants, forget old nonces.
+copies of ended grants, end lapsed share links, forget old nonces.
 
 Every instance sweeps (there is no leader to elect or lose). Why each job is safe
 when several run at once:
@@ -26,6 +26,7 @@ from sharing_service import audit
 from sharing_service.consent import closed_message, grant_state_message
 from sharing_service.context import Outgoing, ServiceContext
 from sharing_service.models import Grant, Nonce, Request, RequestTarget, SharedObject
+from sharing_service.shares import sweep_shares
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class Sweeper:
             log.info("sweep: %d request(s) expired unanswered, %d grant(s) lapsed", len(stale), len(lapsed))
         self.ctx.outbox.emit(out)
         self.delete_ended_copies(now)
-        return changed
+        return changed + sweep_shares(self.ctx, now)
 
     def delete_ended_copies(self, now: float) -> int:
         """Delete the opaque copies (rule 2) of grants revoked or expired; returns how many.

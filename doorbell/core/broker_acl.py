@@ -105,6 +105,9 @@ def owner_rules(owner_id: str, device_ids: Iterable[str] = ()) -> list[Rule]:
         ("write", f"{o}/keys/+/enrol"),
         ("write", f"{o}/keys/+/unlink"),
         ("write", f"{o}/pair/+"),
+        # share links (sharing_service.shares)
+        ("write", f"{o}/shares/+/create"),
+        ("write", f"{o}/shares/+/revoke"),
     ]
     for d in sorted(device_ids):
         dev = f"{PREFIX}/devices/{check_username(d)}"
@@ -140,11 +143,14 @@ def service_rules() -> list[Rule]:
         ("read", f"{PREFIX}/owners/+/rpc/+"),
         ("read", f"{PREFIX}/owners/+/keys/+/enrol"),
         ("read", f"{PREFIX}/owners/+/keys/+/unlink"),
+        ("read", f"{PREFIX}/owners/+/shares/+/create"),
+        ("read", f"{PREFIX}/owners/+/shares/+/revoke"),
         ("write", f"{PREFIX}/owners/+/requests/+"),
         ("write", f"{PREFIX}/owners/+/results/+"),
         ("write", f"{PREFIX}/owners/+/grants/+"),
         ("write", f"{PREFIX}/owners/+/rpc/+/reply"),
         ("write", f"{PREFIX}/owners/+/keys/+"),
+        ("write", f"{PREFIX}/owners/+/shares/+"),
     ]
 
 

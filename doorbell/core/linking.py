@@ -24,7 +24,7 @@ From then on the service accepts decisions and revokes signed by any of the
 owner's active keys. An :class:`Unlink` signed by any active key (the key
 itself included) revokes one. The wire formats and the signed bytes are the
 ones in doorbell.core.signing (domains ``doorbell/v1/enrol`` and
-``doorbell/v1/unlink``).
+``doorbell/v1/unlink``); the topics are in doorbell.core.protocol (one module for topics).
 """
 from __future__ import annotations
 
@@ -45,7 +45,6 @@ CODE_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"  # Crockford base32: no I, L,
 CODE_LENGTH = 10
 PBKDF2_ITERATIONS = 200_000
 PAIR_WINDOW_S = 180
-KEY_ID_PATTERN = r"^[0-9a-f]{32}$"
 PUBLIC_KEY_PATTERN = r"^ed25519:[A-Za-z0-9_-]{43}$"
 RECIPIENT_PATTERN = r"^age1[02-9ac-hj-np-z]{58}$"
 
@@ -94,37 +93,6 @@ def pair_secrets(code: str, owner_id: str) -> tuple[str, bytes]:
     return bits[:16].hex(), bits[16:48]
 
 
-def pair_topic(owner_id: str, pair_id: str) -> str:
-    return f"{p.PREFIX}/owners/{owner_id}/pair/{pair_id}"
-
-
-def enrol_topic(owner_id: str, kid: str) -> str:
-    return f"{p.PREFIX}/owners/{owner_id}/keys/{kid}/enrol"
-
-
-def unlink_topic(owner_id: str, kid: str) -> str:
-    return f"{p.PREFIX}/owners/{owner_id}/keys/{kid}/unlink"
-
-
-def key_topic(owner_id: str, kid: str) -> str:
-    return f"{p.PREFIX}/owners/{owner_id}/keys/{kid}"
-
-
-ALL_ENROLS = f"{p.PREFIX}/owners/+/keys/+/enrol"
-ALL_UNLINKS = f"{p.PREFIX}/owners/+/keys/+/unlink"
-_LINK_TOPIC = re.compile(rf"^{p.PREFIX}/owners/(?P<o>[^/]+)/keys/(?P<k>[^/]+)/(?P<kind>enrol|unlink)$")
-
-
-def parse_link_topic(topic: str) -> tuple[str, str, str] | None:
-    """``(kind, owner_id, key_id)`` for an enrol/unlink topic, None for any other topic."""
-    m = _LINK_TOPIC.match(topic)
-    if not m:
-        return None
-    if not re.match(p.ID_PATTERN, m["o"]) or not re.match(KEY_ID_PATTERN, m["k"]):
-        raise LinkError(f"invalid owner or key id in {topic[:200]!r}")
-    return m["kind"], m["o"], m["k"]
-
-
 class PairOffer(p.Message):
     """``owners/{o}/pair/{pair_id}``: the new device's public keys, MACed with the code."""
 
@@ -149,7 +117,7 @@ class Enrol(p.SignedMessage):
     """``owners/{o}/keys/{key_id}/enrol``: an active key vouches for a new one (Ed25519-signed)."""
 
     type: Literal["enrol"] = "enrol"
-    key_id: Annotated[str, Field(pattern=KEY_ID_PATTERN)]
+    key_id: Annotated[str, Field(pattern=p.KEY_ID_PATTERN)]
     public_key: Annotated[str, Field(pattern=PUBLIC_KEY_PATTERN)]
     x25519: Annotated[str, Field(pattern=RECIPIENT_PATTERN)]
     label: Label
@@ -159,13 +127,13 @@ class Unlink(p.SignedMessage):
     """``owners/{o}/keys/{key_id}/unlink``: revoke one linked key (signed by any active key)."""
 
     type: Literal["unlink"] = "unlink"
-    key_id: Annotated[str, Field(pattern=KEY_ID_PATTERN)]
+    key_id: Annotated[str, Field(pattern=p.KEY_ID_PATTERN)]
 
 
 class KeyState(p.Message):
     """``owners/{o}/keys/{key_id}`` (retained, service to owner): a linked key and its state."""
 
-    key_id: Annotated[str, Field(pattern=KEY_ID_PATTERN)]
+    key_id: Annotated[str, Field(pattern=p.KEY_ID_PATTERN)]
     owner_id: p.OwnerId
     public_key: Annotated[str, Field(pattern=PUBLIC_KEY_PATTERN)]
     x25519: Annotated[str, Field(pattern=RECIPIENT_PATTERN)]

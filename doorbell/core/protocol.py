@@ -45,6 +45,9 @@ MAX_PAYLOAD = {
     "rpc": 8 * 1024,
     "rpc_reply": 1024 * 1024,
     "grant": 16 * 1024,
+    "share_create": 64 * 1024,    # three age headers (video, snapshot, manifest)
+    "share_revoke": 4 * 1024,
+    "share": 4 * 1024,
 }
 
 # Deepest JSON nesting accepted (objects and arrays). The deepest real message
@@ -137,6 +140,59 @@ ALL_DECISIONS = f"{PREFIX}/owners/+/decisions/+"
 ALL_REVOKES = f"{PREFIX}/owners/+/grants/+/revoke"
 ALL_RPC = f"{PREFIX}/owners/+/rpc/+"
 
+# Linked devices (doorbell.core.linking): pairing between the owner's own apps, enrol/unlink to the service.
+KEY_ID_PATTERN = r"^[0-9a-f]{32}$"
+
+
+def pair_topic(owner_id: str, pair_id: str) -> str:
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/pair/{pair_id}"
+
+
+def enrol_topic(owner_id: str, kid: str) -> str:
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/keys/{kid}/enrol"
+
+
+def unlink_topic(owner_id: str, kid: str) -> str:
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/keys/{kid}/unlink"
+
+
+def key_topic(owner_id: str, kid: str) -> str:
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/keys/{kid}"
+
+
+ALL_ENROLS = f"{PREFIX}/owners/+/keys/+/enrol"
+ALL_UNLINKS = f"{PREFIX}/owners/+/keys/+/unlink"
+_LINK_TOPIC = re.compile(rf"^{PREFIX}/owners/(?P<o>[^/]+)/keys/(?P<k>[^/]+)/(?P<kind>enrol|unlink)$")
+
+
+def parse_link_topic(topic: str) -> tuple[str, str, str] | None:
+    """``(kind, owner_id, key_id)`` for an enrol/unlink topic, None for any other topic."""
+    m = _LINK_TOPIC.match(topic)
+    if not m:
+        return None
+    if not re.match(ID_PATTERN, m["o"]) or not re.match(KEY_ID_PATTERN, m["k"]):
+        raise ProtocolError(f"invalid owner or key id in {topic[:200]!r}")
+    return m["kind"], m["o"], m["k"]
+
+
+# Share links (docs/sharing.md "Share a clip with anyone"): the owner creates and revokes, the service
+# answers on results/{nonce} and keeps the retained state on shares/{share_id}.
+def share_create_topic(owner_id: str, share_id: str) -> str:
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/shares/{_check_token(share_id)}/create"
+
+
+def share_revoke_topic(owner_id: str, share_id: str) -> str:
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/shares/{_check_token(share_id)}/revoke"
+
+
+def share_topic(owner_id: str, share_id: str) -> str:
+    """Retained ShareState of one share link (service to owner)."""
+    return f"{PREFIX}/owners/{_check_id(owner_id, 'owner id')}/shares/{_check_token(share_id)}"
+
+
+ALL_SHARE_CREATES = f"{PREFIX}/owners/+/shares/+/create"
+ALL_SHARE_REVOKES = f"{PREFIX}/owners/+/shares/+/revoke"
+
 
 def _check_token(value: str) -> str:
     if not isinstance(value, str) or not re.match(TOKEN_PATTERN, value):
@@ -165,6 +221,9 @@ _TOPIC_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         ("decision", rf"^{PREFIX}/owners/(?P<o>[^/]+)/decisions/(?P<n>[^/]+)$"),
         ("revoke", rf"^{PREFIX}/owners/(?P<o>[^/]+)/grants/(?P<n>[^/]+)/revoke$"),
         ("grant", rf"^{PREFIX}/owners/(?P<o>[^/]+)/grants/(?P<n>[^/]+)$"),
+        ("share_create", rf"^{PREFIX}/owners/(?P<o>[^/]+)/shares/(?P<n>[^/]+)/create$"),
+        ("share_revoke", rf"^{PREFIX}/owners/(?P<o>[^/]+)/shares/(?P<n>[^/]+)/revoke$"),
+        ("share", rf"^{PREFIX}/owners/(?P<o>[^/]+)/shares/(?P<n>[^/]+)$"),
         ("result", rf"^{PREFIX}/owners/(?P<o>[^/]+)/results/(?P<n>[^/]+)$"),
         ("rpc_reply", rf"^{PREFIX}/owners/(?P<o>[^/]+)/rpc/(?P<n>[^/]+)/reply$"),
         ("rpc", rf"^{PREFIX}/owners/(?P<o>[^/]+)/rpc/(?P<n>[^/]+)$"),
@@ -472,14 +531,73 @@ class Revoke(SignedMessage):
     grant_id: Token
 
 
+class ShareCreate(SignedMessage):
+    """``owners/{id}/shares/{share_id}/create``: share one clip by link, owner to service, Ed25519-signed.
+
+    For a sealed clip the owner re-wraps the clip's video, snapshot and manifest
+    headers to a fresh X25519 identity made for this share alone (``share_recipient``;
+    the identity itself goes only into the link's fragment). ``released`` is signed
+    (key, payload offset, SHA-256 of each new header); ``headers`` carries the
+    headers, bound by those digests, exactly as in a :class:`Decision`. A clip
+    stored in clear (no encryption on its device) has neither: the link's token is
+    then the only secret, and the service could see the clip anyway.
+    """
+
+    type: Literal["share"] = "share"
+    share_id: Token
+    clip_id: ClipId
+    days: int = Field(ge=1, le=30)
+    share_recipient: AgeRecipientText | None = None
+    released: dict[ReleasedKind, ReleasedObject] | None = None
+    headers: dict[ReleasedKind, AgeHeaderB64] | None = None
+
+    @model_validator(mode="after")
+    def _shape(self) -> "ShareCreate":
+        if self.released is not None:
+            if self.share_recipient is None:
+                raise ValueError("released keys need the share's recipient")
+            if "video" not in self.released or "manifest" not in self.released:
+                raise ValueError("a shared sealed clip needs its video and its manifest")
+            if self.headers is None or set(self.headers) != set(self.released):
+                raise ValueError("headers must carry one header per released object")
+        elif self.headers is not None or self.share_recipient is not None:
+            raise ValueError("headers and share_recipient come only with released")
+        return self
+
+
+class ShareRevoke(SignedMessage):
+    """``owners/{id}/shares/{share_id}/revoke``: end a share link now (signed by any active key)."""
+
+    type: Literal["unshare"] = "unshare"
+    share_id: Token
+
+
+class ShareState(Message):
+    """``owners/{id}/shares/{share_id}`` (retained): one share link, for the owner's apps."""
+
+    share_id: Token
+    owner_id: OwnerId
+    clip_id: ClipId
+    sealed: bool
+    created_at: Timestamp
+    expires_at: Timestamp
+    state: Literal["active", "expired", "revoked"]
+    revoked_at: Timestamp | None = None
+
+
 class Result(Message):
-    """``owners/{id}/results/{ref}``: the service's verdict on a decision or revoke."""
+    """``owners/{id}/results/{ref}``: the service's verdict on a signed message.
+
+    ``token`` answers a :class:`ShareCreate`: the link's public part, shown to the
+    owner once (the service keeps only its hash)."""
 
     ref: Token
     ok: bool
     reason: Text | None = None
     grant_id: Token | None = None
     expires_at: Timestamp | None = None
+    share_id: Token | None = None
+    token: Token | None = None
 
 
 class GrantState(Message):
@@ -502,7 +620,8 @@ class GrantState(Message):
 # Each params model names its method and result type, so the owner's app and the
 # service agree on both ends from this one table of models.
 
-RpcMethod = Literal["audit", "grants", "requests", "clips", "clip_link", "object_link", "devices"]
+RpcMethod = Literal["audit", "grants", "requests", "clips", "clip_link", "object_link", "devices",
+                    "shares"]
 RpcScalar = str | int | float | bool | None
 R = TypeVar("R", bound="RpcResult")
 PM = TypeVar("PM", bound="RpcParams")
@@ -682,6 +801,27 @@ class DevicesParams(RpcParams):
     """The owner's own devices and their registered keys (the web app checks clip signatures against them)."""
 
     method: ClassVar[RpcMethod] = "devices"
+
+
+class ShareInfo(RpcResult):
+    share_id: Token
+    clip_id: ClipId
+    sealed: bool
+    created_at: Timestamp
+    expires_at: Timestamp
+    state: Literal["active", "expired", "revoked"]
+    revoked_at: Timestamp | None = None
+    views: int = Field(ge=0)
+    last_viewed_at: Timestamp | None = None
+
+
+class ShareList(RpcResult):
+    shares: list[ShareInfo]
+
+
+class SharesParams(RpcParams):
+    method: ClassVar[RpcMethod] = "shares"
+    limit: int = Field(100, ge=1, le=500)
 
 
 class RpcCall(Message):

@@ -29,15 +29,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from doorbell.core.errors import DoorbellError
-from doorbell.core.protocol import Decision, ReleasedObject, Revoke, SignedMessage
+from doorbell.core.protocol import Decision, ReleasedObject, Revoke, ShareCreate, ShareRevoke, SignedMessage
 
 DOMAINS = {"decision": b"doorbell/v1/decision", "revoke": b"doorbell/v1/revoke",
            # linked devices (doorbell.core.linking)
-           "enrol": b"doorbell/v1/enrol", "unlink": b"doorbell/v1/unlink"}
+           "enrol": b"doorbell/v1/enrol", "unlink": b"doorbell/v1/unlink",
+           # share links (sharing_service.shares)
+           "share": b"doorbell/v1/share", "unshare": b"doorbell/v1/unshare"}
 DEVICE_DOMAINS = {"clip_manifest": b"doorbell/v1/device/clip-manifest"}
 PUBLIC_KEY_PREFIX = "ed25519:"
 DEFAULT_VALIDITY_S = 600
-UNSIGNED_WHEN_ABSENT = ("agency_recipient", "released")
+UNSIGNED_WHEN_ABSENT = ("agency_recipient", "released", "share_recipient")
 
 S = TypeVar("S", bound=SignedMessage)
 
@@ -170,6 +172,25 @@ class Release:
 def sign_revoke(key: Ed25519PrivateKey, *, owner_id: str, grant_id: str,
                 validity_s: int = DEFAULT_VALIDITY_S, now: float | None = None) -> Revoke:
     return _sign(Revoke, key, {"type": "revoke", "owner_id": owner_id, "grant_id": grant_id}, validity_s, now)
+
+
+def sign_share(key: Ed25519PrivateKey, *, owner_id: str, share_id: str, clip_id: str, days: int,
+               share_recipient: str | None = None, released: dict[str, ReleasedObject] | None = None,
+               headers: dict[str, str] | None = None, validity_s: int = DEFAULT_VALIDITY_S,
+               now: float | None = None) -> ShareCreate:
+    """A signed share link request; for a sealed clip, ``released`` signs the re-wrapped headers' digests."""
+    fields: dict[str, Any] = {"type": "share", "owner_id": owner_id, "share_id": share_id, "clip_id": clip_id,
+                              "days": int(days)}
+    if released is not None:
+        fields["share_recipient"] = share_recipient
+        fields["released"] = {k: o.model_dump(mode="json") for k, o in released.items()}
+        fields["headers"] = headers  # not signed: bound by the signed digests in "released"
+    return _sign(ShareCreate, key, fields, validity_s, now)
+
+
+def sign_unshare(key: Ed25519PrivateKey, *, owner_id: str, share_id: str,
+                 validity_s: int = DEFAULT_VALIDITY_S, now: float | None = None) -> ShareRevoke:
+    return _sign(ShareRevoke, key, {"type": "unshare", "owner_id": owner_id, "share_id": share_id}, validity_s, now)
 
 
 def verify(message: S, public_key: Ed25519PublicKey | str, *, now: float | None = None,

@@ -370,10 +370,31 @@ class Demo:
     def ask(self, prompt: str) -> str:
         self.ui.out.write(f"      {prompt}")
         self.ui.out.flush()
-        line = self.inp.readline()
+        line = self._readline()
         if not line:
             raise Interrupted("end of input")
         return line.strip()
+
+    def _stdin_fd(self) -> int | None:
+        try:
+            return self.inp.fileno()
+        except (AttributeError, OSError, ValueError):
+            return None
+
+    def _readline(self) -> str:
+        """One line of the terminal's answer. From a real file descriptor it is read byte by byte, unbuffered,
+        so that select() on it (the owner's prompt, which also waits for the browser) sees every line still
+        unread; '' at end of input."""
+        fd = self._stdin_fd()
+        if fd is None:
+            return self.inp.readline()
+        data = bytearray()
+        while not data.endswith(b"\n"):
+            byte = os.read(fd, 1)
+            if not byte:
+                break
+            data += byte
+        return data.decode("utf-8", "replace")
 
     # ---------------------------------------------------------------- run
     def run(self) -> int:
@@ -605,7 +626,7 @@ class Demo:
 
             try:
                 self.web = WebServer({"broker_url": self.broker.ws_url, "owner_id": OWNER_ID,
-                                      "login": self.web_login}).start()
+                                      "login": self.web_login, "sharing_url": self.sharing_url}).start()
                 st.data.update(app_url=self.web.url, ws_url=self.broker.ws_url, app_login=self.web_login)
                 self.facts["app_url"] = self.web.url
             except WebAppMissing as exc:  # a source checkout without npm: the CLI still works
@@ -784,10 +805,25 @@ class Demo:
             with self.step("The owner approves ONE of the two clips: its keys are re-wrapped for the agency "
                            "(signed with Ed25519)") as st:
                 text = describe_approval(req, chosen, days)
-                # the owner app's own confirmation prompt (interactive: you answer it)
-                yes = confirm(text, "Sign and send this approval?", not self.interactive, _Indented(ui.out),
-                              self.inp)
-                if yes:
+                # the owner app's own confirmation prompt (interactive: you answer it, here or in the browser)
+                if self.interactive:
+                    source, yes = self._answer_here_or_in_browser(text, "Sign and send this approval?", rid)
+                else:
+                    source, yes = "terminal", confirm(text, "Sign and send this approval?", True, _Indented(ui.out),
+                                                      self.inp)
+                if source == "browser":
+                    grant = next((g for g in self.owner.grants(self.timeout) if g.request_id == rid), None)
+                    if yes and grant is not None:
+                        st.detail = (f"answered in the browser: grant {grant.grant_id} until "
+                                     f"{fmt_time(grant.expires_at)}")
+                        st.data.update(approved=True, grant_id=grant.grant_id, chosen=grant.clip_ids,
+                                       answered="browser")
+                        self.facts["grant_id"] = grant.grant_id
+                        chosen = list(grant.clip_ids)
+                    else:
+                        st.detail = "you said no in the browser (signed there); nothing is shared"
+                        st.data.update(approved=False, answered="browser")
+                elif yes:
                     release = self.owner.release_for(req, chosen, self.index)
                     result = self.owner.decide(rid, True, chosen, days, timeout=self.timeout, release=release)
                     ui.info("who can read it now: the owner, and the agency for this one clip (its key, re-wrapped "
@@ -898,6 +934,91 @@ class Demo:
             st.detail = (f"chain verified locally: {report.checked} entries ({len(own)} about this owner), "
                          f"head #{report.head_seq} {report.head_hash[:16]}…")
             st.data.update(verification=report.as_dict(), kinds=sorted(kinds), own_rows=len(own))
+
+    def _answer_here_or_in_browser(self, text: str, question: str, rid: str) -> tuple[str, bool]:
+        """Ask in the terminal and, at the same time, accept a decision signed in the browser app: whichever
+        comes first. While it waits, a browser can link itself with the pairing code shown here (this demo's
+        owner app signs its enrolment, as `doorbell owner link` does). Returns ``("terminal", yes)`` or
+        ``("browser", approved)``."""
+        import select
+
+        from doorbell.clients.owner.render import confirm
+        from doorbell.core import linking
+        from doorbell.core import protocol as p
+
+        out = _Indented(self.ui.out)
+        fd = self._stdin_fd()
+        if fd is None:  # stdin is not a file (no select): the terminal only
+            return "terminal", confirm(text, question, False, out, self.inp)
+        if self.web is None:  # no browser app (a checkout without npm): the terminal only, read unbuffered
+            out.write(f"{text}\n{question} [y/N] ")
+            out.flush()
+            answer = self._readline()
+            if not answer:
+                out.write("\n")
+            return "terminal", answer.strip().lower() in ("y", "yes")
+        topic = p.request_topic(OWNER_ID, rid)
+        code = linking.new_code()
+        pair_id, mac_key = linking.pair_secrets(code, OWNER_ID)
+        pair = p.pair_topic(OWNER_ID, pair_id)
+        self.owner.subscribe(topic)
+        self.owner.subscribe(pair)
+        try:
+            out.write(text + "\n")
+            out.write("Answer here, or in the browser app, whichever comes first:\n"
+                      f"  open {self.web.url} and sign in as {self.web_login}, password "
+                      f"{self.broker.users[self.web_login]} (the broker at {self.broker.ws_url} has the demo's "
+                      f"private CA: accept it once at https://127.0.0.1:{self.broker.ws_port}/);\n"
+                      f"  link the browser: Linked devices > Link this browser, code {linking.format_code(code)};\n"
+                      f"  then open {self.web.url}#/requests/{rid} and approve or deny there.\n")
+            out.write(f"{question} [y/N] ")
+            out.flush()
+            while True:
+                ready, _, _ = select.select([fd], [], [], 0.3)
+                if ready:
+                    answer = self._readline()
+                    if not answer:
+                        out.write("\n")
+                    return "terminal", answer.strip().lower() in ("y", "yes")
+                msg = self.owner.next_message(0.0)
+                if msg is None:
+                    continue
+                if msg.topic == pair:
+                    self._enrol_browser(msg.payload, mac_key, out)
+                    continue
+                if msg.topic != topic:
+                    continue  # a live event while the owner decides
+                try:
+                    closed = p.decode(p.RequestClosed, msg.payload, "request")
+                except p.ProtocolError:
+                    continue  # the request itself (retained), not its answer
+                out.write(f"\nanswered in the browser: {closed.state}\n")
+                return "browser", closed.state == "approved"
+        finally:
+            self.owner.unsubscribe(pair)
+            self.owner.unsubscribe(topic)
+
+    def _enrol_browser(self, payload: bytes, mac_key: bytes, out: "_Indented") -> None:
+        """A browser's pairing offer with this demo's code: check its MAC, sign its enrolment (it is yours)."""
+        from doorbell.core import linking
+        from doorbell.core import protocol as p
+
+        try:
+            offer = p.decode(linking.PairOffer, payload, "pair")
+            linking.check_offer(offer, mac_key)
+        except p.ProtocolError as exc:
+            out.write(f"\nignored a pairing offer: {exc}\n")
+            return
+        kid = linking.key_id(offer.public_key)
+        enrol = linking.sign_enrol(self.owner.key(), owner_id=OWNER_ID, public_key=offer.public_key,
+                                   x25519=offer.x25519, label=offer.label)
+        result = self.owner.send_signed(p.enrol_topic(OWNER_ID, kid), enrol, self.timeout)
+        if result.ok:
+            out.write(f"\nlinked the browser '{offer.label}' (fingerprint {linking.fingerprint(kid)}): it can "
+                      "sign now\n")
+        else:
+            out.write(f"\nthe service refused to link the browser: {result.reason}\n")
+        out.flush()
 
     def _keep_running(self) -> None:
         """Leave the product up for the newcomer to explore, until Ctrl-C or SIGTERM."""

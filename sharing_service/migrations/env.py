@@ -6,6 +6,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 
 import sharing_service.enrolment  # noqa: F401,E402  (registers the owner_keys table)
+import sharing_service.shares  # noqa: F401,E402  (registers the shares tables)
 from sharing_service.models import Base
 
 config = context.config

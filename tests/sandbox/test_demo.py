@@ -208,3 +208,89 @@ def test_interactive_demo_owner_says_no_and_nothing_is_shared(tmp_path: Path) ->
     audit = data["steps"][-1]["data"]
     assert audit["verification"]["ok"] and "grant" not in audit["kinds"] and "download" not in audit["kinds"]
     assert not [p for p in data["pids"] if alive(p)]
+
+
+def test_interactive_demo_answered_in_the_browser(tmp_path: Path) -> None:
+    """The interactive story's police request is answered in the browser app: at the owner's prompt the
+    demo shows a pairing code, a real Chromium links itself with it and denies the request there; the
+    demo takes that answer (no terminal answer is given) and the story goes on."""
+    import queue
+    import re
+    import threading
+
+    from tests.support.web import CHROMIUM, launch_chromium
+
+    if not Path(CHROMIUM).exists():
+        import pytest
+
+        pytest.skip("Debian's chromium is not installed (scripts/bootstrap.sh --test installs it)")
+    from playwright.sync_api import sync_playwright
+
+    workdir, summary = tmp_path / "demo", tmp_path / "summary.json"
+    proc = subprocess.Popen([sys.executable, "-m", "doorbell.sandbox.demo", "--workdir", str(workdir),
+                             "--summary-json", str(summary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    lines: "queue.Queue[str]" = queue.Queue()
+    seen: list[str] = []
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout], daemon=True).start()  # type: ignore
+
+    def until(pattern: str, timeout: float = 120) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            for ln in seen:
+                m = re.search(pattern, ln)
+                if m:
+                    seen.remove(ln)
+                    return m
+            left = deadline - time.monotonic()
+            assert left > 0, f"demo never printed {pattern!r}: {''.join(seen)[-3000:]}"
+            try:
+                seen.append(lines.get(timeout=left))
+            except queue.Empty:
+                continue
+
+    try:
+        proc.stdin.write("\n\n")  # the two rings
+        proc.stdin.flush()
+        app = until(r"open (http://127\.0\.0\.1:\d+/) and sign in as (\S+), password (\S+) \(the broker at (\S+) ")
+        code = until(r"Link this browser, code ([0-9A-Z]{5}-[0-9A-Z]{5})").group(1)
+        rid = until(r"then open \S+#/requests/([0-9a-f]+) ").group(1)
+        url, login, password, ws_url = app.groups()
+        with sync_playwright() as pw:
+            browser = launch_chromium(pw, workdir / "tls" / "server.crt")
+            try:
+                page = browser.new_page()
+                page.set_default_timeout(60000)
+                page.goto(url)
+                page.fill("#broker", ws_url)
+                page.fill("#login", login)
+                page.fill("#password", password)
+                page.click("button[type=submit]")
+                page.wait_for_selector("#nav:not([hidden])")
+                page.goto(url + "#/devices")
+                page.fill("#pair-code", code)
+                page.get_by_role("button", name="Link", exact=True).click()
+                page.wait_for_selector("#this-key")
+                page.goto(f"{url}#/requests/{rid}")
+                page.click("text=Review denial…")
+                page.click("#confirm-send")
+                page.wait_for_selector(".toast.ok >> text=Denied: nothing shared")
+            finally:
+                browser.close()
+        until(r"answered in the browser: denied")
+        until(r"A second request; the owner denies it")  # its "Press Enter" prompt ends no line: answer now
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.wait(timeout=240) == 0, (''.join(seen)[-5000:], log_tails(workdir))
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=60)
+    data = json.loads(summary.read_text())
+    approve = next(s for s in data["steps"] if s["name"].startswith("The owner approves"))
+    assert approve["data"] == {"approved": False, "answered": "browser"}, approve
+    assert "in the browser" in approve["detail"]
+    audit = data["steps"][-1]["data"]
+    assert audit["verification"]["ok"] and "key_enrolled" in audit["kinds"] and "grant" not in audit["kinds"]
+    assert not [p for p in data["pids"] if alive(p)]

@@ -29,7 +29,7 @@ def enrol(conn: Any, owner: str, signer: Any, pub: str, x25519: str, topic_kid: 
     """Publish a signed Enrol on ``conn`` (one connection per login: the broker binds sessions to
     logins); returns (PUBACK reason, Result or None when the broker refused it)."""
     msg = linking.sign_enrol(signer, owner_id=owner, public_key=pub, x25519=x25519, label="Phone")
-    rc = conn.pub(linking.enrol_topic(owner, topic_kid or msg.key_id), msg.to_json(), qos=1)
+    rc = conn.pub(p.enrol_topic(owner, topic_kid or msg.key_id), msg.to_json(), qos=1)
     if rc.is_failure:
         return rc, None
     res = conn.expect(p.result_topic(owner, msg.nonce), wait=10)
@@ -48,13 +48,13 @@ def test_owner_key_links_a_new_key_which_then_consents(sharing: Env) -> None:
     assert not rc.is_failure and res.ok, res
     kid = linking.key_id(pub)
     assert keys_of(sharing, "owner-a") == {kid: "active"}
-    retained = a.expect(linking.key_topic("owner-a", kid), wait=5)
+    retained = a.expect(p.key_topic("owner-a", kid), wait=5)
     ks = p.decode(linking.KeyState, retained.payload, "grant")
     assert ks.state == "active" and ks.x25519 == rcpt
     assert ks.enrolled_by == linking.key_id(public_key_text(sharing.keys["owner-a"]))
     late = sharing.mqtt("admin")  # a later subscriber gets the key's state as a retained message
-    late.sub(linking.key_topic("owner-a", kid), qos=1)
-    assert late.expect(linking.key_topic("owner-a", kid), wait=5).retain
+    late.sub(p.key_topic("owner-a", kid), qos=1)
+    assert late.expect(p.key_topic("owner-a", kid), wait=5).retain
     # the new key consents: a denial it signs is applied
     cid = sharing.put_clip("dev-a", sharing.clock() - 2 * 3600)  # inside the default request window
     rid = sharing.agency.create_request_raw(sharing.request_body())["id"]
@@ -88,15 +88,15 @@ def test_replay_forged_id_and_bad_recipient_are_refused(sharing: Env) -> None:
     _k, pub, rcpt = new_device_key()
     msg = linking.sign_enrol(sharing.keys["owner-a"], owner_id="owner-a", public_key=pub, x25519=rcpt, label="Phone")
     a = sharing.owner("owner-a")
-    assert send(a, linking.enrol_topic("owner-a", msg.key_id), msg).ok
-    again = send(a, linking.enrol_topic("owner-a", msg.key_id), msg)  # the same message again
+    assert send(a, p.enrol_topic("owner-a", msg.key_id), msg).ok
+    again = send(a, p.enrol_topic("owner-a", msg.key_id), msg)  # the same message again
     assert "replayed" in str(again.reason) and "not applied again" in str(again.reason)  # the first verdict, once
     _k2, pub2, rcpt2 = new_device_key()
     rc, res = enrol(a, "owner-a", sharing.keys["owner-a"], pub2, rcpt2, topic_kid="0" * 32)
     assert not res.ok and "key_id does not match" in res.reason
     bad = linking.sign_enrol(sharing.keys["owner-a"], owner_id="owner-a", public_key=pub2,
                              x25519="age1" + "q" * 58, label="Phone")
-    res = send(a, linking.enrol_topic("owner-a", bad.key_id), bad)
+    res = send(a, p.enrol_topic("owner-a", bad.key_id), bad)
     assert not res.ok and "not an age recipient" in res.reason
     assert list(keys_of(sharing, "owner-a").values()) == ["active"]
 
@@ -104,7 +104,7 @@ def test_replay_forged_id_and_bad_recipient_are_refused(sharing: Env) -> None:
 def test_the_service_account_cannot_forge_an_enrolment(sharing: Env) -> None:
     _k, pub, rcpt = new_device_key()
     msg = linking.sign_enrol(sharing.keys["owner-a"], owner_id="owner-a", public_key=pub, x25519=rcpt, label="x")
-    rc = sharing.mqtt("sharing-service").pub(linking.enrol_topic("owner-a", msg.key_id), msg.to_json(), qos=1)
+    rc = sharing.mqtt("sharing-service").pub(p.enrol_topic("owner-a", msg.key_id), msg.to_json(), qos=1)
     assert rc.value == 135
 
 
@@ -114,7 +114,7 @@ def test_unlinked_key_can_no_longer_consent_or_link(sharing: Env) -> None:
     assert enrol(a, "owner-a", sharing.keys["owner-a"], pub, rcpt)[1].ok
     kid = linking.key_id(pub)
     u = linking.sign_unlink(k, owner_id="owner-a", kid=kid)  # a key may unlink itself
-    assert send(a, linking.unlink_topic("owner-a", kid), u).ok
+    assert send(a, p.unlink_topic("owner-a", kid), u).ok
     assert keys_of(sharing, "owner-a") == {kid: "revoked"}
     _k2, pub2, rcpt2 = new_device_key()
     _rc, res = enrol(a, "owner-a", k, pub2, rcpt2)

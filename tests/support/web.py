@@ -99,10 +99,10 @@ class WebEnv:
     def owner(self, home: Home, *args: str, stdin: str = "") -> Result:
         return run_cli(["owner", *args, "--config", str(home.config)], stdin)
 
-    def put_clip(self, home: Home, started_at: float, length: float = 5.0) -> str:
+    def put_clip(self, home: Home, started_at: float, length: float = 5.0, data: bytes | None = None) -> str:
         ms = int(started_at * 1000) % 1000
         clip_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime(started_at))}{ms:03d}Z-{secrets.token_hex(3)}"
-        data = b"\x00\x00\x00\x18ftypmp42" + secrets.token_bytes(3000)
+        data = data or b"\x00\x00\x00\x18ftypmp42" + secrets.token_bytes(3000)
         key, snap = f"{home.device_id}/{clip_id}.mp4", f"{home.device_id}/{clip_id}.jpg"
         s3c = self.s3.client()
         s3c.put_object(Bucket=self.s3.bucket, Key=key, Body=data)
@@ -156,6 +156,14 @@ class WebEnv:
         if announce:
             self.device(home).pub(p.clips_topic(home.device_id), msg.to_json(), qos=1)
         return SealedClip(clip.clip_id, {k: o.key for k, o in msg.objects.items()}, video, snapshot, msg.to_json())
+
+    def use_sharing_url(self, home: Home) -> None:
+        """Point the home's owner config at this service (share links are made from ``owner.sharing_url``)."""
+        import yaml
+
+        cfg = yaml.safe_load(home.config.read_text())
+        cfg["owner"]["sharing_url"] = self.service.url
+        home.config.write_text(yaml.safe_dump(cfg))
 
     def agency_http(self) -> httpx.Client:
         return httpx.Client(base_url=self.service.url, headers={"Authorization": f"Bearer {self.agency_key}"},
@@ -309,7 +317,8 @@ def png_size(path: Path) -> tuple[int, int]:
 
 def snap(page: Any, path: Path) -> None:
     """The top of the screen (the confirmation: the question itself), without a passing toast."""
-    page.evaluate("document.getElementById('toast').hidden = true; const c = document.getElementById('confirm');"
+    page.evaluate("const t = document.getElementById('toast'); if (t) t.hidden = true;"
+                  "const c = document.getElementById('confirm');"
                   "if (c && !c.hidden) c.scrollIntoView({block: 'start'}); else window.scrollTo(0, 0)")
     page.screenshot(path=str(path))
 

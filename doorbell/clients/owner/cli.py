@@ -117,10 +117,11 @@ def register(subs: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     u.add_argument("--limit", type=int, default=50, help="show the last N of your entries (default 50; 0 = all)")
     u.set_defaults(func=_cmd_audit)
 
-    from doorbell.clients.owner import link, web
+    from doorbell.clients.owner import link, share, web
 
     web.register(osub, common)
     link.register(osub, common)
+    share.register(osub, common)
 
 
 

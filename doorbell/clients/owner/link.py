@@ -80,7 +80,7 @@ def _cmd_link(args: argparse.Namespace) -> int:
         except linking.LinkError as exc:
             raise OwnerError(str(exc), EXIT_USAGE) from None
         pair_id, mac_key = linking.pair_secrets(code, app.owner_id)
-        topic = linking.pair_topic(app.owner_id, pair_id)
+        topic = p.pair_topic(app.owner_id, pair_id)
         app.subscribe(topic)
         out = sys.stderr if a.json else sys.stdout
         print(f"Pairing code: {linking.format_code(code)}", file=out)
@@ -117,7 +117,7 @@ def _cmd_link(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         enrol = linking.sign_enrol(key, owner_id=app.owner_id, public_key=offer.public_key, x25519=offer.x25519,
                                    label=offer.label)
-        result = app.send_signed(linking.enrol_topic(app.owner_id, kid), enrol, a.timeout)
+        result = app.send_signed(p.enrol_topic(app.owner_id, kid), enrol, a.timeout)
         data = {"ok": result.ok, "key_id": kid, "label": offer.label, "reason": result.reason,
                 "signed_by": linking.key_id(public_key_text(key))}
         if a.json:
@@ -152,7 +152,7 @@ def _cmd_unlink(args: argparse.Namespace) -> int:
 
 
     def body(app: OwnerApp, a: argparse.Namespace) -> int:
-        if not re.match(linking.KEY_ID_PATTERN, a.key_id):
+        if not re.match(p.KEY_ID_PATTERN, a.key_id):
             raise OwnerError(f"not a key id: {a.key_id!r} (see `doorbell owner linked`)", EXIT_USAGE)
         key = app.key()
         known = {k["key_id"]: k for k in linked_keys(app, a.timeout)}
@@ -165,7 +165,7 @@ def _cmd_unlink(args: argparse.Namespace) -> int:
         if not confirm(text, "Sign and send this unlink?", a.yes, out, sys.stdin):
             print("Nothing was sent.", file=out)
             return EXIT_FAILED
-        result = app.send_signed(linking.unlink_topic(app.owner_id, a.key_id),
+        result = app.send_signed(p.unlink_topic(app.owner_id, a.key_id),
                                  linking.sign_unlink(key, owner_id=app.owner_id, kid=a.key_id), a.timeout)
         if a.json:
             _emit(a, json.loads(result.model_dump_json()))

@@ -257,6 +257,18 @@ def audit_summary(row: p.AuditRow) -> str:
         return f"grant {subject} expired"
     if kind == "owner_link":
         return f"you fetched {safe(d.get('what', 'video'))} of clip {subject}"
+    clip = safe(d.get("clip_id"))
+    if kind == "share":
+        expires = d.get("expires_at")
+        return (f"you shared clip {clip} by link {subject} until "
+                f"{fmt_time(expires if isinstance(expires, (int, float)) else None)}"
+                + ("" if d.get("sealed") else " (stored unencrypted)"))
+    if kind == "share_view":
+        return f"share link {subject} opened (view {safe(d.get('view'))}, clip {clip})"
+    if kind == "share_revocation":
+        return f"you revoked share link {subject} (clip {clip})"
+    if kind == "share_expiry":
+        return f"share link {subject} expired (clip {clip})"
     return f"{kind} {subject}"
 
 

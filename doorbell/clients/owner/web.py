@@ -147,7 +147,8 @@ def _cmd_web(args: argparse.Namespace) -> int:
         if not url.startswith(("wss://", "ws://")):
             raise OwnerError("--broker-url must start with wss:// (or ws:// on loopback)", EXIT_USAGE)
         # the app's own broker login, as `doorbell provision owner-login` names it by default (a prefill)
-        server = WebServer({"broker_url": url, "owner_id": cfg.owner.owner_id, "login": f"{cfg.owner.owner_id}.web"},
+        server = WebServer({"broker_url": url, "owner_id": cfg.owner.owner_id, "login": f"{cfg.owner.owner_id}.web",
+                            "sharing_url": cfg.owner.sharing_url},
                            args.host, args.port)
     except WebAppMissing as exc:
         print(f"doorbell owner: {exc}", file=sys.stderr)

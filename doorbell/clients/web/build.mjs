@@ -30,7 +30,19 @@ await build({
   legalComments: "external",
   logLevel: "warning",
 });
-for (const f of ["index.html", "app.css", "manifest.webmanifest", "icon.svg", "sw.js"]) {
+// The share-link viewer (no login): its own small bundle; the age code is the app's sealed.js chunk.
+await build({
+  entryPoints: ["src/share.js"],
+  bundle: true,
+  external: ["./sealed.js"], // the same age chunk as the app's (dist/sealed.js)
+  minify: true,
+  format: "esm",
+  target: ["chrome120", "firefox128", "safari17"],
+  outfile: `${out}/share.js`,
+  legalComments: "external",
+  logLevel: "warning",
+});
+for (const f of ["index.html", "share.html", "app.css", "manifest.webmanifest", "icon.svg", "sw.js"]) {
   cpSync(`src/${f}`, `${out}/${f}`);
 }
 // The service worker's cache name follows the shell's content, so a new build replaces the old shell.

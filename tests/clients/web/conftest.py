@@ -66,7 +66,7 @@ def web(tmp_path: Path, web_broker: Any, s3: Any, monkeypatch: pytest.MonkeyPatc
     DoorbellBroker.client(web_broker, "sharing-service", clean_start=True, session_expiry_s=0).close()
     svc = SharingService(cfg, sweep_interval_s=3600)
     svc.start()
-    server = WebServer({"broker_url": web_broker.ws_url}).start()
+    server = WebServer({"broker_url": web_broker.ws_url, "sharing_url": svc.url}).start()
     env = None
     try:
         assert svc.bridge is not None and svc.bridge.wait_connected(10), "bridge did not connect"

@@ -32,7 +32,7 @@ def test_owner_web_serves_the_app_and_its_config_on_loopback(tmp_path: Path) -> 
         assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
         conf = httpx.get(url + "config.json")
         assert conf.json() == {"broker_url": "wss://mqtt.example.org:8884/", "owner_id": "owner-a",
-                               "login": "owner-a.web"}
+                               "login": "owner-a.web", "sharing_url": "http://127.0.0.1:8080"}
         assert "s3cret" not in conf.text and conf.headers["cache-control"] == "no-store"
         js = httpx.get(url + "app.js")
         assert js.status_code == 200 and js.headers["content-type"].startswith("text/javascript")

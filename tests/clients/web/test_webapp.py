@@ -83,7 +83,7 @@ def test_pairing_with_a_wrong_code_links_nothing(web: WebEnv, page: Any) -> None
                                mac=linking.offer_mac(b"x" * 32, "a", "b", "c"))
     intruder = web.broker.client(web.broker.add_owner_login(web.a.owner_id, "intruder"))
     web._clients.append(intruder)
-    intruder.pub(linking.pair_topic(web.a.owner_id, pair_id), forged.to_json(), qos=1)
+    intruder.pub(p.pair_topic(web.a.owner_id, pair_id), forged.to_json(), qos=1)
     res = run.finish()
     assert res.code == 1 and "nothing was linked" in res.err
     assert "ignored an offer: the offer's code check fails" in res.err

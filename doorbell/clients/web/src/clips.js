@@ -266,7 +266,7 @@ function player(ctx, rec) {
   const box = h("div", { class: "card player" },
     h("h3", { text: `${TRIGGER_LABEL[rec.trigger] || rec.trigger} at ${name}, ${fmtTime(rec.started_at)}` }),
     h("p", { class: "muted", text: `${fmtDuration(rec.ended_at - rec.started_at)} · clip ${rec.clip_id}` }),
-    video, status);
+    video, status, ctx.shareCard ? ctx.shareCard(rec) : null);
   (async () => {
     const devices = await ctx.deviceKeys();
     const { manifest, video: bytes } = await openClip(ctx.t, ctx.identity(), rec, devices.get(rec.device_id));

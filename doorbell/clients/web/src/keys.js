@@ -83,13 +83,13 @@ export function fingerprint(keyId) {
 }
 
 export const DOMAINS = { decision: "doorbell/v1/decision", revoke: "doorbell/v1/revoke",
-  enrol: "doorbell/v1/enrol", unlink: "doorbell/v1/unlink" };
+  enrol: "doorbell/v1/enrol", unlink: "doorbell/v1/unlink", share: "doorbell/v1/share", unshare: "doorbell/v1/unshare" };
 
 export function signingBytes(fields) {
   const body = { ...fields };
   delete body.signature;
   delete body.headers; // released headers are bound by their signed SHA-256s in "released" (signing.py)
-  for (const k of ["agency_recipient", "released"]) if (body[k] === null || body[k] === undefined) delete body[k];
+  for (const k of ["agency_recipient", "released", "share_recipient"]) if (body[k] === null || body[k] === undefined) delete body[k];
   const domain = DOMAINS[body.type];
   if (!domain) throw new Error(`unknown signed message type ${body.type}`);
   return utf8(domain + "\n" + canonical(body, { integersOnly: true }));

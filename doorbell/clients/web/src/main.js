@@ -8,6 +8,8 @@ import { normaliseCode, pairSecrets, offerMessage } from "./pairing.js";
 import { randomHex, canonical } from "./canonical.js";
 import { ClipIndex, clipsView, thumbImg, buildRelease, sealed, isSealedAnnouncement } from "./clips.js";
 import { h } from "./dom.js";
+import { sharesSection, unshareText, shareCard } from "./shares.js";
+import { CodeShow } from "./showcode.js";
 
 const CLIP_RE = /^[0-9]{8}T[0-9]{9}Z-[0-9a-f]{6}$/;
 const TOKEN_RE = /^[A-Za-z0-9_-]{6,64}$/;
@@ -15,7 +17,7 @@ const ID_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 const state = {
   t: null, ownerId: null, keys: null, config: {},
-  devices: new Map(), events: [], requests: new Map(), grants: new Map(), linked: new Map(),
+  devices: new Map(), events: [], requests: new Map(), grants: new Map(), linked: new Map(), shares: new Map(),
   pending: null, // {kind, ...} the confirmation being shown
   clipIndex: null, deviceKeys: null, // sealed clips: this browser's own index; devices' registered keys
 };
@@ -113,8 +115,10 @@ async function start({ url, login, ownerId, password }) {
 
 async function refreshLists() {
   // The service's own lists complete the retained messages (a broker that lost them, or expiry).
-  const [reqList, grantList] = await Promise.all([
-    state.t.rpc("requests", { state: "pending", limit: 500 }), state.t.rpc("grants", { limit: 500 })]);
+  const [reqList, grantList, shareList] = await Promise.all([
+    state.t.rpc("requests", { state: "pending", limit: 500 }), state.t.rpc("grants", { limit: 500 }),
+    state.t.rpc("shares", { limit: 500 })]);
+  for (const sh of shareList.shares || []) state.shares.set(sh.share_id, { ...(state.shares.get(sh.share_id) || {}), ...sh });
   const reqs = reqList.requests || [], grants = grantList.grants || [];
   for (const r of reqs) if (!state.requests.has(r.request_id)) state.requests.set(r.request_id, { ...r, clips: r.clip_ids.map((c) => ({ clip_id: c })) });
   for (const g of grants) state.grants.set(g.grant_id, { ...(state.grants.get(g.grant_id) || {}), ...g });
@@ -143,6 +147,11 @@ function onMessage({ topic, payload, retain }) {
     } else if (kind === "grants" && parts.length === 6) {
       state.grants.set(id, { ...(state.grants.get(id) || {}), ...JSON.parse(decoder.decode(payload)) });
       if (route().name === "grants") render();
+    } else if (kind === "shares" && parts.length === 6) {
+      state.shares.set(id, { ...(state.shares.get(id) || {}), ...JSON.parse(decoder.decode(payload)) });
+      if (route().name === "grants" && !state.pending) render();
+    } else if (kind === "pair" && parts.length === 6 && state.showing) {
+      state.showing.offer(id, payload).catch((err) => console.warn("pairing offer", err));
     } else if (kind === "keys" && parts.length === 6) {
       const k = JSON.parse(decoder.decode(payload));
       state.linked.set(id, k);
@@ -409,6 +418,8 @@ function confirmPanel() {
     text = `You are about to UNLINK ${neutralise(p.k.label, 60)} (key ${fingerprint(p.k.key_id)}): it can no longer approve, deny or revoke for you.` +
       (self ? "\nThis is this browser: it forgets its keys (and its list of your clips), and you need a new pairing code to link it again." : "");
     question = "Sign and send this unlink?"; action = "Sign and send unlink";
+  } else if (p.kind === "unshare") {
+    text = unshareText(p.s); question = "Sign and send this revocation?"; action = "Sign and revoke the link";
   } else {
     const g = p.g;
     text = `You are about to REVOKE grant ${g.grant_id}: ${neutralise(g.agency, 200)} (case ${neutralise(g.case_number, 100)}) loses access to ` +
@@ -434,6 +445,10 @@ async function send(p) {
       msg = await signMessage(state.keys, { type: "unlink", owner_id: o, key_id: p.k.key_id });
       topic = `${state.t.owner}/keys/${p.k.key_id}/unlink`;
       done = `Unlinked ${neutralise(p.k.label, 60)}`;
+    } else if (p.kind === "unshare") {
+      msg = await signMessage(state.keys, { type: "unshare", owner_id: o, share_id: p.s.share_id });
+      topic = `${state.t.owner}/shares/${p.s.share_id}/revoke`;
+      done = "Revoked: the share link no longer works";
     } else if (p.kind === "revoke") {
       msg = await signMessage(state.keys, { type: "revoke", owner_id: o, grant_id: p.g.grant_id });
       topic = `${state.t.owner}/grants/${p.g.grant_id}/revoke`;
@@ -449,12 +464,13 @@ async function send(p) {
     const result = await state.t.sendSigned(topic, msg);
     state.pending = null;
     if (result.ok) {
-      toast(`✓ ${done}${result.expires_at ? `, until ${fmtTime(result.expires_at)}` : ""}`, "ok");
-      if (p.kind === "approve" || p.kind === "deny") { state.requests.delete(p.r.request_id); location.hash = "#/grants"; }
       if (p.kind === "unlink" && state.keys && p.k.key_id === state.keys.keyId) {
         await forgetKeys(state.ownerId); state.keys = null;
         if (state.clipIndex) await state.clipIndex.forget(); // its clip times go with the key that opened them
       }
+      // said only once it is all done (keys and clip index forgotten): the toast is what a user, or a test, waits for
+      toast(`✓ ${done}${result.expires_at ? `, until ${fmtTime(result.expires_at)}` : ""}`, "ok");
+      if (p.kind === "approve" || p.kind === "deny") { state.requests.delete(p.r.request_id); location.hash = "#/grants"; }
       render();
     } else {
       toast(`✗ The sharing service refused: ${neutralise(result.reason, 500)}`, "bad");
@@ -498,6 +514,7 @@ function onClipAnnouncement(deviceId, payload) {
 
 function clipsCtx() {
   return { t: state.t, index: state.clipIndex, identity: () => (state.keys && state.keys.enrolled ? state.keys.agreement : null),
+    shareCard: (rec) => shareCard(h, { t: state.t, keys: state.keys, identity: state.keys.agreement, ownerId: state.ownerId, config: state.config }, rec),
     deviceKeys: async () => {
       if (!state.deviceKeys) {
         const list = await state.t.rpc("devices", {});
@@ -543,13 +560,15 @@ function grantsView() {
         h("td", {}, g.state === "active" ? h("button", { type: "button", class: "danger", onclick: () => showConfirm({ kind: "revoke", g }),
           "aria-label": `Revoke grant for ${neutralise(g.agency, 200)} case ${neutralise(g.case_number, 100)}`, text: "Revoke…" }) : null)))))
       : h("p", { class: "muted", text: "Nothing of yours is shared." }),
+    sharesSection(h, state.shares, (s) => showConfirm({ kind: "unshare", s })),
     confirmPanel());
 }
 
 // ------------------------------------------------------------------ audit
 const AUDIT_LABELS = { delivery: "request delivered to you", decision: "your decision", grant: "grant", link_issued: "download link issued",
   download: "download", revocation: "you revoked", refusal: "refused a message of yours", expiry: "request expired",
-  grant_expiry: "grant expired", owner_link: "you fetched a clip", owner_key: "key changed", key_enrolled: "device linked", key_unlinked: "device unlinked" };
+  grant_expiry: "grant expired", owner_link: "you fetched a clip", owner_key: "key changed", key_enrolled: "device linked", key_unlinked: "device unlinked",
+  share: "you shared a clip by link", share_view: "share link opened", share_revocation: "you revoked a share link", share_expiry: "share link expired" };
 
 function auditView() {
   const sec = h("section", { "aria-labelledby": "au-title" }, h("h2", { id: "au-title", text: "Audit log" }),
@@ -613,6 +632,8 @@ function auditSummary(r, d) {
     case "refusal": return String(d.reason);
     case "key_enrolled": return `${d.label} (key ${fingerprint(r.subject)})`;
     case "key_unlinked": return `${d.label} (key ${fingerprint(r.subject)})`;
+    case "share": return `clip ${d.clip_id} until ${fmtTime(d.expires_at)}${d.sealed ? "" : " (stored unencrypted)"}`;
+    case "share_view": case "share_revocation": case "share_expiry": return `clip ${d.clip_id}${d.view ? ` (view ${d.view})` : ""}`;
     default: return `${r.subject}`;
   }
 }
@@ -638,7 +659,8 @@ function devicesView() {
     sec.append(h("p", { class: "ok", id: "this-key", text: `This browser is linked. Its key: ${fingerprint(mine.keyId)}` }),
       h("p", { id: "this-recipient" }, "Its age recipient, for your cameras to seal clips to this browser too (",
         h("code", { text: "doorbell owner keys recipients --add" }), ", then re-provision the devices): ",
-        h("code", { class: "recipient", text: mine.recipient })));
+        h("code", { class: "recipient", text: mine.recipient })),
+      showCodePanel());
   } else {
     const form = h("form", { class: "card", "aria-labelledby": "link-title" },
       h("h3", { id: "link-title", text: "Link this browser" }),
@@ -663,6 +685,29 @@ function devicesView() {
     h("button", { type: "button", onclick: signOut, text: "Sign out of this browser" }),
     confirmPanel());
   return sec;
+}
+
+// This linked browser shows a pairing code for another device (src/showcode.js).
+function showCodePanel() {
+  const stop = () => { if (state.showing) state.showing.stop(); state.showing = null; redrawShowCode(); };
+  if (!state.showing || state.showing.state === "done") {
+    state.showing = null;
+    return h("div", { id: "show-code" }, h("button", { type: "button", id: "show-code-start", text: "Link another device (show a pairing code)",
+      onclick: () => {
+        state.showing = new CodeShow({ transport: state.t, ownerId: state.ownerId, keys: state.keys, appUrl: location.href,
+          render: redrawShowCode, toast: (t, k) => { toast(t, k); if (route().name === "devices") render(); } });
+        redrawShowCode();
+        state.showing.start().catch((err) => { toast(err.message, "bad"); stop(); });
+      } }));
+  }
+  return state.showing.view(h, stop);
+}
+
+function redrawShowCode() {
+  const el = $("#show-code");
+  if (el) el.replaceWith(showCodePanel());
+  const title = $("#offer-title");
+  if (title) title.focus();
 }
 
 function defaultLabel() {
