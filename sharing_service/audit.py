@@ -40,13 +40,23 @@ def append_many(session: Session, items: list[dict[str, Any]]) -> list[dict[str,
     """
     if not items:
         return []
-    head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
-                           .with_for_update()).one()
-    seq, prev = head.seq, head.hash
-    # The global head row is locked above, so the owners' heads need no lock of their own.
+    # The global head row is locked here, so the owners' heads need no lock of their own.
     owners = {item["owner_id"] for item in items if item.get("owner_id")}
     owner_heads: dict[str, tuple[int, str]] = {}
-    if owners:
+    if len(owners) == 1:  # the common case: the owner's head comes with the global one (one round trip)
+        (owner,) = owners
+        head = session.execute(select(AuditHead.seq, AuditHead.hash, AuditOwnerHead.seq, AuditOwnerHead.hash)
+                               .select_from(AuditHead)
+                               .outerjoin(AuditOwnerHead, AuditOwnerHead.owner_id == owner)
+                               .where(AuditHead.id == 1).with_for_update(of=AuditHead)).one()
+        seq, prev = head[0], head[1]
+        if head[2] is not None:
+            owner_heads[owner] = (head[2], head[3])
+    else:
+        head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
+                               .with_for_update()).one()
+        seq, prev = head.seq, head.hash
+    if len(owners) > 1:
         owner_heads = {o: (n, h) for o, n, h in session.execute(
             select(AuditOwnerHead.owner_id, AuditOwnerHead.seq, AuditOwnerHead.hash)
             .where(AuditOwnerHead.owner_id.in_(owners))).all()}

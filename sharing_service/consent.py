@@ -22,13 +22,14 @@ import base64
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal, TypeVar
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from doorbell.core import linking
 from doorbell.core import protocol as p
 from doorbell.core.age import AgeError
 from doorbell.core.bucket import SEALED_SUFFIXES, device_prefix
@@ -52,6 +53,8 @@ from sharing_service.models import (
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=p.SignedMessage)
+# Session.info key: the nonce this transaction looked up and found unused (see Consent._verify_signer)
+_NONCE_ABSENT = "consent.nonce_absent"
 ClosedState = Literal["approved", "denied", "expired", "withdrawn"]
 
 
@@ -128,14 +131,19 @@ class Consent:
         """``(key_id, None)`` for the owner's active key that signed ``msg``, else ``(None, reason)``.
 
         Any of the owner's active keys may sign: the enrolled one and linked ones
-        (sharing_service.enrolment)."""
+        (sharing_service.enrolment); the linked ones are only looked up when the
+        enrolled one does not verify (one query less for the common case).
+        When this transaction already found no row for ``msg.nonce`` (:meth:`_handle_signed`
+        looks first and notes it in ``s.info``), the replay lookup is not repeated; the nonce
+        is inserted here either way, and its unique key refuses a racing twin.
+        """
         if msg.owner_id != topic_owner:
             return None, "owner_id in the message does not match the topic"
         owner = s.get(Owner, topic_owner)
         if owner is None:
             return None, "unknown owner"
         signer, first_error = None, None
-        for kid, public_key in enrolment.signing_keys(s, owner):
+        for kid, public_key in _signing_keys(s, owner):
             try:
                 verify(msg, public_key, now=now, max_age_s=self.ctx.settings.decision_max_age_s)
             except SignatureError as exc:
@@ -145,15 +153,16 @@ class Consent:
             break
         if signer is None:
             return None, first_error or "signature does not verify"
-        if s.get(Nonce, msg.nonce) is not None:
+        if s.info.get(_NONCE_ABSENT) != msg.nonce and s.get(Nonce, msg.nonce) is not None:
             return None, "replayed message (nonce already used)"
-        s.add(Nonce(nonce=msg.nonce, owner_id=topic_owner, seen_at=now, expires_at=float(msg.expires_at),
-                    sig_sha256=_sig_digest(msg)))
-        s.flush()
+        s.execute(insert(Nonce).values(nonce=msg.nonce, owner_id=topic_owner, seen_at=now,
+                                       expires_at=float(msg.expires_at), sig_sha256=_sig_digest(msg)))
         return signer, None
 
     def _handle_signed(self, model: type[S], kind: str, topic_owner: str, topic_ref: str, payload: bytes,
                        apply: Callable[[Session, str, str, S, float], list[Outgoing]]) -> list[Outgoing]:
+        """Decode; then in one transaction answer a resend from its stored verdict, or apply and
+        store the verdict (the nonce lookup is shared with :meth:`_verify_signer`)."""
         now = self.ctx.clock()
         try:
             msg = p.decode(model, payload, kind)
@@ -162,16 +171,21 @@ class Consent:
                 out = self._refuse(s, topic_owner, topic_ref, str(exc), topic_ref)
             self.ctx.outbox.emit(out)
             return out
-        stored = self._stored_answer(topic_owner, msg)
-        if stored is not None:  # the same signed message again: answer it again, apply nothing
-            self.ctx.outbox.emit(stored)
-            return stored
         try:
             with self.ctx.db.write() as s:
-                out = apply(s, topic_owner, topic_ref, msg, now)
-                self._store_answer(s, topic_owner, msg, out)
+                row = s.get(Nonce, msg.nonce)
+                stored = None if row is None else _stored_answer(row, topic_owner, msg)
+                if stored is not None:  # the same signed message again: answer it again, apply nothing
+                    out = stored
+                else:
+                    if row is None:
+                        s.info[_NONCE_ABSENT] = msg.nonce
+                    out = apply(s, topic_owner, topic_ref, msg, now)
+                    self._store_answer(s, topic_owner, msg, out)
         except IntegrityError:  # the same nonce raced in twice (another instance, or a resend)
-            stored = self._stored_answer(topic_owner, msg)
+            with self.ctx.db.read() as s:
+                row = s.get(Nonce, msg.nonce)
+                stored = None if row is None else _stored_answer(row, topic_owner, msg)
             if stored is not None:
                 out = stored
             else:
@@ -185,33 +199,17 @@ class Consent:
         self.ctx.outbox.emit(out)
         return out
 
-    def _stored_answer(self, owner_id: str, msg: p.SignedMessage) -> list[Outgoing] | None:
-        """The verdict already given to this very message (same nonce, same signature), if any."""
-        with self.ctx.db.read() as s:
-            row = s.get(Nonce, msg.nonce)
-            if row is None or row.result is None or row.owner_id != owner_id or row.sig_sha256 != _sig_digest(msg):
-                return None
-            log.info("owner %s sent message %s again: answered with the stored verdict", owner_id, msg.nonce)
-            try:
-                verdict = p.decode(p.Result, row.result.encode(), "result")
-            except p.ProtocolError:
-                return None
-            # the replay itself is refused (nothing is applied again); the verdict it gets is the first one's
-            note = "replayed message (nonce already used): not applied again; this is the answer it got first"
-            verdict = verdict.model_copy(update={"reason": f"{note}: {verdict.reason}" if verdict.reason else note})
-            return [Outgoing(p.result_topic(owner_id, msg.nonce), verdict.to_json())]
-
     @staticmethod
     def _store_answer(s: Session, owner_id: str, msg: p.SignedMessage, out: list[Outgoing]) -> None:
         """Keep the verdict with the nonce this transaction inserted (not with an older one it refused)."""
         topic = p.result_topic(owner_id, msg.nonce)
         answer = next((o.payload for o in out if o.topic == topic), None)
-        row = s.get(Nonce, msg.nonce)
-        if answer is not None and row is not None and row.result is None and row.sig_sha256 == _sig_digest(msg):
-            verdict = p.decode(p.Result, answer, "result")
-            # a share link's token is shown once and stored only as a hash (sharing_service.shares): not here
-            row.result = verdict.model_copy(update={"token": None}).to_json().decode() if verdict.token else \
-                answer.decode()
+        if answer is not None:
+            if b'"token"' in answer:  # a share link's token is shown once and stored only as a hash
+                verdict = p.decode(p.Result, answer, "result")  # (sharing_service.shares): not here
+                answer = verdict.model_copy(update={"token": None}).to_json() if verdict.token else answer
+            s.execute(update(Nonce).where(Nonce.nonce == msg.nonce, Nonce.result.is_(None),
+                                          Nonce.sig_sha256 == _sig_digest(msg)).values(result=answer.decode()))
 
     def _decide(self, s: Session, owner_id: str, topic_rid: str, msg: p.Decision, now: float) -> list[Outgoing]:
         ref = msg.nonce
@@ -220,15 +218,20 @@ class Consent:
         reason = self._verify_signed(s, msg, owner_id, now)
         if reason:
             return self._refuse(s, owner_id, ref, reason, topic_rid)
-        # locked: another instance's decision (or the sweeper's expiry) on this target waits for us
-        target = s.get(RequestTarget, (msg.request_id, owner_id), with_for_update=True)
-        req = s.get(Request, msg.request_id)
-        if target is None or req is None:
+        # the target row is locked: another instance's decision (or the sweeper's expiry) on it waits
+        # for us; its request and agency come in the same statement (one round trip, not three)
+        found = s.execute(select(RequestTarget, Request, Agency)
+                          .join(Request, Request.id == RequestTarget.request_id)
+                          .outerjoin(Agency, Agency.id == Request.agency_id)
+                          .where(RequestTarget.request_id == msg.request_id, RequestTarget.owner_id == owner_id)
+                          .with_for_update(of=RequestTarget)
+                          .execution_options(populate_existing=True)).one_or_none()
+        if found is None:
             return self._refuse(s, owner_id, ref, "no such request for this owner", topic_rid)
+        target, req, agency = found
         if target.state != "pending" or now >= req.expires_at:
             state = target.state if target.state != "pending" else "expired"
             return self._refuse(s, owner_id, ref, f"request is no longer pending ({state})", topic_rid)
-        agency = s.get(Agency, req.agency_id)
         agency_name = agency.name if agency else "?"
         out: list[Outgoing] = []
         if msg.decision == "deny":
@@ -255,9 +258,8 @@ class Consent:
         days = min(float(msg.grant_days), self.ctx.settings.grant_max_days)
         gid = p.new_token()
         expires = now + days * 86400
-        s.add(Grant(id=gid, request_id=req.id, owner_id=owner_id, agency_id=req.agency_id, decision_nonce=msg.nonce,
-                    created_at=now, expires_at=expires, state="active"))
-        s.flush()
+        s.execute(insert(Grant).values(id=gid, request_id=req.id, owner_id=owner_id, agency_id=req.agency_id,
+                                       decision_nonce=msg.nonce, created_at=now, expires_at=expires, state="active"))
         if released:
             s.execute(insert(ReleasedObject), [{**r, "grant_id": gid} for r in released])
         else:
@@ -270,11 +272,13 @@ class Consent:
             details["agency_recipient"] = msg.agency_recipient
             details["released"] = {c: {k: o.model_dump(mode="json") for k, o in objs.items()}
                                    for c, objs in msg.released.items()}
-        audit.append(s, kind="decision", actor=f"owner:{owner_id}", subject=req.id, owner_id=owner_id, ts=now,
-                     details=details)
-        audit.append(s, kind="grant", actor="service", subject=gid, owner_id=owner_id, ts=now,
-                     details={"request_id": req.id, "agency": agency_name, "clip_ids": list(msg.clip_ids),
-                              "expires_at": expires})
+        # the decision and its grant: two consecutive rows, one head read and update (audit.append_many)
+        audit.append_many(s, [
+            {"kind": "decision", "actor": f"owner:{owner_id}", "subject": req.id, "owner_id": owner_id, "ts": now,
+             "details": details},
+            {"kind": "grant", "actor": "service", "subject": gid, "owner_id": owner_id, "ts": now,
+             "details": {"request_id": req.id, "agency": agency_name, "clip_ids": list(msg.clip_ids),
+                         "expires_at": expires}}])
         out.append(Outgoing(p.result_topic(owner_id, ref),
                             p.Result(ref=ref, ok=True, grant_id=gid, expires_at=expires).to_json()))
         out.append(Outgoing(p.grant_topic(owner_id, gid), p.GrantState(
@@ -342,6 +346,27 @@ class Consent:
         log.info("owner %s revoked grant %s", owner_id, grant.id)
         return [Outgoing(p.result_topic(owner_id, ref), p.Result(ref=ref, ok=True, grant_id=grant.id).to_json()),
                 grant_state_message(s, grant)]
+
+
+def _stored_answer(row: Nonce, owner_id: str, msg: p.SignedMessage) -> list[Outgoing] | None:
+    """The verdict already given to this very message (same nonce, same signature), if any."""
+    if row.result is None or row.owner_id != owner_id or row.sig_sha256 != _sig_digest(msg):
+        return None
+    log.info("owner %s sent message %s again: answered with the stored verdict", owner_id, msg.nonce)
+    try:
+        verdict = p.decode(p.Result, row.result.encode(), "result")
+    except p.ProtocolError:
+        return None
+    # the replay itself is refused (nothing is applied again); the verdict it gets is the first one's
+    note = "replayed message (nonce already used): not applied again; this is the answer it got first"
+    verdict = verdict.model_copy(update={"reason": f"{note}: {verdict.reason}" if verdict.reason else note})
+    return [Outgoing(p.result_topic(owner_id, msg.nonce), verdict.to_json())]
+
+
+def _signing_keys(s: Session, owner: Owner) -> Iterator[tuple[str, str]]:
+    """The owner's enrolled key, then (looked up only if asked for) the linked ones."""
+    yield linking.key_id(owner.public_key), owner.public_key
+    yield from enrolment.signing_keys(s, owner)[1:]
 
 
 def _sig_digest(msg: p.SignedMessage) -> str:
