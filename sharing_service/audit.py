@@ -45,17 +45,15 @@ def append_many(session: Session, items: list[dict[str, Any]]) -> list[dict[str,
     owner_heads: dict[str, tuple[int, str]] = {}
     if len(owners) == 1:  # the common case: the owner's head comes with the global one (one round trip)
         (owner,) = owners
-        head = session.execute(select(AuditHead.seq, AuditHead.hash, AuditOwnerHead.seq, AuditOwnerHead.hash)
-                               .select_from(AuditHead)
-                               .outerjoin(AuditOwnerHead, AuditOwnerHead.owner_id == owner)
-                               .where(AuditHead.id == 1).with_for_update(of=AuditHead)).one()
-        seq, prev = head[0], head[1]
-        if head[2] is not None:
-            owner_heads[owner] = (head[2], head[3])
+        seq, prev, head_seq, head_hash = session.execute(
+            select(AuditHead.seq, AuditHead.hash, AuditOwnerHead.seq, AuditOwnerHead.hash)
+            .select_from(AuditHead).outerjoin(AuditOwnerHead, AuditOwnerHead.owner_id == owner)
+            .where(AuditHead.id == 1).with_for_update(of=AuditHead)).one()
+        if head_seq is not None:  # None: the owner's first entry
+            owner_heads[owner] = (head_seq, head_hash)
     else:
-        head = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
-                               .with_for_update()).one()
-        seq, prev = head.seq, head.hash
+        seq, prev = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
+                                    .with_for_update()).one()
     if len(owners) > 1:
         owner_heads = {o: (n, h) for o, n, h in session.execute(
             select(AuditOwnerHead.owner_id, AuditOwnerHead.seq, AuditOwnerHead.hash)
