@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from doorbell.core import protocol as p
@@ -22,6 +22,21 @@ from sharing_service.models import AuditEntry, AuditHead, AuditOwnerHead
 KINDS = ("owner_key", "request", "delivery", "decision", "refusal", "grant", "link_issued", "download",
          "revocation", "expiry", "grant_expiry", "owner_link", "key_enrolled", "key_unlinked",
          "share", "share_view", "share_revocation", "share_expiry")
+
+
+# Built once (SQLAlchemy expressions are immutable): building them per append cost more CPU than
+# running them. Executed on the session's connection: the audit tables have no foreign keys, so
+# nothing pending in the session has to be flushed first, and Core skips the ORM's bulk paths.
+_HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
+_HEAD_WITH_OWNER = (select(AuditHead.seq, AuditHead.hash, AuditOwnerHead.seq, AuditOwnerHead.hash)
+                    .select_from(AuditHead)
+                    .outerjoin(AuditOwnerHead, AuditOwnerHead.owner_id == bindparam("owner"))
+                    .where(AuditHead.id == 1).with_for_update(of=AuditHead))
+_INSERT_ROWS = insert(AuditEntry)
+_SET_HEAD = update(AuditHead).where(AuditHead.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+_SET_OWNER_HEAD = (update(AuditOwnerHead).where(AuditOwnerHead.owner_id == bindparam("owner"))
+                   .values(seq=bindparam("new_seq"), hash=bindparam("new_hash")))
+_NEW_OWNER_HEAD = insert(AuditOwnerHead)
 
 
 def append(session: Session, *, kind: str, actor: str, subject: str, owner_id: str | None = None,
@@ -41,21 +56,18 @@ def append_many(session: Session, items: list[dict[str, Any]]) -> list[dict[str,
     if not items:
         return []
     # The global head row is locked here, so the owners' heads need no lock of their own.
+    conn = session.connection()
     owners = {item["owner_id"] for item in items if item.get("owner_id")}
     owner_heads: dict[str, tuple[int, str]] = {}
     if len(owners) == 1:  # the common case: the owner's head comes with the global one (one round trip)
         (owner,) = owners
-        seq, prev, head_seq, head_hash = session.execute(
-            select(AuditHead.seq, AuditHead.hash, AuditOwnerHead.seq, AuditOwnerHead.hash)
-            .select_from(AuditHead).outerjoin(AuditOwnerHead, AuditOwnerHead.owner_id == owner)
-            .where(AuditHead.id == 1).with_for_update(of=AuditHead)).one()
+        seq, prev, head_seq, head_hash = conn.execute(_HEAD_WITH_OWNER, {"owner": owner}).one()
         if head_seq is not None:  # None: the owner's first entry
             owner_heads[owner] = (head_seq, head_hash)
     else:
-        seq, prev = session.execute(select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1)
-                                    .with_for_update()).one()
+        seq, prev = conn.execute(_HEAD).one()
     if len(owners) > 1:
-        owner_heads = {o: (n, h) for o, n, h in session.execute(
+        owner_heads = {o: (n, h) for o, n, h in conn.execute(
             select(AuditOwnerHead.owner_id, AuditOwnerHead.seq, AuditOwnerHead.hash)
             .where(AuditOwnerHead.owner_id.in_(owners))).all()}
     known = set(owner_heads)
@@ -79,14 +91,14 @@ def append_many(session: Session, items: list[dict[str, Any]]) -> list[dict[str,
                      "prev_hash": prev, "hash": h, "owner_seq": owner_seq, "owner_prev": owner_prev,
                      "owner_hash": owner_hash})
         prev = h
-    session.execute(insert(AuditEntry), rows)
-    session.execute(update(AuditHead).where(AuditHead.id == 1).values(seq=seq, hash=prev))
+    conn.execute(_INSERT_ROWS, rows)
+    conn.execute(_SET_HEAD, {"new_seq": seq, "new_hash": prev})
     for o in owners:
         n, h = owner_heads[o]
         if o in known:
-            session.execute(update(AuditOwnerHead).where(AuditOwnerHead.owner_id == o).values(seq=n, hash=h))
+            conn.execute(_SET_OWNER_HEAD, {"owner": o, "new_seq": n, "new_hash": h})
         else:
-            session.execute(insert(AuditOwnerHead).values(owner_id=o, seq=n, hash=h))
+            conn.execute(_NEW_OWNER_HEAD, {"owner_id": o, "seq": n, "hash": h})
     return rows
 
 

@@ -25,7 +25,7 @@ import re
 from collections.abc import Callable, Iterator
 from typing import Literal, TypeVar
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -53,6 +53,15 @@ from sharing_service.models import (
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=p.SignedMessage)
+# Built once and run on the session's connection (Core: no ORM bulk path, no expression building
+# per message). The rows they write reference nothing the session still holds unflushed.
+_INSERT_NONCE = insert(Nonce)
+_STORE_RESULT = (update(Nonce).where(Nonce.nonce == bindparam("n"), Nonce.result.is_(None),
+                                     Nonce.sig_sha256 == bindparam("sig")).values(result=bindparam("answer")))
+_INSERT_GRANT = insert(Grant)
+_INSERT_GRANT_CLIPS = insert(GrantClip)
+_OFFERED = select(RequestClip.clip_id).where(RequestClip.request_id == bindparam("rid"),
+                                             RequestClip.owner_id == bindparam("owner"))
 # Session.info key: the nonce this transaction looked up and found unused (see Consent._verify_signer)
 _NONCE_ABSENT = "consent.nonce_absent"
 ClosedState = Literal["approved", "denied", "expired", "withdrawn"]
@@ -155,8 +164,8 @@ class Consent:
             return None, first_error or "signature does not verify"
         if s.info.get(_NONCE_ABSENT) != msg.nonce and s.get(Nonce, msg.nonce) is not None:
             return None, "replayed message (nonce already used)"
-        s.execute(insert(Nonce).values(nonce=msg.nonce, owner_id=topic_owner, seen_at=now,
-                                       expires_at=float(msg.expires_at), sig_sha256=_sig_digest(msg)))
+        s.connection().execute(_INSERT_NONCE, {"nonce": msg.nonce, "owner_id": topic_owner, "seen_at": now,
+                                               "expires_at": float(msg.expires_at), "sig_sha256": _sig_digest(msg)})
         return signer, None
 
     def _handle_signed(self, model: type[S], kind: str, topic_owner: str, topic_ref: str, payload: bytes,
@@ -208,8 +217,7 @@ class Consent:
             if b'"token"' in answer:  # a share link's token is shown once and stored only as a hash
                 verdict = p.decode(p.Result, answer, "result")  # (sharing_service.shares): not here
                 answer = verdict.model_copy(update={"token": None}).to_json() if verdict.token else answer
-            s.execute(update(Nonce).where(Nonce.nonce == msg.nonce, Nonce.result.is_(None),
-                                          Nonce.sig_sha256 == _sig_digest(msg)).values(result=answer.decode()))
+            s.connection().execute(_STORE_RESULT, {"n": msg.nonce, "sig": _sig_digest(msg), "answer": answer.decode()})
 
     def _decide(self, s: Session, owner_id: str, topic_rid: str, msg: p.Decision, now: float) -> list[Outgoing]:
         ref = msg.nonce
@@ -249,8 +257,7 @@ class Consent:
                 return self._refuse(s, owner_id, ref, checked, topic_rid)
             released = checked
         else:
-            offered = set(s.execute(select(RequestClip.clip_id).where(RequestClip.request_id == req.id,
-                                                                      RequestClip.owner_id == owner_id)).scalars())
+            offered = set(s.connection().execute(_OFFERED, {"rid": req.id, "owner": owner_id}).scalars())
             outside = [c for c in msg.clip_ids if c not in offered]
             if outside:
                 return self._refuse(s, owner_id, ref, "clip ids not offered in this request: "
@@ -258,12 +265,14 @@ class Consent:
         days = min(float(msg.grant_days), self.ctx.settings.grant_max_days)
         gid = p.new_token()
         expires = now + days * 86400
-        s.execute(insert(Grant).values(id=gid, request_id=req.id, owner_id=owner_id, agency_id=req.agency_id,
-                                       decision_nonce=msg.nonce, created_at=now, expires_at=expires, state="active"))
+        conn = s.connection()
+        conn.execute(_INSERT_GRANT, {"id": gid, "request_id": req.id, "owner_id": owner_id, "agency_id": req.agency_id,
+                                     "decision_nonce": msg.nonce, "created_at": now, "expires_at": expires,
+                                     "state": "active", "revoked_at": None})
         if released:
             s.execute(insert(ReleasedObject), [{**r, "grant_id": gid} for r in released])
         else:
-            s.execute(insert(GrantClip), [{"grant_id": gid, "clip_id": c} for c in msg.clip_ids])
+            conn.execute(_INSERT_GRANT_CLIPS, [{"grant_id": gid, "clip_id": c} for c in msg.clip_ids])
         target.state, target.decided_at = "approved", now
         details: dict[str, object] = {
             "decision": "approve", "clip_ids": list(msg.clip_ids), "grant_days": msg.grant_days, "nonce": msg.nonce,
