@@ -17,8 +17,11 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from sqlalchemy.engine import Connection
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from doorbell.core import __version__
 from doorbell.core.errors import DoorbellError
@@ -61,6 +64,32 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
 
 
 HealthCheck = Callable[[], tuple[bool, dict[str, str]]]
+StatusCall = Callable[[str | None, str], JSONResponse]
+_STATUS_PATH = re.compile(r"/v1/requests/([^/]+)")  # the route's {request_id}: one path segment
+
+
+class StatusFastPath:
+    """``GET /v1/requests/{id}`` (the agencies' poll, the hottest call) as a bare ASGI route.
+
+    The FastAPI route stays registered (it documents the call in openapi.json and is
+    the same code), but this answers first: no routing through every route, no
+    dependency resolution, no request object. The key check, the rate limit and the
+    read still run in ONE worker-thread call, off the event loop (they may wait for
+    a database lock; /healthz must not). Errors are the API's usual JSON bodies.
+    """
+
+    def __init__(self, app: ASGIApp, call: StatusCall) -> None:
+        self.app, self.call = app, call
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
+            m = _STATUS_PATH.fullmatch(scope["path"])
+            if m is not None:
+                auth = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None)
+                response = await run_in_threadpool(self.call, auth, m.group(1))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class RedactShareTokens(logging.Filter):
@@ -159,13 +188,30 @@ def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
     def list_requests(who: AgencyInfo = Depends(agency)) -> JSONResponse:
         return JSONResponse({"requests": core.agencies.list_requests(who)})
 
+    def status(creds: HTTPAuthorizationCredentials | None, request_id: str) -> JSONResponse:
+        # one database connection for the key check and the read
+        return JSONResponse(core.agencies.hot_read(
+            lambda conn: core.agencies.request_status(authorize(creds, conn), request_id, conn)))
+
+    def status_call(authorization: str | None, request_id: str) -> JSONResponse:
+        """StatusFastPath's worker-thread call: the bearer parsing of HTTPBearer(auto_error=False), then
+        :func:`status`, with the exception handlers' answers for its refusals."""
+        scheme, credentials = get_authorization_scheme_param(authorization)
+        creds = (HTTPAuthorizationCredentials(scheme=scheme, credentials=credentials)
+                 if authorization and scheme and credentials and scheme.lower() == "bearer" else None)
+        try:
+            return status(creds, request_id)
+        except HttpRefusal as exc:
+            return error_response(exc.status, exc.code, exc.message, exc.headers)
+        except Refused as exc:
+            return error_response(exc.status, exc.code, exc.message)
+
     @app.get("/v1/requests/{request_id}", response_model=RequestStatus, tags=["requests"],
              summary="Status of one request (time-based; reveals nothing about homes)")
     def get_request(request_id: str,
                     creds: HTTPAuthorizationCredentials | None = Depends(bearer)) -> JSONResponse:
-        # one database connection for the key check and the read
-        return JSONResponse(core.agencies.hot_read(
-            lambda conn: core.agencies.request_status(authorize(creds, conn), request_id, conn)))
+        # answered by StatusFastPath before routing; kept for openapi.json and any path the fast one declines
+        return status(creds, request_id)
 
     @app.get("/v1/requests/{request_id}/clips", response_model=SharedClipList, tags=["clips"],
              summary="Clips shared under a request, with short-lived download links")
@@ -201,6 +247,7 @@ def create_app(core: SharingCore, health: HealthCheck | None = None) -> FastAPI:
         return JSONResponse(state, status_code=200 if ok else 503, headers={"Cache-Control": "no-store"})
 
     mount_owner_app(app)
+    app.add_middleware(StatusFastPath, call=status_call)
     return app
 
 
@@ -219,13 +266,32 @@ def mount_owner_app(app: FastAPI) -> None:
         log.info("owner web app not built (%s): /app/ is not served", dist)
         return
     app.mount("/app", StaticFiles(directory=dist, html=True), name="owner-app")
-    headers = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
-               "Cross-Origin-Opener-Policy": "same-origin", "Cache-Control": "no-cache"}
+    app.add_middleware(OwnerAppHeaders)
 
-    @app.middleware("http")
-    async def _app_headers(request: Request, call_next: Any) -> Any:
-        response = await call_next(request)
-        if request.url.path.startswith("/app"):
-            for k, v in headers.items():
-                response.headers.setdefault(k, v)
-        return response
+
+class OwnerAppHeaders:
+    """Security headers on the owner app's responses (``/app...``), unless a response sets its own.
+
+    Pure ASGI: every other call (the agencies' API) passes straight through; the
+    ``@app.middleware("http")`` it replaces wrapped every call in a task and a stream.
+    """
+
+    HEADERS = {b"x-content-type-options": b"nosniff", b"referrer-policy": b"no-referrer", b"x-frame-options": b"DENY",
+               b"cross-origin-opener-policy": b"same-origin", b"cache-control": b"no-cache"}
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/app"):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                present = {k.lower() for k, _v in message.get("headers", [])}
+                extra = [(k, v) for k, v in self.HEADERS.items() if k not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
