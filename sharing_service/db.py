@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 if TYPE_CHECKING:
     import alembic.config
@@ -29,8 +30,11 @@ log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
-def _sqlite_engine(url: str, immediate: bool) -> Engine:
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+def _sqlite_engine(url: str, immediate: bool, shared_memory: bool = False) -> Engine:
+    # shared_memory: one connection for an in-memory database (the default pool gives each thread its own)
+    memory = url in ("sqlite://", "sqlite:///:memory:")
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30},
+                           **({"poolclass": StaticPool} if memory and shared_memory else {}))
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -64,6 +68,12 @@ class Database:
             self.write_engine = _sqlite_engine(url, immediate=True)
             self.read_engine = _sqlite_engine(url, immediate=False)
             self.hot_read_engine = self.read_engine
+            # The agency rate limit (a write per agency call) in a file of its own: SQLite has one
+            # writer per file, and in the main file that write would queue behind the matcher's
+            # and the bridge's transactions, so an agency's latency could reflect matching work
+            # (sharing rule 2, docs/sharing.md). Only the buckets live there (sharing_service/ratelimit.py).
+            self.rate_url = rate_limit_url(url)
+            self.rate_engine: Engine | None = _sqlite_engine(self.rate_url, immediate=True, shared_memory=True)
         else:
             self.write_engine = create_engine(url, pool_pre_ping=True, pool_size=10)
             self.read_engine = self.write_engine
@@ -71,6 +81,7 @@ class Database:
             # round trips (under READ COMMITTED every statement has its own snapshot anyway), and no
             # ping at checkout: those reads retry once on a dropped connection (agencies.py) instead.
             self.hot_read_engine = create_engine(url, pool_size=10, isolation_level="AUTOCOMMIT")
+            self.rate_engine = None  # row locks: the buckets stay in the shared database (ratelimit.py)
         self._write_sessions = sessionmaker(self.write_engine, expire_on_commit=False)
         self._read_sessions = sessionmaker(self.read_engine, expire_on_commit=False)
         # SQLite allows one writer; queue this process's writers here rather than in SQLite's busy loop.
@@ -116,6 +127,18 @@ class Database:
             self.read_engine.dispose()
         if self.hot_read_engine not in (self.read_engine, self.write_engine):
             self.hot_read_engine.dispose()
+        if self.rate_engine is not None:
+            self.rate_engine.dispose()
+
+
+def rate_limit_url(url: str) -> str:
+    """The SQLite file of the agency rate limit next to the database ``url`` (``sharing.ratelimit.db``
+    for ``sharing.db``); in memory for an in-memory database."""
+    db = make_url(url).database
+    if not db or db == ":memory:":
+        return "sqlite://"
+    path = Path(db).expanduser()
+    return f"sqlite:///{path.with_name(path.stem + '.ratelimit.db')}"
 
 
 def alembic_config(url: str) -> "alembic.config.Config":

@@ -62,3 +62,32 @@ def test_rule2_matcher_stop_and_restart_keep_requests(sharing: Env) -> None:
     owner.expect(p.request_topic("owner-a", rid))
     assert matcher.alive and matcher.pid != old
     assert matcher.wait_idle(30)
+
+
+def test_rule2_agency_calls_never_wait_for_the_matchers_write_lock(sharing: Env) -> None:
+    """Every agency call takes a rate-limit token (a database write). On SQLite that write goes to the
+    buckets' own file: with another process holding the main file's write lock (as the matcher does
+    while it asks homes), the agency's POST and status reads are still answered in full, so their
+    latency cannot reflect how long the matching takes."""
+    import sqlite3
+
+    from sqlalchemy.engine import make_url
+
+    if sharing.core.db.dialect != "sqlite":
+        return
+    path = make_url(sharing.core.db.url).database
+    assert path
+    rid = sharing.agency.create_request_raw(sharing.request_body())["id"]
+    writer = sqlite3.connect(path, timeout=0, isolation_level=None)  # like the matcher: another process's writer
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        statuses = [sharing.agency.status(rid) for _ in range(5)]
+        assert {s["status"] for s in statuses} == {"pending"}
+        try:  # the main file's write lock was held all along
+            sqlite3.connect(path, timeout=0).execute("BEGIN IMMEDIATE")
+            raise AssertionError("the main file's write lock was not held")
+        except sqlite3.OperationalError:
+            pass
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
