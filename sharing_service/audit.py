@@ -28,10 +28,11 @@ KINDS = ("owner_key", "request", "delivery", "decision", "refusal", "grant", "li
 # running them. Executed on the session's connection: the audit tables have no foreign keys, so
 # nothing pending in the session has to be flushed first, and Core skips the ORM's bulk paths.
 _HEAD = select(AuditHead.seq, AuditHead.hash).where(AuditHead.id == 1).with_for_update()
-_HEAD_WITH_OWNER = (select(AuditHead.seq, AuditHead.hash, AuditOwnerHead.seq, AuditOwnerHead.hash)
-                    .select_from(AuditHead)
-                    .outerjoin(AuditOwnerHead, AuditOwnerHead.owner_id == bindparam("owner"))
-                    .where(AuditHead.id == 1).with_for_update(of=AuditHead))
+# The owners' heads are read by a statement of their own AFTER the head row is locked: joined into
+# the locking statement, PostgreSQL would return them from the snapshot taken before the wait for
+# the lock (READ COMMITTED re-checks only the locked row), i.e. stale when another instance just
+# appended for the same owner, and the owner's chain would fork (its unique key refuses that).
+_OWNER_HEAD = select(AuditOwnerHead.seq, AuditOwnerHead.hash).where(AuditOwnerHead.owner_id == bindparam("owner"))
 _INSERT_ROWS = insert(AuditEntry)
 _SET_HEAD = update(AuditHead).where(AuditHead.id == 1).values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
 _SET_OWNER_HEAD = (update(AuditOwnerHead).where(AuditOwnerHead.owner_id == bindparam("owner"))
@@ -55,18 +56,17 @@ def append_many(session: Session, items: list[dict[str, Any]]) -> list[dict[str,
     """
     if not items:
         return []
-    # The global head row is locked here, so the owners' heads need no lock of their own.
+    # The global head row is locked first, so the owners' heads need no lock of their own.
     conn = session.connection()
     owners = {item["owner_id"] for item in items if item.get("owner_id")}
     owner_heads: dict[str, tuple[int, str]] = {}
-    if len(owners) == 1:  # the common case: the owner's head comes with the global one (one round trip)
+    seq, prev = conn.execute(_HEAD).one()
+    if len(owners) == 1:  # the common case, with a prebuilt statement
         (owner,) = owners
-        seq, prev, head_seq, head_hash = conn.execute(_HEAD_WITH_OWNER, {"owner": owner}).one()
-        if head_seq is not None:  # None: the owner's first entry
-            owner_heads[owner] = (head_seq, head_hash)
-    else:
-        seq, prev = conn.execute(_HEAD).one()
-    if len(owners) > 1:
+        found = conn.execute(_OWNER_HEAD, {"owner": owner}).first()
+        if found is not None:  # None: the owner's first entry
+            owner_heads[owner] = (found[0], found[1])
+    elif owners:
         owner_heads = {o: (n, h) for o, n, h in conn.execute(
             select(AuditOwnerHead.owner_id, AuditOwnerHead.seq, AuditOwnerHead.hash)
             .where(AuditOwnerHead.owner_id.in_(owners))).all()}
