@@ -29,8 +29,6 @@ import binascii
 import hashlib
 import logging
 import secrets
-import threading
-import time
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, select
@@ -43,6 +41,7 @@ from doorbell.core.release import sha256_hex
 from sharing_service import audit
 from sharing_service.context import NotFound, Outgoing, Refused, ServiceContext
 from sharing_service.models import Base, Clip, Device
+from sharing_service.ratelimit import SHARE_LINKS, RateLimiter
 from sharing_service.storage import Presigner
 
 if TYPE_CHECKING:
@@ -92,6 +91,16 @@ class ShareObject(Base):
     deleted_at: Mapped[float | None] = mapped_column(Float)
 
 
+class ShareRate(Base):
+    """One share link's view bucket, shared by every instance (``sharing_service.ratelimit``)."""
+
+    __tablename__ = "share_rate"
+    share_id: Mapped[str] = mapped_column(ForeignKey("shares.id", ondelete="CASCADE"), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float, nullable=False)
+    updated_at: Mapped[float] = mapped_column(Float, nullable=False)
+    allowed: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(b"doorbell share token v1\x00" + token.encode()).hexdigest()
 
@@ -104,35 +113,13 @@ def share_state(sh: Share, now: float) -> Outgoing:
     return Outgoing(p.share_topic(sh.owner_id, sh.id), msg.to_json(), retain=True)
 
 
-class _TokenLimiter:
-    """Token buckets per share token (hashed), so one link cannot be hammered; nothing about the viewer."""
-
-    def __init__(self, per_min: int):
-        self.rate, self.burst = per_min / 60.0, float(per_min)
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, key: str) -> float:
-        now = time.monotonic()
-        with self._lock:
-            if len(self._buckets) > 10000:  # forget idle buckets (full ones carry no state)
-                self._buckets = {k: v for k, v in self._buckets.items() if now - v[1] < 120}
-            tokens, last = self._buckets.get(key, (self.burst, now))
-            tokens = min(self.burst, tokens + (now - last) * self.rate)
-            if tokens >= 1.0:
-                self._buckets[key] = (tokens - 1.0, now)
-                return 0.0
-            self._buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate
-
-
 class Shares:
     """Create, revoke, list, open and sweep share links (on top of the consent envelope)."""
 
     def __init__(self, ctx: ServiceContext, consent: "Consent"):
         self.ctx = ctx
         self.consent = consent
-        self.limiter = _TokenLimiter(VIEW_RATE_PER_MIN)
+        self.limiter = RateLimiter(ctx.db, VIEW_RATE_PER_MIN, buckets=SHARE_LINKS)  # one limit per link, all instances
 
     # ------------------------------------------------------------------ owner side (MQTT)
     def handle_create(self, topic_owner: str, topic_sid: str, payload: bytes) -> list[Outgoing]:
@@ -267,10 +254,6 @@ class Shares:
                 c.isalnum() or c in "-_" for c in token):
             raise NotFound("share link")
         th = token_hash(token)
-        wait = self.limiter.take(th)
-        if wait > 0:
-            raise Refused("rate_limited", f"too many requests for this link; try again in {int(wait + 0.999)} s",
-                          429)
         presigner = self.ctx.presigner
         if presigner is None:
             raise Refused("unavailable", "storage is not configured", 503)
@@ -282,6 +265,10 @@ class Shares:
             todo = [(o.kind, o.key, o.copy_key) for o in s.execute(
                 select(ShareObject).where(ShareObject.share_id == sh.id, ShareObject.copied_at.is_(None))).scalars()]
             share_id = sh.id
+        wait = self.limiter.take_key(share_id)
+        if wait > 0:
+            raise Refused("rate_limited", f"too many requests for this link; try again in {int(wait + 0.999)} s",
+                          429)
         copied = []
         for kind, src, dst in todo:  # server-side copies, outside any transaction (as for agencies)
             try:

@@ -25,7 +25,7 @@ def cfg_file(tmp_path: Path) -> Path:
 def test_admin_cli_enrols_and_lists(cfg_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     c = ["--config", str(cfg_file)]
     assert main(["sharing", "migrate", *c]) == 0
-    assert "revision 0008" in capsys.readouterr().out
+    assert "revision 0009" in capsys.readouterr().out
     key = public_key_text(generate_key())
     assert main(["sharing", "owner", "add", "owner-a", "--public-key", key, *c]) == 0
     assert main(["sharing", "owner", "add", "owner-a", "--public-key", key, *c]) == 1       # duplicate
@@ -173,7 +173,7 @@ def test_upgrade_from_0001_keeps_data(tmp_path: Path) -> None:
                   "window_start, window_end, lat, lon, radius_m, grant_days, created_at, expires_at) "
                   "values ('r1', 1, 'c', 'b', 'r', 1, 1, 2, 0, 0, 10, 7, 1700000000, 1700003600)")
     db.migrate()
-    assert db.current_revision() == "0008"
+    assert db.current_revision() == "0009"
     with sqlite3.connect(tmp_path / "old.db") as c:
         assert c.execute("select matched_at from requests where id='r1'").fetchone()[0] == 1700000000
     db.dispose()
@@ -205,7 +205,7 @@ def test_upgrade_to_0003_puts_existing_rows_on_each_owners_chain(tmp_path: Path)
             prev = h
         c.execute("update audit_head set seq=?, hash=? where id=1", (len(owners), prev))
     db.migrate()
-    assert db.current_revision() == "0008"
+    assert db.current_revision() == "0009"
     report = SharingCore(ServiceContext(db, SharingSection())).registry.verify_audit()
     assert report["ok"], report
     with db.read() as s:

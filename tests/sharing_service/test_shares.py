@@ -76,3 +76,28 @@ def test_share_create_is_checked_like_a_release(sharing: Env) -> None:
         row = s.get(Share, good.share_id)
         assert row is not None and row.token_hash == token_hash(res.token) and row.owner_id == "owner-a"
         assert s.query(Share).count() == 1
+
+    # one link's views are limited across every instance: a second service on the same database
+    # (its own process state, as another instance has) shares the same bucket
+    from dataclasses import replace
+
+    import pytest
+
+    from sharing_service.context import Refused
+    from sharing_service.core import SharingCore
+    from sharing_service.db import Database
+    from sharing_service.shares import VIEW_RATE_PER_MIN
+
+    ctx = sharing.core.ctx
+    other_db = Database(ctx.db.url)
+    try:
+        other = SharingCore(replace(ctx, db=other_db))
+        instances = [sharing.core.shares, other.shares]
+        for i in range(VIEW_RATE_PER_MIN):
+            assert "objects" in instances[i % 2].open(res.token)
+        for inst in instances:
+            with pytest.raises(Refused) as refused:
+                inst.open(res.token)
+            assert "too many requests for this link" in str(refused.value)
+    finally:
+        other_db.dispose()
