@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 from doorbell.core import protocol  # noqa: E402
 from doorbell.core.protocol import DeviceEvent  # noqa: E402
 from doorbell.sandbox.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
+from doorbell.sandbox.stack import mock_firmware_config  # noqa: E402
 
 log = logging.getLogger("benchmarks.e2e")
 
@@ -170,9 +171,7 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
         device = {
             "device": {"id": DEVICE, "owner_id": OWNER},
             "spool": {"dir": str(work / "spool")},
-            "gpio": {"pin_factory": "mock", "ring_interval_s": 0.0, "long_press_s": None},
-            "camera": {"backend": "synthetic", "source": "demo_loop", "width": width, "height": height, "fps": fps},
-            "clips": {"pre_roll_s": 4.0, "post_roll_s": 4.0, "max_length_s": 60.0},
+            **mock_firmware_config(width, height, fps),
             "mqtt": {**mqtt, "username": DEVICE, "password": broker.users[DEVICE], "client_id": DEVICE},
             "s3": {"endpoint_url": s3.endpoint_url, "bucket": s3.bucket, "access_key_id": s3.access_key,
                    "secret_access_key": s3.secret_key},

@@ -1,8 +1,9 @@
-"""One device's cloud agent as a real process on a loopback broker and bucket, for the benchmarks.
+"""One device's cloud agent (and its firmware) as real processes on a loopback broker and bucket, for the benchmarks.
 
-The agent, sealed, recovery and bucket-recovery benchmarks each measure the real
-``doorbell agent run`` against real Mosquitto and SeaweedFS; this is the one
-place that starts that stack, writes the agent's config and takes it all down.
+The agent, sealed, recovery, bucket-recovery and web app benchmarks each measure the
+real ``doorbell agent run`` (the web app one also ``doorbell firmware run``) against
+real Mosquitto and SeaweedFS; this is the one place that starts that stack, writes
+the device's config and takes it all down.
 """
 from __future__ import annotations
 
@@ -21,6 +22,17 @@ import yaml
 from doorbell.core import protocol
 from doorbell.core.config import DoorbellConfig, parse_config
 from doorbell.sandbox.embedded import DoorbellBroker, MqttProbe, SeaweedS3
+
+
+def mock_firmware_config(width: int, height: int, fps: float) -> dict[str, Any]:
+    """The firmware's sections for a benchmark press: gpiozero's MockFactory driven by
+    ``--ring-on-stdin`` (every press rings: no ring interval, no long press), the synthetic
+    porch camera at ``width`` x ``height`` and clips recorded around each ring."""
+    return {
+        "gpio": {"pin_factory": "mock", "ring_interval_s": 0.0, "long_press_s": None},
+        "camera": {"backend": "synthetic", "source": "demo_loop", "width": width, "height": height, "fps": fps},
+        "clips": {"pre_roll_s": 4.0, "post_roll_s": 4.0, "max_length_s": 60.0},
+    }
 
 
 def merged(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,6 +54,7 @@ class AgentStack:
     config: dict[str, Any]
     cfg_file: Path
     agent: subprocess.Popen[bytes] | None = None
+    firmware: subprocess.Popen[bytes] | None = None
     _logs: list[Any] = field(default_factory=list)
 
     @property
@@ -52,13 +65,24 @@ class AgentStack:
     def log_file(self) -> Path:
         return self.work / "agent.log"
 
+    def _spawn(self, args: list[str], log_file: Path, stdin: int | None = None) -> subprocess.Popen[bytes]:
+        """``doorbell <args> --config <cfg_file>``, its output appended to ``log_file``."""
+        log = open(log_file, "ab")  # noqa: SIM115 - the child writes to it until stop()
+        self._logs.append(log)
+        return subprocess.Popen([sys.executable, "-m", "doorbell.cli", *args, "--config", str(self.cfg_file)],
+                                stdin=stdin, stdout=log, stderr=subprocess.STDOUT)
+
+    def start_firmware(self) -> subprocess.Popen[bytes]:
+        """Start ``doorbell firmware run --ring-on-stdin`` on the same config (see
+        :func:`mock_firmware_config`): each line written to its stdin is one button press."""
+        self.firmware = self._spawn(["firmware", "run", "--ring-on-stdin"], self.work / "firmware.log",
+                                    stdin=subprocess.PIPE)
+        return self.firmware
+
     def start_agent(self, observer: MqttProbe | None = None, timeout: float = 30.0) -> subprocess.Popen[bytes]:
         """Start ``doorbell agent run``; with an ``observer`` subscribed to the device's status,
         return only once the agent has said ``online`` (RuntimeError after ``timeout``)."""
-        log = open(self.log_file, "ab")  # noqa: SIM115 - the child writes to it until stop()
-        self._logs.append(log)
-        self.agent = subprocess.Popen([sys.executable, "-m", "doorbell.cli", "agent", "run", "--config",
-                                       str(self.cfg_file)], stdout=log, stderr=subprocess.STDOUT)
+        self.agent = self._spawn(["agent", "run"], self.log_file)
         if observer is not None:
             deadline = time.monotonic() + timeout
             topic = protocol.status_topic(self.device)
@@ -67,13 +91,15 @@ class AgentStack:
         return self.agent
 
     def stop_agent(self) -> None:
-        if self.agent is not None and self.agent.poll() is None:
-            self.agent.terminate()
-            try:
-                self.agent.wait(20)
-            except subprocess.TimeoutExpired:
-                self.agent.kill()
-                self.agent.wait(5)
+        """Stop the firmware (if started) and the agent, each given 20 s to finish."""
+        for proc in (self.firmware, self.agent):
+            if proc is not None and proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(5)
         for log in self._logs:
             log.close()
         self._logs.clear()
@@ -81,16 +107,19 @@ class AgentStack:
 
 @contextmanager
 def agent_stack(work: Path, device: str, owner: str, *, admins: tuple[str, ...] = ("admin",),
-                s3_options: Mapping[str, Any] | None = None, config: Mapping[str, Any] | None = None,
+                s3_options: Mapping[str, Any] | None = None, broker_options: Mapping[str, Any] | None = None,
+                config: Mapping[str, Any] | None = None,
                 warm_up: bool = True, s3_timeout: float = 60.0) -> Iterator[AgentStack]:
-    """Start a broker (``device`` of ``owner``, plus ``admins``) and a bucket in ``work``, write the
+    """Start a broker (``device`` of ``owner``, plus ``admins``; ``broker_options`` such as ``tls`` and
+    ``websockets`` go to :class:`DoorbellBroker`) and a bucket in ``work``, write the
     agent's config (``config`` merged over the defaults) and yield the stack; the agent (if started),
     the bucket and the broker are stopped on exit. ``work`` itself is the caller's to remove.
 
     ``warm_up``: SeaweedFS allocates its first volume on the first write (up to ~1 s), so one
     object is written first and the first measured clip times the agent, not the fresh server.
     """
-    broker = DoorbellBroker(work / "mqtt", {device: owner}, [owner], admins=list(admins))
+    broker = DoorbellBroker(work / "mqtt", {device: owner}, [owner], admins=list(admins),
+                            **dict(broker_options or {}))
     s3 = SeaweedS3(work / "s3", access_key="AK" + secrets.token_hex(9).upper(), secret_key=secrets.token_urlsafe(30),
                    **dict(s3_options or {}))
     stack: AgentStack | None = None
