@@ -35,6 +35,7 @@ EXPECTED = [
     "upload_after_bucket_outage_s", "upload_after_bucket_outage_mid_multipart_s",
     "firmware_peak_rss_synthetic_mb", "firmware_peak_rss_file_mb",
     "owner_match_p99_ms", "owner_index_ingest_ms",  # issue 12: the owner matches, the cloud keeps no index
+    "webapp_press_shown_p50_ms", "webapp_press_shown_p99_ms",  # issue 13: button press -> ring drawn in the app
     "webapp_ring_shown_p50_ms", "webapp_ring_shown_p99_ms", "webapp_shell_gz_kb", "webapp_cold_load_ms",  # issue 13
 ]
 
