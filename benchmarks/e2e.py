@@ -51,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from doorbell.core import protocol  # noqa: E402
 from doorbell.core.protocol import DeviceEvent  # noqa: E402
 from doorbell.sandbox.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
-from doorbell.sandbox.stack import mock_firmware_config  # noqa: E402
+from doorbell.sandbox.stack import mock_firmware_config, stop_process  # noqa: E402
 
 log = logging.getLogger("benchmarks.e2e")
 
@@ -307,15 +307,8 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
     finally:
         for name in ("firmware", "owner", "agent"):
             p = children.get(name)
-            if p is None:
-                continue
-            if p.poll() is None:
-                p.terminate()
-                try:
-                    p.wait(20)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait(5)
+            if p is not None:
+                stop_process(p)
         if obs is not None:
             obs.close()
         s3.stop()

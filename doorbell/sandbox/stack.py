@@ -24,6 +24,17 @@ from doorbell.core.config import DoorbellConfig, parse_config
 from doorbell.sandbox.embedded import DoorbellBroker, MqttProbe, SeaweedS3
 
 
+def stop_process(proc: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
+    """Terminate a product process if it still runs, giving it ``timeout`` seconds to finish; then kill it."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
 def mock_firmware_config(width: int, height: int, fps: float) -> dict[str, Any]:
     """The firmware's sections for a benchmark press: gpiozero's MockFactory driven by
     ``--ring-on-stdin`` (every press rings: no ring interval, no long press), the synthetic
@@ -93,13 +104,8 @@ class AgentStack:
     def stop_agent(self) -> None:
         """Stop the firmware (if started) and the agent, each given 20 s to finish."""
         for proc in (self.firmware, self.agent):
-            if proc is not None and proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(5)
+            if proc is not None:
+                stop_process(proc)
         for log in self._logs:
             log.close()
         self._logs.clear()
