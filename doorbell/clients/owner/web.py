@@ -90,14 +90,26 @@ def make_server(host: str, port: int, app_config: dict[str, Any], root: Path | N
 
         do_HEAD = do_GET
 
-    return ThreadingHTTPServer((host, port), Handler)
+    return _QuietServer((host, port), Handler)
+
+
+class _QuietServer(ThreadingHTTPServer):
+    """A browser that closes a tab mid-response is normal: log it, never print a traceback."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):  # BrokenPipeError, ConnectionResetError, ...
+            log.debug("%s went away mid-response: %s", client_address, exc)
+            return
+        log.exception("error while answering %s", client_address)
 
 
 class WebServer:
     """The app server in a background thread (tests, the demo, benchmarks)."""
 
-    def __init__(self, app_config: dict[str, Any], host: str = "127.0.0.1", port: int = 0):
-        self.httpd = make_server(host, port, app_config)
+    def __init__(self, app_config: dict[str, Any], host: str = "127.0.0.1", port: int = 0,
+                 root: Path | None = None):
+        self.httpd = make_server(host, port, app_config, root)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="owner-web", daemon=True)
 
     @property

@@ -82,3 +82,28 @@ def test_service_worker_serves_the_shell_offline(web: WebEnv, page: object) -> N
         assert manifest["display"] == "standalone" and manifest["start_url"] == "./#/live"
     finally:
         pg.context.set_offline(False)
+
+
+def test_a_client_that_goes_away_mid_response_prints_no_traceback(tmp_path: Path, capfd: Any) -> None:
+    """Closing a tab while a file is sent is normal: the server says nothing on stderr and keeps serving."""
+    import socket
+    import struct
+
+    from doorbell.clients.owner.web import WebServer
+
+    root = tmp_path / "dist"
+    root.mkdir()
+    (root / "index.html").write_text("<!doctype html><title>app</title>")
+    (root / "big.js").write_bytes(b"x" * (8 << 20))  # larger than the socket buffers
+    server = WebServer({"broker_url": "wss://127.0.0.1:1/"}, root=root).start()
+    try:
+        for _ in range(3):
+            s = socket.create_connection(server.httpd.server_address[:2])
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
+            s.sendall(b"GET /big.js HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.recv(1024)
+            s.close()
+        assert httpx.get(server.url + "index.html", timeout=10).status_code == 200
+    finally:
+        server.stop()
+    assert "Traceback" not in capfd.readouterr().err
