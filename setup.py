@@ -58,6 +58,7 @@ TEST = [
     "import-linter>=2.1",      # the layer contract (.importlinter), run by scripts/test.sh
     "mypy>=1.10",              # type checker (mypy.ini), run by scripts/test.sh
     "types-PyYAML",            # type stubs for mypy
+    "types-psutil",            # type stubs for mypy: benchmarks/scale.py uses psutil
     "pyrage>=1.2",             # rage (Rust age) bindings: a second, independent age implementation for interop tests
 ]
 

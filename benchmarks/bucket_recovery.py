@@ -35,12 +35,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.agent import DEVICE, MB, publish_clip, wait_clip  # noqa: E402
 from doorbell.core import protocol  # noqa: E402
 from doorbell.core.spool import Spool  # noqa: E402
-from doorbell.sandbox.embedded import DoorbellBroker, SeaweedS3
+from doorbell.sandbox.embedded import DoorbellBroker, MqttProbe, SeaweedS3  # noqa: E402
 from doorbell.sandbox.media import make_noise_mp4  # noqa: E402
 from doorbell.sandbox.stack import agent_stack  # noqa: E402
 
 
-def _observer(broker: DoorbellBroker) -> Any:
+def _observer(broker: DoorbellBroker) -> MqttProbe:
     obs = broker.client("admin", client_id=f"recovery-obs-{secrets.token_hex(4)}")
     obs.sub(f"{protocol.PREFIX}/devices/{DEVICE}/#", qos=1)
     return obs

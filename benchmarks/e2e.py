@@ -113,6 +113,13 @@ class SpoolWatch:
         self._ino.close()
 
 
+def _pipe(stream: IO[bytes] | None, what: str) -> IO[bytes]:
+    """A child's stdin/stdout opened with ``subprocess.PIPE`` (typed optional by subprocess)."""
+    if stream is None:
+        raise RuntimeError(f"{what} was not opened as a pipe")
+    return stream
+
+
 class LineReader:
     """Reads a child's stdout on a thread, stamping each JSON line with its arrival time."""
 
@@ -159,7 +166,7 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
     work = Path(tempfile.mkdtemp(prefix="e2e-bench-"))
     broker = DoorbellBroker(work / "mqtt", {DEVICE: OWNER}, [OWNER], admins=["admin"])
     s3 = SeaweedS3(work / "s3", access_key="AK" + secrets.token_hex(9).upper(), secret_key=secrets.token_urlsafe(30))
-    children: dict[str, subprocess.Popen] = {}
+    children: dict[str, subprocess.Popen[bytes]] = {}
     exe = [sys.executable, "-m", "doorbell.cli"]
     out: dict[str, Any] = {"presses": presses, "blocks": blocks, "camera": f"{width}x{height}@{fps:g}",
                            "gap_s": gap_s}
@@ -199,7 +206,7 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
                                              stdout=logs["agent"], stderr=subprocess.STDOUT)
         children["owner"] = subprocess.Popen([*exe, "owner", "events", "--follow", "--json", "--config", str(own_cfg)],
                                              stdout=subprocess.PIPE, stderr=logs["owner"])
-        reader = LineReader(children["owner"].stdout)
+        reader = LineReader(_pipe(children["owner"].stdout, "the owner app's stdout"))
         children["firmware"] = subprocess.Popen([*exe, "firmware", "run", "--ring-on-stdin", "--config", str(dev_cfg)],
                                                 stdin=subprocess.PIPE, stdout=logs["firmware"],
                                                 stderr=subprocess.STDOUT)
@@ -216,12 +223,13 @@ def run(presses: int, blocks: int, width: int, height: int, fps: float, gap_s: f
                 break
 
         fw = children["firmware"]
+        fw_stdin = _pipe(fw.stdin, "the firmware's stdin")
 
         def press_once() -> tuple[float, float, float, float, float | None]:
             """One press; returns wall times: sent, edge, MQTT arrival, owner app arrival, event file in spool."""
             t_wall = time.time()
-            fw.stdin.write(b"\n")
-            fw.stdin.flush()
+            fw_stdin.write(b"\n")
+            fw_stdin.flush()
             while True:
                 msg = obs.expect(protocol.events_topic(DEVICE), wait=10)
                 arrived = time.time() - (time.monotonic() - msg.timestamp)  # paho stamps receipt (monotonic)

@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TypedDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -125,7 +126,17 @@ def bench_edge_to_event(n: int) -> dict[str, float]:
     return {"n": n, "p50": statistics.median(lat), "p99": pct(lat, 99), "max": max(lat)}
 
 
-def bench_recording(width: int, height: int, frames: int = 150) -> dict[str, float]:
+class RecordingCost(TypedDict):
+    """Per-frame cost of recording at one size (ms), and what the pre-roll ring holds."""
+    size: str
+    mask_ms: float
+    enc_p50: float
+    enc_p99: float
+    ring_kib: float
+    ring_s: float
+
+
+def bench_recording(width: int, height: int, frames: int = 150) -> RecordingCost:
     from doorbell.core.config import Polygon
     from firmware.camera.base import Frame
     from firmware.masks import PrivacyMasker
@@ -188,8 +199,17 @@ def make_720p_recording(path: Path, seconds: float = 20.0, fps: float = 15.0) ->
     return path
 
 
+class RssRow(TypedDict):
+    """Memory of one ``doorbell firmware run`` with one camera backend (MB)."""
+    backend: str
+    size: str
+    after_start_mb: float
+    recording_max_mb: float
+    peak_mb: float
+
+
 def bench_firmware_rss(backend: str, source: Path | None, width: int = 1280, height: int = 720,
-                       fps: float = 15.0, clips: int = 2) -> dict[str, float | str]:
+                       fps: float = 15.0, clips: int = 2) -> RssRow:
     """Peak RSS of ``doorbell firmware run`` recording ``clips`` ring clips with one camera backend."""
     import yaml
 
@@ -241,8 +261,8 @@ def bench_firmware_rss(backend: str, source: Path | None, width: int = 1280, hei
             "recording_max_mb": round(max(samples or [0.0]), 1), "peak_mb": round(peak, 1)}
 
 
-def bench_rss_all(backends: tuple[str, ...] = RSS_BACKENDS, clips: int = 2) -> list[dict[str, float | str]]:
-    out = []
+def bench_rss_all(backends: tuple[str, ...] = RSS_BACKENDS, clips: int = 2) -> list[RssRow]:
+    out: list[RssRow] = []
     with tempfile.TemporaryDirectory(prefix="fw-rss-src-") as tmp:
         source = make_720p_recording(Path(tmp) / "porch-720p.mp4") if set(backends) - {"synthetic"} else None
         for backend in backends:
@@ -276,25 +296,25 @@ def main() -> int:
     import platform
 
     print(f"# firmware benchmark on {platform.processor() or platform.machine()}, Python {platform.python_version()}")
-    r = bench_edge_to_chime(args.presses)
+    chime = bench_edge_to_chime(args.presses)
     print("\n| button edge -> chime pin high (MockFactory) | presses | p50 ms | p99 ms | max ms | whole edge callback p50 / p99 ms |")
     print("|---|---:|---:|---:|---:|---:|")
-    print(f"| DoorbellIO, relay | {r['n']} | {r['p50']:.3f} | {r['p99']:.3f} | {r['max']:.3f} | "
-          f"{r['cb_p50']:.3f} / {r['cb_p99']:.3f} |")
-    r = bench_edge_to_event(args.service_presses)
+    print(f"| DoorbellIO, relay | {chime['n']} | {chime['p50']:.3f} | {chime['p99']:.3f} | {chime['max']:.3f} | "
+          f"{chime['cb_p50']:.3f} / {chime['cb_p99']:.3f} |")
+    event = bench_edge_to_event(args.service_presses)
     print("\n| button edge -> ring event file in spool/events (full service, camera+encoder running) | presses | p50 ms | p99 ms | max ms |")
     print("|---|---:|---:|---:|---:|")
-    print(f"| FirmwareService, synthetic 640x480@15 real time | {r['n']} | {r['p50']:.2f} | {r['p99']:.2f} | {r['max']:.2f} |")
+    print(f"| FirmwareService, synthetic 640x480@15 real time | {event['n']} | {event['p50']:.2f} | {event['p99']:.2f} | {event['max']:.2f} |")
     print("\n| recording cost per frame (mask + libx264 ultrafast + pre-roll ring) | mask ms | encode p50 ms | encode p99 ms | ring KiB (s) |")
     print("|---|---:|---:|---:|---:|")
     for w, h in ((640, 480), (1280, 720)):
-        r = bench_recording(w, h)
-        print(f"| {r['size']} | {r['mask_ms']:.3f} | {r['enc_p50']:.2f} | {r['enc_p99']:.2f} | "
-              f"{r['ring_kib']:.0f} ({r['ring_s']:.1f} s) |")
+        rec = bench_recording(w, h)
+        print(f"| {rec['size']} | {rec['mask_ms']:.3f} | {rec['enc_p50']:.2f} | {rec['enc_p99']:.2f} | "
+              f"{rec['ring_kib']:.0f} ({rec['ring_s']:.1f} s) |")
     print("\n| firmware peak RSS (`doorbell firmware run`, 2 ring clips) | after start MB | peak (VmHWM) MB |")
     print("|---|---:|---:|")
-    for r in bench_rss_all():
-        print(f"| {r['backend']} camera {r['size']} | {r['after_start_mb']} | {r['peak_mb']} |")
+    for row in bench_rss_all():
+        print(f"| {row['backend']} camera {row['size']} | {row['after_start_mb']} | {row['peak_mb']} |")
     return 0
 
 

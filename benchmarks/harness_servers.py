@@ -11,11 +11,12 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from doorbell.sandbox.embedded import DoorbellBroker, SeaweedS3  # noqa: E402
+from doorbell.sandbox.embedded import DoorbellBroker, MqttProbe, SeaweedS3  # noqa: E402
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -23,14 +24,16 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _idle_cpu_pct(pid: int, seconds: float) -> float:
-    """Share of one core the server uses while nobody talks to it."""
+def _idle_cpu_pct(pid: int | None, seconds: float) -> float:
+    """Share of one core the server uses while nobody talks to it (``pid`` None: the server is not running)."""
+    if pid is None:
+        raise RuntimeError("server is not running: no idle CPU to measure")
     c0, t0 = _cpu_seconds(pid), time.monotonic()
     time.sleep(seconds)
     return 100 * (_cpu_seconds(pid) - c0) / (time.monotonic() - t0)
 
 
-def _timed(fn) -> float:
+def _timed(fn: Callable[[], object]) -> float:
     t0 = time.perf_counter()
     fn()
     return time.perf_counter() - t0
@@ -43,14 +46,13 @@ def bench_mosquitto(runs: int, idle_s: float) -> dict[str, list[float]]:
         with tempfile.TemporaryDirectory() as d:
             b = DoorbellBroker(d, {"dev-a": "owner-a", "dev-b": "owner-b"})
             out["start"].append(_timed(b.start))
-            c = None
+            clients: list[MqttProbe] = []
 
-            def connect(broker: DoorbellBroker = b) -> None:
-                nonlocal c
-                c = broker.client("dev-a")
+            def connect(broker: DoorbellBroker = b, into: list[MqttProbe] = clients) -> None:
+                into.append(broker.client("dev-a"))
 
             out["connect"].append(_timed(connect))
-            c.close()
+            clients[0].close()
             out["rss_mib"].append((b.rss_bytes() or 0) / 2**20)
             out["idle_cpu_pct"].append(_idle_cpu_pct(b.pid, idle_s))
             out["restart"].append(_timed(b.restart))

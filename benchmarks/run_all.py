@@ -511,8 +511,9 @@ def firmware_child(runs: int, presses: int, rss_clips: int = 2) -> dict[str, Any
     """In a child process: benchmarks/firmware.py's edge->chime and the spool event write, ``runs`` times;
     peak RSS per camera backend over ``rss_clips`` recorded clips."""
     spec = importlib.util.spec_from_file_location("bench_firmware", HERE / "firmware.py")
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {HERE / 'firmware.py'} as a module")
     mod = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
     spec.loader.exec_module(mod)
     return {"runs": [mod.bench_edge_to_chime(presses) for _ in range(runs)],
             "event_write": [event_write(min(presses, 300)) for _ in range(runs)],
@@ -686,14 +687,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="re-render the table from a saved run's raw results (measures nothing)")
     a = ap.parse_args(argv)
     if a.from_json:
-        doc = json.loads(a.from_json.read_text())
+        saved: dict[str, Any] = json.loads(a.from_json.read_text())
         build = {"motion": motion_figures, "firmware": firmware_figures, "e2e": e2e_figures, "sharing": sharing_figures,
                  "scale": scale_figures, "crypto": crypto_figures, "sealed": sealed_figures, "owner_match": owner_match_figures,
                  "recovery": recovery_figures, "bucket_recovery": bucket_recovery_figures,
                  "webapp": webapp_figures,
                  "agent": lambda raw: agent_figures(raw["runs"])}
-        doc["figures"] = [f.row() for n in COMPONENTS if n in doc["raw"] for f in build[n](doc["raw"][n])]
-        print(render_markdown(doc))
+        saved["figures"] = [f.row() for n in COMPONENTS if n in saved["raw"] for f in build[n](saved["raw"][n])]
+        print(render_markdown(saved))
         return 0
     if a.child is not None:
         if a.child != "firmware":

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 
 from doorbell.core import age, protocol, signing  # noqa: E402
-from doorbell.core.spool import Sealing, Spool  # noqa: E402
+from doorbell.core.spool import SealedWriter, Sealing, Spool  # noqa: E402
 from doorbell.sandbox.media import make_jpeg, make_mp4, make_noise_mp4  # noqa: E402
 from doorbell.sandbox.stack import agent_stack  # noqa: E402
 
@@ -50,6 +50,8 @@ def publish_sealed(spool: Spool, video: Path, sealing: Sealing) -> tuple[Any, fl
     t = time.time()
     st = spool.stage_clip(ts=t, sealing=sealing)
     sink = st.open_video()
+    if not isinstance(sink, SealedWriter):
+        raise TypeError("a sealed stage opens an encrypting SealedWriter, not a path")
     with open(video, "rb") as fh:
         while block := fh.read(BLOCK):
             sink.write(block)
