@@ -34,9 +34,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: E402
 
 from doorbell.core import age, protocol, signing  # noqa: E402
-from doorbell.core.spool import SealedWriter, Sealing, Spool  # noqa: E402
+from doorbell.core.spool import SealedClipMeta, SealedWriter, Sealing, Spool  # noqa: E402
+from doorbell.sandbox.embedded import MqttProbe  # noqa: E402
 from doorbell.sandbox.media import make_jpeg, make_mp4, make_noise_mp4  # noqa: E402
 from doorbell.sandbox.stack import agent_stack  # noqa: E402
 
@@ -45,8 +47,9 @@ MB = 1024 * 1024
 BLOCK = 256 * 1024
 
 
-def publish_sealed(spool: Spool, video: Path, sealing: Sealing) -> tuple[Any, float]:
-    """Stage a sealed clip as the recorder would (video streamed in), then time only the publish onwards."""
+def publish_sealed(spool: Spool, video: Path, sealing: Sealing) -> tuple[SealedClipMeta, float]:
+    """Stage a sealed clip as the recorder would (video streamed in), then time only the publish onwards;
+    returns the clip's clear index and the monotonic time the publish started."""
     t = time.time()
     st = spool.stage_clip(ts=t, sealing=sealing)
     sink = st.open_video()
@@ -59,10 +62,12 @@ def publish_sealed(spool: Spool, video: Path, sealing: Sealing) -> tuple[Any, fl
     t0 = time.monotonic()
     clip = st.publish(device_id=DEVICE, trigger="ring", started_at=t, ended_at=t + 10, trigger_at=t + 4,
                       pre_roll_s=4, duration_s=10)
-    return clip, t0
+    if clip.sealed is None:
+        raise TypeError(f"clip {clip.clip_id} was published in clear, not sealed")
+    return clip.sealed, t0
 
 
-def wait_sealed(obs: Any, video_sha: str, timeout: float = 120) -> float:
+def wait_sealed(obs: MqttProbe, video_sha: str, timeout: float = 120) -> float:
     deadline = time.monotonic() + timeout
     while True:
         msg = obs.expect(protocol.clips_topic(DEVICE), wait=max(0.01, deadline - time.monotonic()))
@@ -72,7 +77,7 @@ def wait_sealed(obs: Any, video_sha: str, timeout: float = 120) -> float:
 
 
 def clip_to_bucket(work: Path, quick: bool, recipients: list[age.X25519Recipient],
-                   device_key: Any) -> list[dict[str, Any]]:
+                   device_key: Ed25519PrivateKey) -> list[dict[str, Any]]:
     with agent_stack(work, DEVICE, "owner-bench", s3_options={"volume_size_limit_mb": 128, "max_volumes": 16},
                      config={"s3": {"prefix": "devices/"}, "encryption": {
                          "enabled": True, "recipients": [str(r) for r in recipients]}}) as stack:
@@ -94,8 +99,8 @@ def clip_to_bucket(work: Path, quick: bool, recipients: list[age.X25519Recipient
                 make_noise_mp4(f, mb * MB, seed=mb)
             vals = []
             for _ in range(3 if quick else 5):
-                clip, t0 = publish_sealed(spool, f, sealing)
-                vals.append(wait_sealed(obs, clip.sealed.files["video"].sha256) - t0)
+                sealed, t0 = publish_sealed(spool, f, sealing)
+                vals.append(wait_sealed(obs, sealed.files["video"].sha256) - t0)
             rows.append({"label": label, "bytes": f.stat().st_size, "median_s": round(statistics.median(vals), 3),
                          "max_s": round(max(vals), 3), "values_s": [round(v, 3) for v in vals]})
         return rows
