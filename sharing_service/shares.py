@@ -132,14 +132,22 @@ class Shares:
         delete_ended_copies(self.ctx, self.ctx.clock())  # the copies go now, not at the next sweep
         return out
 
+    def _refuse_unless_signed(self, s: Session, owner_id: str, topic_sid: str, msg: p.ShareCreate | p.ShareRevoke,
+                              now: float) -> list[Outgoing] | None:
+        """The refusal (answered on the nonce) unless the message is for this topic's share and signed
+        by one of the owner's active keys; None when it may be applied."""
+        if msg.share_id != topic_sid:
+            return self.consent._refuse(s, owner_id, msg.nonce, "share_id in the message does not match the topic",
+                                        topic_sid)
+        _, reason = self.consent._verify_signer(s, msg, owner_id, now)
+        return self.consent._refuse(s, owner_id, msg.nonce, reason, topic_sid) if reason else None
+
     def _create(self, s: Session, owner_id: str, topic_sid: str, msg: p.ShareCreate, now: float) -> list[Outgoing]:
+        refused = self._refuse_unless_signed(s, owner_id, topic_sid, msg, now)
+        if refused is not None:
+            return refused
         ref = msg.nonce
         refuse = self.consent._refuse
-        if msg.share_id != topic_sid:
-            return refuse(s, owner_id, ref, "share_id in the message does not match the topic", topic_sid)
-        _, reason = self.consent._verify_signer(s, msg, owner_id, now)
-        if reason:
-            return refuse(s, owner_id, ref, reason, topic_sid)
         if s.get(Share, msg.share_id) is not None:
             return refuse(s, owner_id, ref, "this share id is already used", topic_sid)
         active = s.execute(select(Share.id).where(Share.owner_id == owner_id, Share.state == "active",
@@ -224,13 +232,11 @@ class Shares:
         return device_id, rows
 
     def _revoke(self, s: Session, owner_id: str, topic_sid: str, msg: p.ShareRevoke, now: float) -> list[Outgoing]:
+        refused = self._refuse_unless_signed(s, owner_id, topic_sid, msg, now)
+        if refused is not None:
+            return refused
         ref = msg.nonce
         refuse = self.consent._refuse
-        if msg.share_id != topic_sid:
-            return refuse(s, owner_id, ref, "share_id in the message does not match the topic", topic_sid)
-        _, reason = self.consent._verify_signer(s, msg, owner_id, now)
-        if reason:
-            return refuse(s, owner_id, ref, reason, topic_sid)
         sh = s.get(Share, msg.share_id, with_for_update=True)  # one revoke per share, whichever instance
         if sh is None or sh.owner_id != owner_id:
             return refuse(s, owner_id, ref, "no such share link of this owner", topic_sid)
