@@ -489,6 +489,19 @@ def _run_json(cmd: list[str], log_path: Path, timeout: float) -> dict[str, Any]:
         out.unlink(missing_ok=True)
 
 
+def _sharing_json(py: str, args: list[str], log_path: Path) -> Any:
+    """Run benchmarks/sharing.py with ``args``; its ``--json`` prints one JSON document on stdout."""
+    with open(log_path, "ab") as fh:
+        fh.write(f"\n$ sharing.py {' '.join(args)} --json\n".encode())
+        fh.flush()
+        r = subprocess.run([py, str(HERE / "sharing.py"), *args, "--json"], stdout=subprocess.PIPE,
+                           stderr=fh, timeout=1200, cwd=ROOT)
+    if r.returncode != 0:
+        raise RuntimeError(f"sharing.py {' '.join(args)} exited {r.returncode} (see {log_path})")
+    text = r.stdout.decode()
+    return json.loads(text[text.index("{"):])
+
+
 def event_write(n: int) -> dict[str, float]:
     """``n`` ring events through ``Spool.publish_event`` (what the firmware does per ring), in ms."""
     sys.path.insert(0, str(ROOT))
@@ -569,25 +582,9 @@ def run_component(name: str, quick: bool, logs: Path, deadline: float) -> tuple[
     if name == "sharing":
         args = (["--devices", "500", "--clips", "20000", "--creates", "40", "--statuses", "200", "--workers", "2",
                  "--rounds", "2"] if quick else ["--rounds", "3", "--creates", "500", "--statuses", "2000"])
-        with open(lp, "ab") as fh:
-            fh.write(f"\n$ sharing.py {' '.join(args)} --json\n".encode())
-            fh.flush()
-            r = subprocess.run([py, str(HERE / "sharing.py"), *args, "--json"], stdout=subprocess.PIPE,
-                               stderr=fh, timeout=1200, cwd=ROOT)
-        if r.returncode != 0:
-            raise RuntimeError(f"sharing.py exited {r.returncode} (see {lp})")
-        text = r.stdout.decode()
-        raw = json.loads(text[text.index("{"):])  # --json prints one JSON document
+        raw = _sharing_json(py, args, lp)
         args = ["--rule2-timing", "--pairs", "60" if quick else "200"]
-        with open(lp, "ab") as fh:
-            fh.write(f"\n$ sharing.py {' '.join(args)} --json\n".encode())
-            fh.flush()
-            r = subprocess.run([py, str(HERE / "sharing.py"), *args, "--json"], stdout=subprocess.PIPE,
-                               stderr=fh, timeout=1200, cwd=ROOT)
-        if r.returncode != 0:
-            raise RuntimeError(f"sharing.py --rule2-timing exited {r.returncode} (see {lp})")
-        text = r.stdout.decode()
-        raw["rule2_timing"] = json.loads(text[text.index("{"):])
+        raw["rule2_timing"] = _sharing_json(py, args, lp)
         return sharing_figures(raw), raw
     if name == "scale":
         raw = _run_json([py, str(HERE / "scale.py")] + (["--quick"] if quick else []), lp, 900)
